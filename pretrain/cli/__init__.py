@@ -1,0 +1,1 @@
+"""Command-line entry points. ``tools/*.py`` and the ``pretrain-*`` console scripts call these."""

@@ -1,0 +1,51 @@
+"""What every command does around its work: logging, clean errors, and cleanup on SIGTERM."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """An error whose message is the whole story: print it, no traceback."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pretrain.data.indexed import IndexFormatError
+    from pretrain.data.preprocess import PreprocessError
+    from pretrain.data.sources import InputError
+    from pretrain.tokenization import TokenizerError
+
+    return UserError, IndexFormatError, PreprocessError, InputError, TokenizerError
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(main: Callable[[], int | None]) -> None:
+    """Run ``main`` and exit: 0 on success, 1 on a user error (message only), 130 on interrupt.
+
+    SIGTERM (what Slurm and ``kill`` send) is turned into KeyboardInterrupt so that temporary
+    outputs are removed exactly as on Ctrl-C.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = main() or 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: temporary outputs removed, nothing was published", file=sys.stderr)
+        code = 130
+    except _user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"error: the disk is full ({exc.filename or exc}); temporary outputs were removed. "
+              "Free space or choose another output folder.", file=sys.stderr)
+        code = 1
+    sys.exit(code)

@@ -1,0 +1,1 @@
+"""Data: indexed token files, corpus readers, preprocessing, and the training datasets."""

@@ -1,0 +1,298 @@
+"""Megatron-LM's memory-mapped indexed dataset: ``PREFIX.bin`` (tokens) + ``PREFIX.idx`` (index).
+
+Byte-compatible with megatron-core's ``IndexedDataset`` / ``IndexedDatasetBuilder``. The ``.idx`` is::
+
+    b"MMIDIDX\\x00\\x00"        9-byte magic
+    <Q version = 1             <B dtype code (see DTYPE_CODES)
+    <Q sequence count S         <Q document count D (= documents + 1)
+    int32[S]  sequence lengths in tokens
+    int64[S]  sequence byte offsets into .bin
+    int64[D]  document indices: document k spans sequences [doc[k], doc[k+1])
+
+A *sequence* is one sentence (``--split-sentences``) or one whole document; a document is one or
+more consecutive sequences. The writer streams: the index arrays are spilled to temporary files
+while tokens are written, so memory stays flat however large the corpus. Final names appear only
+after everything is written (``.bin`` first, then ``.idx``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from pretrain.atomic import publish, remove_quietly, temp_path_for
+
+MAGIC = b"MMIDIDX\x00\x00"
+VERSION = 1
+DTYPE_CODES: dict[int, type[np.number]] = {
+    1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32,
+    5: np.int64, 6: np.float64, 7: np.float32, 8: np.uint16,
+}
+_CODE_OF = {np.dtype(dtype): code for code, dtype in DTYPE_CODES.items()}
+_HEADER = struct.Struct("<9sQBQQ")  # magic, version, dtype code, sequence count, document count
+_CHUNK = 1 << 22  # index entries handled at once when streaming (32 MiB of int64)
+
+
+class IndexFormatError(ValueError):
+    """An ``.idx``/``.bin`` pair is missing, truncated, or not in Megatron's format."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (Megatron's rule: vocabulary below 65,500), else int32."""
+    return np.dtype(np.uint16 if vocab_size < 65500 else np.int32)
+
+
+def bin_path(prefix: str | os.PathLike) -> str:
+    return f"{prefix}.bin"
+
+
+def idx_path(prefix: str | os.PathLike) -> str:
+    return f"{prefix}.idx"
+
+
+def dataset_exists(prefix: str | os.PathLike) -> bool:
+    """True when either file of the pair exists (a half pair still blocks a new write)."""
+    return os.path.exists(idx_path(prefix)) or os.path.exists(bin_path(prefix))
+
+
+class IndexedDatasetWriter:
+    """Streams documents into a ``.bin``/``.idx`` pair under temporary names; ``finalize`` publishes.
+
+    Use as a context manager: leaving the block by an exception (Ctrl-C included) removes the
+    temporary files; leaving it normally without ``finalize()`` also discards them.
+    """
+
+    def __init__(self, prefix: str | os.PathLike, dtype: np.dtype | type) -> None:
+        self.prefix = str(prefix)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in _CODE_OF:
+            raise ValueError(f"unsupported token dtype {self.dtype}")
+        self._bin_temp = temp_path_for(bin_path(self.prefix))
+        self._idx_temp = temp_path_for(idx_path(self.prefix))
+        self._lengths_temp = temp_path_for(f"{self.prefix}.lengths")
+        self._documents_temp = temp_path_for(f"{self.prefix}.documents")
+        self._bin = open(self._bin_temp, "wb", buffering=1 << 20)
+        self._lengths = open(self._lengths_temp, "wb", buffering=1 << 20)
+        self._documents = open(self._documents_temp, "wb", buffering=1 << 20)
+        self.sequence_count = 0
+        self.document_count = 0
+        self.token_count = 0
+        self._done = False
+
+    def __enter__(self) -> IndexedDatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._done:
+            self.abort()
+
+    def add_documents(
+        self, tokens: np.ndarray, sequence_lengths: np.ndarray, sequences_per_document: np.ndarray
+    ) -> None:
+        """Append documents given as flat arrays: all tokens, each sequence's length, and how many
+        consecutive sequences each document has."""
+        sequence_lengths = np.asarray(sequence_lengths, dtype=np.int32)
+        sequences_per_document = np.asarray(sequences_per_document, dtype=np.int64)
+        self._bin.write(np.ascontiguousarray(tokens, dtype=self.dtype).data)
+        self._lengths.write(sequence_lengths.data)
+        ends = self.sequence_count + np.cumsum(sequences_per_document, dtype=np.int64)
+        self._documents.write(ends.data)
+        self.sequence_count += len(sequence_lengths)
+        self.document_count += len(sequences_per_document)
+        self.token_count += int(np.asarray(tokens).size)
+
+    def add_document(self, sequences: list[np.ndarray] | list[list[int]]) -> None:
+        """Append one document made of one or more sequences."""
+        arrays = [np.asarray(seq, dtype=self.dtype) for seq in sequences]
+        tokens = np.concatenate(arrays) if arrays else np.empty(0, self.dtype)
+        self.add_documents(tokens, [len(a) for a in arrays], [len(arrays)])
+
+    def add_dataset(self, other: IndexedDataset) -> None:
+        """Append a whole dataset by streaming copies (used to merge shards)."""
+        if other.dtype != self.dtype:
+            raise IndexFormatError(
+                f"{other.prefix} holds {other.dtype} tokens but the merged dataset is {self.dtype}: "
+                "merge only shards made with the same tokenizer"
+            )
+        with open(bin_path(other.prefix), "rb") as source:
+            shutil.copyfileobj(source, self._bin, 1 << 24)
+        for start in range(0, other.num_sequences, _CHUNK):
+            self._lengths.write(np.ascontiguousarray(other.sequence_lengths[start : start + _CHUNK]).data)
+        doc = other.document_indices
+        for start in range(1, len(doc), _CHUNK):
+            ends = doc[start : start + _CHUNK].astype(np.int64) + self.sequence_count
+            self._documents.write(ends.data)
+        self.sequence_count += other.num_sequences
+        self.document_count += other.num_documents
+        self.token_count += other.num_tokens
+
+    def finalize(self) -> None:
+        """Write the ``.idx`` and publish both files under their final names."""
+        try:
+            for handle in (self._bin, self._lengths, self._documents):
+                handle.close()
+            self._write_index()
+            publish(self._bin_temp, bin_path(self.prefix))
+            publish(self._idx_temp, idx_path(self.prefix))
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Close and delete the temporary files (the final names are never touched)."""
+        self._done = True
+        for handle in (self._bin, self._lengths, self._documents):
+            handle.close()
+        remove_quietly(self._bin_temp, self._idx_temp, self._lengths_temp, self._documents_temp)
+
+    def _write_index(self) -> None:
+        itemsize = self.dtype.itemsize
+        lengths = np.memmap(self._lengths_temp, np.int32, "r") if self.sequence_count else np.empty(0, np.int32)
+        with open(self._idx_temp, "wb", buffering=1 << 20) as out:
+            out.write(_HEADER.pack(MAGIC, VERSION, _CODE_OF[self.dtype], self.sequence_count, self.document_count + 1))
+            for start in range(0, self.sequence_count, _CHUNK):
+                out.write(np.ascontiguousarray(lengths[start : start + _CHUNK]).data)
+            offset = 0
+            for start in range(0, self.sequence_count, _CHUNK):
+                sizes = lengths[start : start + _CHUNK].astype(np.int64) * itemsize
+                ends = np.cumsum(sizes) + offset
+                out.write((ends - sizes).data)
+                offset = int(ends[-1])
+            out.write(np.zeros(1, np.int64).data)
+            with open(self._documents_temp, "rb") as documents:
+                shutil.copyfileobj(documents, out, 1 << 24)
+        del lengths
+
+
+class IndexedDataset:
+    """Read-only, zero-copy view of a ``.bin``/``.idx`` pair (numpy memmaps).
+
+    Opening checks the header and both file sizes and says what is wrong and what to do.
+    Pickles by prefix (DataLoader workers reopen the memmaps instead of copying them).
+    """
+
+    def __init__(self, prefix: str | os.PathLike) -> None:
+        self.prefix = str(prefix)
+        self._open()
+
+    def __getstate__(self) -> dict:
+        return {"prefix": self.prefix}
+
+    def __setstate__(self, state: dict) -> None:
+        self.prefix = state["prefix"]
+        self._open()
+
+    def _open(self) -> None:
+        index_file, data_file = idx_path(self.prefix), bin_path(self.prefix)
+        for path in (index_file, data_file):
+            if not os.path.exists(path):
+                raise IndexFormatError(_missing_message(path))
+        idx_size = os.path.getsize(index_file)
+        with open(index_file, "rb") as handle:
+            raw = handle.read(_HEADER.size)
+        if len(raw) < _HEADER.size or not raw.startswith(MAGIC):
+            raise IndexFormatError(
+                f"{index_file} is not a Megatron-style indexed dataset index (the file must start with "
+                f"{MAGIC!r}); it may be an older 'lazy'/'cached' Megatron format or another file. "
+                "Re-create it with tools/preprocess_data.py."
+            )
+        _, version, code, sequences, documents = _HEADER.unpack(raw)
+        if version != VERSION:
+            raise IndexFormatError(f"{index_file} has format version {version}; this reader knows version {VERSION}.")
+        if code not in DTYPE_CODES:
+            raise IndexFormatError(f"{index_file} has unknown token dtype code {code}; the file is damaged.")
+        self.dtype = np.dtype(DTYPE_CODES[code])
+        expected = _HEADER.size + sequences * (4 + 8) + documents * 8
+        if idx_size not in (expected, expected + sequences):  # + int8 modes: megatron's multimodal variant
+            raise IndexFormatError(
+                f"{index_file} is {idx_size} bytes but its header announces {sequences} sequences and "
+                f"{documents - 1} documents ({expected} bytes): the file is truncated or damaged. "
+                "Re-run preprocessing for this prefix."
+            )
+        offset = _HEADER.size
+        self.sequence_lengths = _memmap(index_file, np.int32, offset, sequences)
+        offset += sequences * 4
+        self.sequence_pointers = _memmap(index_file, np.int64, offset, sequences)
+        offset += sequences * 8
+        self.document_indices = _memmap(index_file, np.int64, offset, documents)
+        bin_size = os.path.getsize(data_file)
+        want = int(self.sequence_pointers[-1]) + int(self.sequence_lengths[-1]) * self.dtype.itemsize if sequences else 0
+        if bin_size != want:
+            raise IndexFormatError(
+                f"{data_file} is {bin_size} bytes but {index_file} describes {want} bytes of tokens: the .bin "
+                "is truncated or belongs to another index. Re-run preprocessing for this prefix."
+            )
+        self._tokens = np.memmap(data_file, self.dtype, "r") if bin_size else np.empty(0, self.dtype)
+
+    # sizes -------------------------------------------------------------------------------------
+    @property
+    def num_sequences(self) -> int:
+        return len(self.sequence_lengths)
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.document_indices) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self._tokens)
+
+    def __len__(self) -> int:
+        return self.num_sequences
+
+    # access ------------------------------------------------------------------------------------
+    def __getitem__(self, sequence: int) -> np.ndarray:
+        return self.get(sequence)
+
+    def get(self, sequence: int, offset: int = 0, length: int | None = None) -> np.ndarray:
+        """Tokens of one sequence (or a slice of it) as a view into the memmap."""
+        start = int(self.sequence_pointers[sequence]) // self.dtype.itemsize + offset
+        size = int(self.sequence_lengths[sequence]) - offset if length is None else length
+        return self._tokens[start : start + size]
+
+    def document(self, document: int) -> np.ndarray:
+        """All tokens of one document (its sequences are contiguous in the .bin)."""
+        first, last = int(self.document_indices[document]), int(self.document_indices[document + 1])
+        if first == last:
+            return self._tokens[0:0]
+        start = int(self.sequence_pointers[first]) // self.dtype.itemsize
+        end = int(self.sequence_pointers[last - 1]) // self.dtype.itemsize + int(self.sequence_lengths[last - 1])
+        return self._tokens[start:end]
+
+    def document_sequences(self, document: int) -> range:
+        """Indices of the sequences (sentences) of one document."""
+        return range(int(self.document_indices[document]), int(self.document_indices[document + 1]))
+
+    def tokens(self, start: int, stop: int) -> np.ndarray:
+        """A range of the whole token stream, across sequence and document boundaries."""
+        return self._tokens[start:stop]
+
+    def document_lengths(self) -> np.ndarray:
+        """Tokens per document (vectorized over the index)."""
+        per_sequence = np.concatenate([[0], np.cumsum(self.sequence_lengths, dtype=np.int64)])
+        return np.diff(per_sequence[self.document_indices])
+
+    def document_token_offsets(self) -> np.ndarray:
+        """Start token of each document in the stream, plus the total at the end (length D+1)."""
+        per_sequence = np.concatenate([[0], np.cumsum(self.sequence_lengths, dtype=np.int64)])
+        return per_sequence[self.document_indices]
+
+
+def _memmap(path: str, dtype: type, offset: int, count: int) -> np.ndarray:
+    if count == 0:
+        return np.empty(0, dtype)
+    return np.memmap(path, dtype, "r", offset=offset, shape=(count,))
+
+
+def _missing_message(path: str) -> str:
+    leftovers = glob.glob(glob.escape(path) + ".tmp-*")
+    if leftovers:
+        return (
+            f"{path} does not exist, but {Path(leftovers[0]).name} does: the preprocessing run that "
+            "wrote it was interrupted. Delete the .tmp-* files and run tools/preprocess_data.py again."
+        )
+    return f"{path} does not exist: check the prefix (it names files PREFIX.bin and PREFIX.idx) or run tools/preprocess_data.py."

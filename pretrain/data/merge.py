@@ -1,0 +1,70 @@
+"""Merge indexed datasets (shards of one preprocessing job, or any datasets of one tokenizer) by
+streaming copies, never loading them: the result is byte-identical to a single-process run."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from pretrain.data import indexed
+from pretrain.data.sources import InputError
+
+SHARD_SUFFIX = re.compile(r"\.shard-(\d{5})-of-(\d{5})$")
+
+
+def shard_prefixes(prefix: str) -> list[str]:
+    """All shards written for ``prefix`` (``PREFIX.shard-IIIII-of-NNNNN``), checked complete, in order."""
+    found = {}
+    for path in glob.glob(glob.escape(prefix) + ".shard-*-of-*.idx"):
+        match = SHARD_SUFFIX.search(path[: -len(".idx")])
+        if match:
+            found[int(match.group(1))] = (int(match.group(2)), path[: -len(".idx")])
+    if not found:
+        return []
+    totals = {n for n, _ in found.values()}
+    if len(totals) != 1:
+        raise InputError(f"shards of {prefix} come from runs with different --num-shards ({sorted(totals)}); "
+                         "delete the stale ones.")
+    total = totals.pop()
+    missing = [i for i in range(total) if i not in found]
+    if missing:
+        raise InputError(f"{len(missing)} of {total} shards of {prefix} are missing, e.g. "
+                         f"{prefix}.shard-{missing[0]:05d}-of-{total:05d}.idx: rerun that shard (array task "
+                         f"{missing[0]}) before merging.")
+    return [found[i][1] for i in range(total)]
+
+
+def expand_inputs(specs: list[str]) -> list[str]:
+    """Prefixes from specs: a sharded prefix, a prefix, a folder of .idx files, or a glob of them."""
+    prefixes: list[str] = []
+    for spec in specs:
+        spec = spec.removesuffix(".idx").removesuffix(".bin")
+        if os.path.isdir(spec):
+            prefixes += sorted(p[: -len(".idx")] for p in glob.glob(os.path.join(glob.escape(spec), "*.idx")))
+        elif glob.has_magic(spec):
+            prefixes += sorted(p[: -len(".idx")] for p in glob.glob(spec + ("" if spec.endswith(".idx") else ".idx")))
+        elif shards := shard_prefixes(spec):
+            prefixes += shards
+        elif os.path.exists(indexed.idx_path(spec)):
+            prefixes.append(spec)
+        else:
+            raise InputError(f"{spec}: no {spec}.shard-*-of-*.idx and no {spec}.idx found.")
+    if not prefixes:
+        raise InputError(f"nothing to merge in {specs}.")
+    return prefixes
+
+
+def merge_datasets(prefixes: list[str], output_prefix: str, overwrite: bool = False) -> indexed.IndexedDataset:
+    if indexed.dataset_exists(output_prefix) and not overwrite:
+        raise InputError(f"{output_prefix}.bin/.idx already exist: pass --overwrite or choose another --output-prefix.")
+    datasets = [indexed.IndexedDataset(p) for p in prefixes]
+    dtypes = {d.dtype for d in datasets}
+    if len(dtypes) != 1:
+        raise InputError(f"the inputs hold different token types {sorted(map(str, dtypes))}: they were made with "
+                         "different tokenizers and cannot be merged.")
+    with indexed.IndexedDatasetWriter(output_prefix, dtypes.pop()) as writer:
+        for dataset in datasets:
+            writer.add_dataset(dataset)
+        writer.finalize()
+    return indexed.IndexedDataset(output_prefix)

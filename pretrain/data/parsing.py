@@ -1,0 +1,119 @@
+"""Turn a chunk of raw records into document texts, and say exactly what is wrong with a bad one.
+
+Runs in preprocessing workers (and when sampling text to train a tokenizer). A bad record is never
+dropped silently: it becomes a ``Problem`` naming the file, the line and the fix; the caller stops
+on it or, with ``--skip-bad-input``, skips it and counts it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pretrain.data import records
+from pretrain.data.sources import Chunk
+
+SKIP_HINT = "or pass --skip-bad-input to skip such records and count them"
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    line: int
+    reason: str  # short and stable, for the summary's counts
+    detail: str  # what exactly, and how to fix it
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.reason}: {self.detail}"
+
+
+@dataclass
+class ParsedChunk:
+    lines: list[int]  # line (or row) number of each good record
+    texts: dict[str, list[str]]  # key -> one text per good record
+    problems: list[Problem]
+
+
+def parse_chunk(chunk: Chunk, keys: Sequence[str]) -> ParsedChunk:
+    if chunk.mode == "table":
+        return _parse_table(chunk, keys)
+    mode = records.LINE if chunk.mode == "jsonl" else chunk.mode
+    raw_records, numbers = records.split_records(chunk.data, mode, chunk.first_line)
+    parsed = ParsedChunk([], {key: [] for key in keys}, [])
+    for raw, line in zip(raw_records, numbers):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            parsed.problems.append(Problem(
+                chunk.source, line, "not UTF-8",
+                f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not valid UTF-8. Convert the file "
+                f"(e.g. iconv -f cp949 -t utf-8 for Korean, -f latin1 for German), {SKIP_HINT}."))
+            continue
+        if chunk.mode != "jsonl":
+            parsed.lines.append(line)
+            for key in keys:
+                parsed.texts[key].append(text)
+            continue
+        values = _json_values(text, keys, chunk.source, line, parsed.problems)
+        if values is not None:
+            parsed.lines.append(line)
+            for key, value in zip(keys, values):
+                parsed.texts[key].append(value)
+    return parsed
+
+
+def _json_values(text: str, keys: Sequence[str], source: str, line: int, problems: list[Problem]) -> list[str] | None:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        problems.append(Problem(source, line, "invalid JSON",
+                                f"{exc.msg} at column {exc.colno}. Fix the line, {SKIP_HINT}."))
+        return None
+    if not isinstance(obj, dict):
+        problems.append(Problem(source, line, "not a JSON object",
+                                f"the line holds a {type(obj).__name__}, not an object with a text key; {SKIP_HINT}."))
+        return None
+    values = []
+    for key in keys:
+        value = obj.get(key)
+        if value is None:
+            have = ", ".join(sorted(obj)[:8]) or "none"
+            problems.append(Problem(source, line, "missing key",
+                                    f"no {key!r} in this object (keys: {have}). Choose keys with --json-keys, {SKIP_HINT}."))
+            return None
+        if not isinstance(value, str):
+            problems.append(Problem(source, line, "not a string",
+                                    f"{key!r} holds a {type(value).__name__}, not a string; {SKIP_HINT}."))
+            return None
+        values.append(value)
+    return values
+
+
+def _parse_table(chunk: Chunk, keys: Sequence[str]) -> ParsedChunk:
+    columns = [chunk.data.column(key).to_pylist() for key in keys]
+    parsed = ParsedChunk([], {key: [] for key in keys}, [])
+    for offset, values in enumerate(zip(*columns)):
+        row = chunk.first_line + offset
+        bad = next(((k, v) for k, v in zip(keys, values) if not isinstance(v, str)), None)
+        if bad is not None:
+            reason = "missing key" if bad[1] is None else "not a string"
+            parsed.problems.append(Problem(chunk.source, row, reason,
+                                           f"row {row}: column {bad[0]!r} is {type(bad[1]).__name__}; {SKIP_HINT}."))
+            continue
+        parsed.lines.append(row)
+        for key, value in zip(keys, values):
+            parsed.texts[key].append(value)
+    return parsed
+
+
+def find_unencodable(texts: Sequence[str]) -> list[int]:
+    """Indices of texts that hold unpaired surrogates (JSON ``\\ud800`` escapes), which no
+    tokenizer accepts."""
+    bad = []
+    for index, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(index)
+    return bad

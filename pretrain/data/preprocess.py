@@ -1,0 +1,176 @@
+"""Tokenize a corpus into Megatron-compatible ``.bin``/``.idx`` files with a pool of workers.
+
+The main process only reads byte blocks, cut at record boundaries, and appends the workers' token
+arrays to the output in input order; workers parse and encode. At most ``2 * workers + 2`` chunks
+are in flight, so memory is flat however large the corpus is. Outputs are written under temporary
+names and renamed only when every input was read: an interrupted run leaves no final-named file.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pretrain.data import indexed, sources
+from pretrain.data.encoding import EncodedChunk, EncodeSettings, encode_in_worker, init_worker
+from pretrain.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+class PreprocessError(RuntimeError):
+    """Preprocessing stopped on bad input or a bad setting; nothing was published."""
+
+
+@dataclass
+class PreprocessOptions:
+    inputs: list[str]
+    output_prefix: str
+    tokenizer: str
+    json_keys: list[str] = field(default_factory=lambda: ["text"])
+    split_sentences: bool = False
+    append_eod: bool = False
+    workers: int = max(1, os.cpu_count() or 1)
+    chunk_bytes: int = 1 << 20
+    text_mode: str = "line"
+    input_format: str | None = None
+    shard_index: int = 0
+    num_shards: int = 1
+    skip_bad_input: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class KeyStats:
+    prefix: str
+    documents: int = 0
+    sequences: int = 0
+    tokens: int = 0
+    empty: int = 0
+
+
+@dataclass
+class Summary:
+    keys: dict[str, KeyStats]
+    records: int = 0
+    text_bytes: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+    truncated_files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        rate = self.text_bytes / max(self.seconds, 1e-9) / 1e6
+        out = [f"read {self.records:,} records, {self.text_bytes / 1e6:,.1f} MB in {self.seconds:,.1f} s ({rate:.2f} MB/s)"]
+        for key, stats in self.keys.items():
+            out.append(f"{key}: {stats.documents:,} documents, {stats.sequences:,} sequences, {stats.tokens:,} tokens "
+                       f"-> {stats.prefix}.bin/.idx; {stats.empty:,} empty documents skipped")
+        for reason, count in sorted(self.skipped.items()):
+            out.append(f"skipped {count:,} records: {reason}")
+        out += [f"  e.g. {example}" for example in self.examples]
+        out += [f"truncated (kept its complete records): {path}" for path in self.truncated_files]
+        return out
+
+
+def output_prefix(base: str, key: str, split_sentences: bool, shard_index: int = 0, num_shards: int = 1) -> str:
+    """``BASE_<key>_document`` (or ``_sentence``), with ``.shard-IIIII-of-NNNNN`` for shard runs."""
+    name = f"{base}_{key}_{'sentence' if split_sentences else 'document'}"
+    return name if num_shards == 1 else f"{name}.shard-{shard_index:05d}-of-{num_shards:05d}"
+
+
+def preprocess(options: PreprocessOptions) -> Summary:
+    from pretrain.tokenization import load_tokenizer
+
+    if options.workers < 1:
+        raise PreprocessError(f"--workers must be at least 1 (got {options.workers}).")
+    files = sources.resolve_inputs(options.inputs, options.input_format)
+    if any(f.format == "text" for f in files) and len(options.json_keys) > 1:
+        raise PreprocessError("--json-keys names several keys, but plain text inputs have one text per document.")
+    plan = sources.plan_shard(files, options.shard_index, options.num_shards)
+    tokenizer = load_tokenizer(options.tokenizer)
+    dtype = indexed.token_dtype(tokenizer.vocab_size)
+    prefixes = {key: output_prefix(options.output_prefix, key, options.split_sentences,
+                                   options.shard_index, options.num_shards) for key in options.json_keys}
+    existing = [p for p in prefixes.values() if indexed.dataset_exists(p)]
+    if existing and not options.overwrite:
+        raise PreprocessError(f"{existing[0]}.bin/.idx already exist: pass --overwrite to replace them, "
+                              "or choose another --output-prefix.")
+    Path(options.output_prefix).parent.mkdir(parents=True, exist_ok=True)
+    settings = EncodeSettings(tokenizer.to_json(), tuple(options.json_keys), options.split_sentences,
+                              options.append_eod, tokenizer.specials.eod, dtype.name)
+    summary = Summary({key: KeyStats(prefix) for key, prefix in prefixes.items()})
+    progress = Progress(sum(end - start for _, start, end in plan), enabled=options.progress)
+    started = time.perf_counter()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with ExitStack() as stack:
+        writers = {key: stack.enter_context(indexed.IndexedDatasetWriter(prefix, dtype)) for key, prefix in prefixes.items()}
+        context = multiprocessing.get_context("spawn")  # workers import only tokenizers + numpy
+        pool = stack.enter_context(context.Pool(options.workers, init_worker, (settings,)))
+        chunks = _chunks(plan, options, summary)
+        for result in ordered_imap(pool.apply_async, encode_in_worker, chunks, 2 * options.workers + 2):
+            _absorb(result, summary, writers, options.skip_bad_input)
+            progress.update(result.disk_bytes, result.text_bytes, result.records,
+                            sum(e.tokens.size for e in result.encoded.values()))
+        progress.close()
+        for writer in writers.values():
+            writer.finalize()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _chunks(plan, options: PreprocessOptions, summary: Summary) -> Iterator[sources.Chunk]:
+    for file, start, end in plan:
+        try:
+            yield from sources.read_chunks(file, start, end, options.text_mode, options.chunk_bytes, options.json_keys)
+        except sources.TruncatedFile as exc:
+            if not options.skip_bad_input:
+                raise PreprocessError(
+                    f"{file.path}: the compressed data ends early after line {exc.line} ({exc.cause}): the file is "
+                    f"truncated or damaged. Re-download or recompress it, or pass --skip-bad-input to keep its "
+                    f"complete records and count the file as truncated.") from None
+            summary.truncated_files.append(file.path)
+            yield exc.rest
+
+
+def _absorb(result: EncodedChunk, summary: Summary, writers: dict, skip_bad_input: bool) -> None:
+    if result.problems and not skip_bad_input:
+        raise PreprocessError(str(result.problems[0]))
+    for problem in result.problems:
+        summary.skipped[problem.reason] += 1
+        if len(summary.examples) < 5:
+            summary.examples.append(str(problem))
+    summary.records += result.records
+    summary.text_bytes += result.text_bytes
+    for key, encoded in result.encoded.items():
+        writers[key].add_documents(encoded.tokens, encoded.sequence_lengths, encoded.sequences_per_document)
+        stats = summary.keys[key]
+        stats.documents += len(encoded.sequences_per_document)
+        stats.sequences += len(encoded.sequence_lengths)
+        stats.tokens += int(encoded.tokens.size)
+        stats.empty += encoded.empty
+
+
+def ordered_imap(submit: Callable, function: Callable, items: Iterable, window: int) -> Iterator:
+    """Like ``Pool.imap`` but with at most ``window`` items in flight, so reading never runs ahead
+    of encoding (``Pool.imap`` consumes its whole input eagerly)."""
+    pending: deque = deque()
+    iterator = iter(items)
+    for item in iterator:
+        pending.append(submit(function, (item,)))
+        if len(pending) >= window:
+            break
+    while pending:
+        result = pending.popleft().get()
+        for item in iterator:
+            pending.append(submit(function, (item,)))
+            break
+        yield result
+

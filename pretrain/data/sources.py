@@ -1,0 +1,308 @@
+"""Streaming corpus readers: jsonl, plain text, parquet and ``datasets`` folders, plain or compressed.
+
+The reader never parses records: it cuts the input into chunks of about ``chunk_bytes`` at record
+boundaries and hands them to workers, so the main process stays cheap and memory stays flat.
+
+Sharding (``shard_index`` of ``num_shards``) splits the inputs' total on-disk size into equal byte
+ranges; a record belongs to the shard where it starts. Uncompressed text is split mid-file at record
+boundaries; a compressed file cannot be sought and goes whole to the shard its first byte falls in;
+parquet row groups and arrow record batches go to the shard their start falls in. The shards
+concatenated in order are therefore exactly the single-process input.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import json
+import lzma
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pretrain.data import records
+
+FORMATS = ("jsonl", "text", "parquet", "arrow")
+_FORMAT_OF_SUFFIX = {
+    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+    ".txt": "text", ".text": "text", ".parquet": "parquet", ".arrow": "arrow",
+}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zstd")
+
+
+class InputError(ValueError):
+    """Bad input the user must fix; the message names the file (and line) and the fix."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    format: str
+    compression: str | None
+    size: int
+
+    @property
+    def splittable(self) -> bool:
+        return self.compression is None and self.format in ("jsonl", "text")
+
+
+@dataclass
+class Chunk:
+    """A block of whole records from one file, for one worker."""
+
+    source: str
+    first_line: int  # 1-based line (or row) number of the chunk's first byte (or row)
+    mode: str  # "jsonl", records.LINE, records.PARAGRAPH or "table"
+    data: Any  # bytes, or a pyarrow RecordBatch for "table"
+    disk_bytes: int  # on-disk bytes this chunk accounts for (progress and ETA)
+    truncated: bool = False  # the file ended early here; the partial record after it was dropped
+
+
+# ------------------------------------------------------------------------------------ resolving
+def resolve_inputs(specs: Sequence[str], input_format: str | None = None) -> list[InputFile]:
+    """Expand files, globs, folders and ``datasets`` folders into an ordered list of inputs."""
+    files: list[InputFile] = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            paths = _folder_files(spec)
+        elif glob.has_magic(spec):
+            paths = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+            if not paths:
+                raise InputError(f"--input {spec!r} matches no file.")
+        elif os.path.isfile(spec):
+            paths = [spec]
+        else:
+            raise InputError(f"--input {spec!r}: no such file or folder.")
+        files.extend(_describe(path, input_format) for path in paths)
+    if not files:
+        raise InputError(f"no input files found in {list(specs)}.")
+    return files
+
+
+def _folder_files(folder: str) -> list[str]:
+    if os.path.exists(os.path.join(folder, "dataset_dict.json")):
+        splits = sorted(p.name for p in Path(folder).iterdir() if p.is_dir())
+        raise InputError(
+            f"{folder} is a datasets DatasetDict with splits {splits}: pass one split's folder, "
+            f"for example --input {os.path.join(folder, splits[0] if splits else 'train')}."
+        )
+    state = os.path.join(folder, "state.json")
+    if os.path.exists(state):  # a folder written by datasets.Dataset.save_to_disk
+        with open(state, encoding="utf-8") as handle:
+            names = [entry["filename"] for entry in json.load(handle)["_data_files"]]
+        return [os.path.join(folder, name) for name in names]
+    found = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            stem = name
+            for suffix in COMPRESSIONS:
+                stem = stem.removesuffix(suffix)
+            if Path(stem).suffix in _FORMAT_OF_SUFFIX:
+                found.append(os.path.join(root, name))
+    if not found:
+        raise InputError(f"folder {folder} holds no .jsonl/.json/.txt/.parquet/.arrow files (plain or compressed).")
+    return sorted(found)
+
+
+def _describe(path: str, input_format: str | None) -> InputFile:
+    stem, compression = path, None
+    for suffix in COMPRESSIONS:
+        if path.endswith(suffix):
+            stem, compression = path[: -len(suffix)], suffix
+    fmt = input_format or _FORMAT_OF_SUFFIX.get(Path(stem).suffix)
+    if fmt is None:
+        raise InputError(
+            f"cannot tell the format of {path} from its name: use .jsonl/.json/.txt/.parquet/.arrow "
+            f"(optionally + {'/'.join(COMPRESSIONS)}) or pass --input-format {{{','.join(FORMATS)}}}."
+        )
+    if compression and fmt in ("parquet", "arrow"):
+        raise InputError(f"{path}: {fmt} files carry their own compression; decompress the outer {compression} first.")
+    return InputFile(path, fmt, compression, os.path.getsize(path))
+
+
+# ------------------------------------------------------------------------------------- sharding
+def plan_shard(files: Sequence[InputFile], shard_index: int, num_shards: int) -> list[tuple[InputFile, int, int]]:
+    """The byte range ``[start, end)`` of each file that belongs to this shard."""
+    if not 0 <= shard_index < num_shards:
+        raise InputError(f"--shard-index {shard_index} is outside 0..{num_shards - 1} (--num-shards {num_shards}).")
+    total = sum(f.size for f in files)
+    low, high = total * shard_index // num_shards, total * (shard_index + 1) // num_shards
+    plan, base = [], 0
+    for file in files:
+        if file.splittable or file.format in ("parquet", "arrow"):
+            start, end = max(low - base, 0), min(high - base, file.size)
+            if start < end:
+                plan.append((file, start, end))
+        elif low <= base < high:
+            plan.append((file, 0, file.size))
+        base += file.size
+    return plan
+
+
+# -------------------------------------------------------------------------------------- reading
+def read_chunks(file: InputFile, start: int, end: int, text_mode: str, chunk_bytes: int, keys: Sequence[str]) -> Iterator[Chunk]:
+    """Chunks of the records of ``file`` that start in ``[start, end)``."""
+    if file.format in ("parquet", "arrow"):
+        yield from _table_chunks(file, start, end, chunk_bytes, keys)
+        return
+    mode = records.LINE if file.format == "jsonl" else text_mode
+    kind = "jsonl" if file.format == "jsonl" else mode
+    if file.compression is None:
+        first = records.find_boundary(file.path, start, mode)
+        last = records.find_boundary(file.path, end, mode) if end < file.size else file.size
+        handle = open(file.path, "rb")
+        handle.seek(first)
+        line = 1 + (records.count_newlines(file.path, first) if first else 0)
+        position = lambda: handle.tell()  # noqa: E731
+        limit = last - first
+    else:
+        raw = open(file.path, "rb")
+        handle = _decompressor(file.compression, raw)
+        line, position, limit = 1, raw.tell, None
+    with handle:
+        yield from _cut(file, handle, position, limit, mode, kind, line, chunk_bytes)
+
+
+def _decompressor(compression: str, raw):
+    if compression == ".gz":
+        return gzip.GzipFile(fileobj=raw)
+    if compression == ".bz2":
+        return bz2.BZ2File(raw)
+    if compression == ".xz":
+        return lzma.LZMAFile(raw)
+    return _ZstdReader(raw)
+
+
+class _ZstdReader:
+    """Reads concatenated zstd frames and raises EOFError when the input ends inside a frame
+    (zstandard's stream_reader returns a silent short read for a truncated file)."""
+
+    def __init__(self, raw) -> None:
+        import zstandard
+
+        self._raw, self._factory = raw, zstandard.ZstdDecompressor()
+        self._frame, self._fed, self._pending = self._factory.decompressobj(), False, b""
+
+    def read(self, size: int) -> bytes:
+        while len(self._pending) < size:
+            data = self._raw.read(1 << 20)
+            if not data:
+                if self._fed and not self._frame.eof and not self._pending:
+                    raise EOFError("the zstd stream ends inside a frame")
+                break  # hand out what was decoded; the next read raises
+            while data:
+                self._pending += self._frame.decompress(data)
+                self._fed = True
+                data = b""
+                if self._frame.eof:  # the next frame starts in what this one left over
+                    data, self._frame, self._fed = self._frame.unused_data, self._factory.decompressobj(), False
+        out, self._pending = self._pending[:size], self._pending[size:]
+        return out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._raw.close()
+
+
+def _truncation_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [EOFError, lzma.LZMAError, gzip.BadGzipFile, OSError]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:  # pragma: no cover - zstandard is a dependency
+        pass
+    return tuple(errors)
+
+
+def _cut(file, handle, position, limit, mode, kind, line, chunk_bytes) -> Iterator[Chunk]:
+    buf, consumed, reported = b"", 0, position()
+    errors = _truncation_errors()
+    while True:
+        want = chunk_bytes if limit is None else min(chunk_bytes, limit - consumed)
+        try:
+            block = handle.read(want) if want > 0 else b""
+        except errors as exc:
+            # the complete records read so far, and where the damage starts
+            cut = records.last_boundary(buf, mode)
+            rest = Chunk(file.path, line, kind, buf[:cut], position() - reported, truncated=True)
+            raise TruncatedFile(file, line + buf.count(b"\n", 0, cut), exc, rest) from exc
+        consumed += len(block)
+        buf += block
+        if not block:
+            break
+        cut = records.last_boundary(buf, mode)
+        if cut and len(buf) >= chunk_bytes:
+            here = position()
+            yield Chunk(file.path, line, kind, buf[:cut], here - reported)
+            reported = here
+            line += buf.count(b"\n", 0, cut)
+            buf = buf[cut:]
+    if buf:
+        yield Chunk(file.path, line, kind, buf, position() - reported)
+
+
+class TruncatedFile(Exception):
+    """A compressed file ends early. ``rest`` holds its last complete records; ``line`` is the last
+    complete line. Preprocessing turns this into an error or, when asked, a counted skip."""
+
+    def __init__(self, file: InputFile, line: int, cause: BaseException, rest: Chunk) -> None:
+        super().__init__(str(cause))
+        self.file, self.line, self.cause, self.rest = file, line, cause, rest
+
+
+def _table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: Sequence[str]) -> Iterator[Chunk]:
+    names, loaders, weights = _table_batches(file, keys)
+    missing = [key for key in keys if key not in names]
+    if missing:
+        raise InputError(
+            f"{file.path} has no column {missing[0]!r} (columns: {', '.join(names)}); choose columns with --json-keys."
+        )
+    total = sum(weights) or 1
+    row, seen = 1, 0
+    for load, weight in zip(loaders, weights):
+        begin = file.size * seen // total
+        seen += weight
+        batch = load()
+        if start <= begin < end and batch.num_rows:
+            share = file.size * seen // total - begin
+            rows_per_chunk = max(1, int(batch.num_rows * chunk_bytes / max(batch.nbytes, 1)))
+            for offset in range(0, batch.num_rows, rows_per_chunk):
+                piece = batch.slice(offset, rows_per_chunk)
+                yield Chunk(file.path, row + offset, "table", piece, share * piece.num_rows // batch.num_rows)
+        row += batch.num_rows
+
+
+def _table_batches(file: InputFile, keys: Sequence[str]):
+    """Column names, lazy loaders of record batches holding ``keys``, and the batches' weights."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if file.format == "parquet":
+        parquet = pq.ParquetFile(file.path)
+        meta, names = parquet.metadata, parquet.schema_arrow.names
+        columns = [key for key in keys if key in names]
+
+        def load(group: int) -> pa.RecordBatch:
+            table = parquet.read_row_group(group, columns=columns).combine_chunks()
+            return pa.RecordBatch.from_arrays([table.column(k).chunk(0) if table.num_rows else
+                                               pa.array([], table.schema.field(k).type) for k in columns], names=columns)
+
+        weights = [sum(meta.row_group(g).column(c).total_compressed_size for c in range(meta.num_columns))
+                   for g in range(meta.num_row_groups)]
+        return names, [lambda g=g: load(g) for g in range(meta.num_row_groups)], weights
+    source = pa.memory_map(file.path)
+    try:
+        batches = list(pa.ipc.open_stream(source))
+    except pa.ArrowInvalid:
+        reader = pa.ipc.open_file(source)
+        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+    names = batches[0].schema.names if batches else []
+    columns = [key for key in keys if key in names]
+    selected = [pa.RecordBatch.from_arrays([b.column(k) for k in columns], names=columns) for b in batches]
+    return names, [lambda b=b: b for b in selected], [b.nbytes for b in batches]

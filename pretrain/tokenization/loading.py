@@ -1,0 +1,240 @@
+"""Load a tokenizer from a local folder in any common layout, or by hub name, as one object.
+
+Layouts, tried in this order:
+  * ``tokenizer.json`` (a Hugging Face fast tokenizer; what ``tools/train_tokenizer.py`` writes),
+  * ``vocab.json`` + ``merges.txt`` (GPT-2 byte-level BPE, e.g. ``dbmdz/german-gpt2``),
+  * ``vocab.txt`` (BERT WordPiece),
+  * ``*.model`` (SentencePiece, unigram or BPE), converted so it encodes like SentencePiece.
+Anything else that is not a folder is taken for a hub name and goes through ``transformers``
+(needs network access, or the model already in the local Hugging Face cache).
+
+Only the ``tokenizers`` library is used for local folders, so preprocessing workers stay small.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pretrain.atomic import atomic_write_text
+from pretrain.tokenization.specials import HF_CONFIG_KEYS, HF_NAMES, ROLES, SpecialTokens, config_token, resolve_specials
+
+log = logging.getLogger(__name__)
+_WHITESPACE_BYTES = ("Ġ", "Ċ", "ĉ", "č")  # byte-level BPE's images of " ", "\n", "\t", "\r"
+
+
+class TokenizerError(ValueError):
+    """A tokenizer path or name that cannot be loaded; the message says what to do."""
+
+
+@dataclass
+class LoadedTokenizer:
+    """A ``tokenizers.Tokenizer`` plus the facts the pipeline needs about it."""
+
+    backend: object  # tokenizers.Tokenizer
+    family: str  # "byte_bpe", "wordpiece" or "sentencepiece"
+    source: str
+    specials: SpecialTokens
+    lowercase: bool = False
+    sentencepiece_model: str | None = None  # the .model file, copied along when saving
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, added tokens included (the model's embedding needs at least this many)."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def to_json(self) -> str:
+        return self.backend.to_str()
+
+    def word_starts(self) -> np.ndarray:
+        """Per id: does this token begin a new word (whitespace-delimited; a Korean eojeol is one)?
+
+        Byte-level BPE marks a word start with a leading space byte, WordPiece marks continuations
+        with ``##``, SentencePiece marks starts with ``▁``. Special tokens count as word starts.
+        """
+        starts = np.zeros(self.vocab_size, dtype=bool)
+        for token, index in self.backend.get_vocab(with_added_tokens=True).items():
+            if self.family == "byte_bpe":
+                starts[index] = token.startswith(_WHITESPACE_BYTES)
+            elif self.family == "wordpiece":
+                starts[index] = not token.startswith("##")
+            else:
+                starts[index] = token.startswith("▁")
+        starts[list(self.specials.ids.values())] = True
+        return starts
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write a folder that this loader and ``transformers.AutoTokenizer`` both load."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "tokenizer.json", self.backend.to_str(pretty=True))
+        model = self.backend.model
+        if self.family in ("byte_bpe", "wordpiece"):
+            model.save(str(folder))  # vocab.json + merges.txt, or vocab.txt
+        if self.sentencepiece_model:
+            target = folder / Path(self.sentencepiece_model).name
+            if not target.exists() or not target.samefile(self.sentencepiece_model):
+                shutil.copyfile(self.sentencepiece_model, target)
+        tokens = {HF_CONFIG_KEYS[role]: self.specials.tokens[role] for role in ROLES}
+        tokens["bos_token"] = self.specials.tokens["cls" if self.family != "byte_bpe" else "eod"]
+        config = {
+            "tokenizer_class": {"byte_bpe": "GPT2Tokenizer", "wordpiece": "BertTokenizer"}.get(
+                self.family, "PreTrainedTokenizerFast"),
+            **tokens,
+            "model_max_length": 1_000_000_000_000_000_019_884_624_838_656,
+            "clean_up_tokenization_spaces": False,
+            "add_prefix_space": False,
+            "do_lower_case": self.lowercase,
+        }
+        atomic_write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(folder / "special_tokens_map.json", json.dumps(tokens, indent=2, ensure_ascii=False) + "\n")
+
+
+def load_tokenizer(path_or_name: str | os.PathLike) -> LoadedTokenizer:
+    """Load a tokenizer folder (or file inside one) or a hub name; make sure all roles exist."""
+    from tokenizers import Tokenizer
+
+    path = Path(path_or_name)
+    if path.is_file():
+        path = path.parent
+    if not path.exists():
+        return _from_hub(str(path_or_name))
+    if not path.is_dir():
+        raise TokenizerError(f"{path_or_name} is neither a tokenizer folder nor a file inside one.")
+    config = _read_config(path)
+    lowercase = bool(config.get("do_lower_case", False))
+    spm_model = next(iter(sorted(path.glob("*.model"))), None)
+    if (path / "tokenizer.json").exists():
+        try:
+            backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+            raise TokenizerError(f"{path / 'tokenizer.json'} cannot be read ({exc}); is it damaged?") from exc
+    elif (path / "vocab.json").exists() and (path / "merges.txt").exists():
+        backend = _gpt2_bpe(path)
+    elif (path / "vocab.txt").exists():
+        backend = _bert_wordpiece(path, lowercase)
+        if "do_lower_case" not in config:
+            log.info("%s has no tokenizer_config.json: WordPiece is loaded cased (do_lower_case=false)", path)
+    elif spm_model is not None:
+        backend = sentencepiece_to_tokenizers(spm_model)
+    else:
+        present = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+        raise TokenizerError(
+            f"{path} is not a tokenizer folder: it needs tokenizer.json, vocab.json + merges.txt (GPT-2 BPE), "
+            f"vocab.txt (WordPiece) or a SentencePiece *.model, but holds {present}. Train one with "
+            "tools/train_tokenizer.py or point --tokenizer at a downloaded model folder."
+        )
+    declared = {role: config_token(config.get(name)) for role in ROLES for name in HF_NAMES[role] if name in config}
+    return from_backend(backend, str(path), {k: v for k, v in declared.items() if v}, lowercase,
+                   str(spm_model) if spm_model else None)
+
+
+def from_backend(backend, source: str, declared: dict[str, str], lowercase: bool, spm_model: str | None) -> LoadedTokenizer:
+    """Wrap a ``tokenizers.Tokenizer``: detect its family and make sure every special role exists."""
+    family = tokenizer_family(backend)
+    specials = resolve_specials(backend, family, declared)
+    if specials.added:
+        log.warning("tokenizer %s lacked special tokens a model needs; added %s", source, ", ".join(specials.added))
+    return LoadedTokenizer(backend, family, source, specials, lowercase, spm_model)
+
+
+def tokenizer_family(backend) -> str:
+    """byte_bpe (GPT-2 style), wordpiece (BERT style) or sentencepiece (▁-marked words)."""
+    description = json.loads(backend.to_str())
+    model_type = description["model"]["type"]
+    if model_type == "WordPiece":
+        return "wordpiece"
+    if model_type == "BPE" and "ByteLevel" in json.dumps(description.get("pre_tokenizer")):
+        return "byte_bpe"
+    return "sentencepiece"
+
+
+def _read_config(path: Path) -> dict:
+    config: dict = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        file = path / name
+        if file.exists():
+            try:
+                config.update(json.loads(file.read_text(encoding="utf-8")))
+            except json.JSONDecodeError as exc:
+                raise TokenizerError(f"{file} is not valid JSON ({exc}); fix or delete it.") from exc
+    return config
+
+
+def _gpt2_bpe(path: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    try:
+        model = models.BPE.from_file(str(path / "vocab.json"), str(path / "merges.txt"),
+                                     continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
+    except Exception as exc:  # noqa: BLE001
+        raise TokenizerError(f"{path}: vocab.json / merges.txt cannot be read as GPT-2 BPE ({exc}).") from exc
+    backend = Tokenizer(model)
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    return backend
+
+
+def _bert_wordpiece(path: Path, lowercase: bool):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    vocab = models.WordPiece.read_file(str(path / "vocab.txt"))
+    unk = "[UNK]" if "[UNK]" in vocab else "<unk>"
+    backend = Tokenizer(models.WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
+    backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=None if lowercase else False, lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    return backend
+
+
+def sentencepiece_to_tokenizers(model_file: str | os.PathLike, nfc: bool = False):
+    """A ``tokenizers.Tokenizer`` that encodes like ``sentencepiece`` with this model."""
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import normalizers
+    from transformers.convert_slow_tokenizer import SpmConverter
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(Path(model_file).read_bytes())
+    if proto.trainer_spec.model_type == 2:  # BPE
+        vocab: object = {piece.piece: i for i, piece in enumerate(proto.pieces)}
+    else:
+        vocab = [(piece.piece, piece.score) for piece in proto.pieces]
+    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
+    if backend is None:
+        raise TokenizerError(f"{model_file}: unsupported SentencePiece model type {proto.trainer_spec.model_type}.")
+    if nfc:
+        backend.normalizer = normalizers.Sequence([normalizers.NFC(), backend.normalizer])
+    return backend
+
+
+def _from_hub(name: str) -> LoadedTokenizer:
+    try:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise TokenizerError(
+            f"{name!r} is not a local folder and could not be loaded from the Hugging Face hub"
+            f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: {exc}. Check the path, or download the tokenizer "
+            f"first (huggingface-cli download {name} --local-dir DIR) and pass DIR."
+        ) from exc
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is None:
+        raise TokenizerError(f"{name} has no fast (tokenizers) version; convert it or pass its folder.")
+    declared = {role: getattr(hf, name, None) for role in ROLES for name in HF_NAMES[role]}
+    return from_backend(backend, name, {k: str(v) for k, v in declared.items() if v}, False, None)

@@ -1,0 +1,104 @@
+"""Special tokens a model needs, found in a tokenizer's files or added (and said so).
+
+Every loaded tokenizer ends up with all six roles, so preprocessing and training add the same
+tokens in the same order and agree on their ids whatever the objective:
+
+    eod   end of document, appended by --append-eod and separating packed CLM documents
+    pad   padding                     cls / sep   [CLS] A [SEP] B [SEP] of MLM samples
+    mask  the MLM mask token          unk         unknown token
+
+A role is taken, in order, from the tokenizer's config files, from a well-known token already in
+the vocabulary, from an alias within the family (GPT-2 uses end-of-text as unknown; WordPiece uses
+[SEP] as end of document), or else it is added as a new special token at the end of the vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ROLES = ("eod", "pad", "cls", "sep", "mask", "unk")
+# HF config names for each role, most specific first
+HF_NAMES = {
+    "eod": ("eos_token",), "pad": ("pad_token",), "cls": ("cls_token",),
+    "sep": ("sep_token",), "mask": ("mask_token",), "unk": ("unk_token",),
+}
+KNOWN = {
+    "eod": ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[EOS]"),
+    "pad": ("<pad>", "[PAD]", "<|pad|>"),
+    "cls": ("[CLS]", "<s>", "<cls>"),
+    "sep": ("[SEP]", "</s>", "<sep>"),
+    "mask": ("[MASK]", "<mask>"),
+    "unk": ("<unk>", "[UNK]", "<|unk|>"),
+}
+ALIASES = {  # family -> role -> role it may share a token with
+    "byte_bpe": {"unk": "eod"},
+    "wordpiece": {"eod": "sep"},
+    "sentencepiece": {"sep": "eod"},
+}
+DEFAULTS = {  # family -> role -> token added when none is found
+    "byte_bpe": {"eod": "<|endoftext|>", "pad": "<pad>", "cls": "<s>", "sep": "</s>", "mask": "<mask>", "unk": "<unk>"},
+    "wordpiece": {"eod": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", "unk": "[UNK]"},
+    "sentencepiece": {"eod": "</s>", "pad": "<pad>", "cls": "<s>", "sep": "</s>", "mask": "<mask>", "unk": "<unk>"},
+}
+# what each role is called in a Hugging Face tokenizer_config.json
+HF_CONFIG_KEYS = {"eod": "eos_token", "pad": "pad_token", "cls": "cls_token", "sep": "sep_token",
+                  "mask": "mask_token", "unk": "unk_token"}
+
+
+@dataclass
+class SpecialTokens:
+    """The token string and id of each role, plus what had to be added."""
+
+    tokens: dict[str, str] = field(default_factory=dict)
+    ids: dict[str, int] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)
+
+    def __getattr__(self, role: str) -> int:
+        if role in ROLES:
+            return self.ids[role]
+        raise AttributeError(role)
+
+
+def config_token(value) -> str | None:
+    """A token as written in tokenizer_config.json: a string or an AddedToken dict."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def resolve_specials(backend, family: str, declared: dict[str, str]) -> SpecialTokens:
+    """Find or add every role on ``backend`` (a ``tokenizers.Tokenizer``, modified in place).
+
+    Chosen tokens are registered as special (split out of text, skipped when decoding), as
+    Hugging Face's tokenizers do with the tokens named in their config.
+    """
+    from tokenizers import AddedToken
+
+    vocab = backend.get_vocab(with_added_tokens=True)
+    registered = {t.content for t in backend.get_added_tokens_decoder().values()}
+
+    def find(role: str) -> str | None:
+        token = declared.get(role)
+        if token is not None and token in vocab:
+            return token
+        # in a byte-level vocabulary "<s>" may be ordinary text: only trust registered tokens there
+        return next((t for t in KNOWN[role] if t in vocab and
+                     (family != "byte_bpe" or t in registered or t == "<|endoftext|>")), None)
+
+    specials = SpecialTokens()
+    aliases = ALIASES.get(family, {})
+    for role in ROLES:
+        token = find(role)
+        if token is None and role in aliases:
+            token = specials.tokens.get(aliases[role]) or find(aliases[role])
+        if token is None:
+            token = DEFAULTS.get(family, DEFAULTS["sentencepiece"])[role]
+        if token not in registered:
+            backend.add_special_tokens([AddedToken(token, special=True, normalized=False)])
+            registered.add(token)
+            if token not in vocab:
+                vocab = backend.get_vocab(with_added_tokens=True)
+                specials.added.append(f"{token} (id {vocab[token]}) as {role}")
+        specials.tokens[role] = token
+        specials.ids[role] = vocab[token]
+    return specials

@@ -1,0 +1,199 @@
+"""Train a tokenizer on a byte-capped sample of a corpus.
+
+Kinds: ``bpe`` (byte-level, GPT-2 layout), ``wordpiece`` (BERT layout), ``spm-unigram`` and ``spm-bpe``
+(the sentencepiece library). A 50k vocabulary needs tens of MB of text, not the whole corpus: the
+sample takes at most ``max_bytes`` of text, spread over the input files in proportion to their
+size (reading each file from its start), so a 40 GB corpus is never read whole and every file
+(every language) is represented. Text is NFC-normalized by default: Korean often arrives
+decomposed (NFD), which would otherwise learn jamo instead of syllables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pretrain.data import sources
+from pretrain.data.parsing import parse_chunk
+from pretrain.tokenization.loading import LoadedTokenizer, from_backend, sentencepiece_to_tokenizers
+
+log = logging.getLogger(__name__)
+KINDS = ("bpe", "wordpiece", "spm-unigram", "spm-bpe")
+NORMALIZATIONS = ("nfc", "nfkc", "none")
+DEFAULT_VOCAB_SIZE = {"bpe": 50257, "wordpiece": 32000, "spm-unigram": 32000, "spm-bpe": 32000}
+DEFAULT_SPECIALS = {
+    "bpe": ["<|endoftext|>", "<pad>", "<s>", "</s>", "<mask>"],
+    "wordpiece": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+}
+
+
+@dataclass
+class TokenizerTrainingOptions:
+    kind: str
+    inputs: list[str]
+    output: str
+    vocab_size: int | None = None
+    min_frequency: int = 2
+    special_tokens: list[str] | None = None
+    max_bytes: int = 64 << 20
+    normalization: str = "nfc"
+    lowercase: bool = False
+    json_keys: list[str] = field(default_factory=lambda: ["text"])
+    text_mode: str = "line"
+    input_format: str | None = None
+    skip_bad_input: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class SampleStats:
+    documents: int = 0
+    text_bytes: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+
+def sample_texts(options: TokenizerTrainingOptions, stats: SampleStats) -> Iterator[str]:
+    """Documents from every input, at most ``max_bytes`` of text in all, proportional to file size."""
+    files = sources.resolve_inputs(options.inputs, options.input_format)
+    total = sum(f.size for f in files) or 1
+    for file in files:
+        budget = max(1, options.max_bytes * file.size // total)
+        yield from _sample_file(file, budget, options, stats)
+
+
+def _sample_file(file: sources.InputFile, budget: int, options: TokenizerTrainingOptions,
+                 stats: SampleStats) -> Iterator[str]:
+    taken = 0
+    for chunk in sources.read_chunks(file, 0, file.size, options.text_mode, min(1 << 20, budget), options.json_keys):
+        parsed = parse_chunk(chunk, options.json_keys)
+        for problem in parsed.problems:
+            if not options.skip_bad_input:
+                raise sources.InputError(str(problem))
+            stats.skipped[problem.reason] += 1
+        for index in range(len(parsed.lines)):
+            for key in options.json_keys:
+                text = parsed.texts[key][index]
+                size = len(text.encode("utf-8", "replace"))
+                stats.documents += 1
+                stats.text_bytes += size
+                taken += size
+                yield text
+            if taken >= budget:
+                return
+
+
+def train_tokenizer(options: TokenizerTrainingOptions) -> LoadedTokenizer:
+    """Train, write ``options.output`` atomically (a temporary folder renamed at the end), return it."""
+    if options.kind not in KINDS:
+        raise ValueError(f"unknown tokenizer kind {options.kind!r}; choose one of {', '.join(KINDS)}")
+    if options.normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {options.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
+    output = Path(options.output)
+    if output.exists() and any(output.iterdir()) and not options.overwrite:
+        raise sources.InputError(f"{output} already exists and is not empty: pass --overwrite or choose another --output.")
+    vocab_size = options.vocab_size or DEFAULT_VOCAB_SIZE[options.kind]
+    stats = SampleStats()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{output.name}.tmp-", dir=output.parent))
+    try:
+        texts = sample_texts(options, stats)
+        if options.kind.startswith("spm-"):
+            tokenizer = _train_sentencepiece(options, texts, vocab_size, staging)
+        else:
+            tokenizer = _train_hf(options, texts, vocab_size)
+        if stats.documents == 0:
+            raise sources.InputError(f"no text found in {options.inputs} (check --json-keys / --input-format).")
+        tokenizer.save(staging)
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if tokenizer.sentencepiece_model:
+        tokenizer.sentencepiece_model = str(output / Path(tokenizer.sentencepiece_model).name)
+    tokenizer.source = str(output)
+    log.info("trained %s tokenizer: %d tokens from %d documents (%.1f MB sampled)%s -> %s", options.kind,
+             tokenizer.vocab_size, stats.documents, stats.text_bytes / 1e6,
+             "".join(f"; skipped {n} ({r})" for r, n in stats.skipped.items()), output)
+    return tokenizer
+
+
+def _normalizer(name: str):
+    from tokenizers import normalizers
+
+    return {"nfc": normalizers.NFC(), "nfkc": normalizers.NFKC(), "none": None}[name]
+
+
+def _train_hf(options: TokenizerTrainingOptions, texts: Iterator[str], vocab_size: int) -> LoadedTokenizer:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials = options.special_tokens or DEFAULT_SPECIALS[options.kind]
+    unicode_form = _normalizer(options.normalization)
+    if options.kind == "bpe":
+        backend = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+        backend.normalizer = unicode_form
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        backend.post_processor = processors.ByteLevel(trim_offsets=False)
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=options.min_frequency,
+                                      special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+    else:
+        unk = next((t for t in specials if "UNK" in t.upper()), "[UNK]")
+        backend = Tokenizer(models.WordPiece(unk_token=unk, max_input_chars_per_word=100))
+        bert = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                          strip_accents=None if options.lowercase else False, lowercase=options.lowercase)
+        backend.normalizer = normalizers.Sequence([unicode_form, bert]) if unicode_form else bert
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=options.min_frequency,
+                                            special_tokens=specials, continuing_subword_prefix="##", show_progress=False)
+    backend.train_from_iterator(texts, trainer)
+    if options.kind == "wordpiece":
+        cls, sep = "[CLS]", "[SEP]"
+        if backend.token_to_id(cls) is not None and backend.token_to_id(sep) is not None:
+            backend.post_processor = processors.TemplateProcessing(
+                single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+                special_tokens=[(cls, backend.token_to_id(cls)), (sep, backend.token_to_id(sep))])
+    return from_backend(backend, options.output, {}, options.lowercase, None)
+
+
+def _train_sentencepiece(options: TokenizerTrainingOptions, texts: Iterator[str], vocab_size: int,
+                         staging: Path) -> LoadedTokenizer:
+    import sentencepiece as spm
+
+    sample = staging / "sample.txt"
+    with open(sample, "w", encoding="utf-8") as handle:
+        for text in texts:
+            if options.normalization == "nfc":
+                text = unicodedata.normalize("NFC", text)
+            for line in text.splitlines():
+                if line.strip():
+                    handle.write(line + "\n")
+    if sample.stat().st_size == 0:
+        return _empty_guard(options)
+    user_specials: Sequence[str] = [t for t in (options.special_tokens or ["<mask>"])
+                                    if t not in ("<unk>", "<s>", "</s>", "<pad>")]
+    spm.SentencePieceTrainer.train(
+        input=str(sample), model_prefix=str(staging / "spm"), vocab_size=vocab_size,
+        model_type=options.kind.removeprefix("spm-"), character_coverage=0.9995, byte_fallback=True,
+        normalization_rule_name="nfkc" if options.normalization == "nfkc" else "identity",
+        remove_extra_whitespaces=False, split_digits=False, max_sentence_length=1 << 16,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=3, control_symbols=list(user_specials),
+        num_threads=os.cpu_count() or 1, minloglevel=2, train_extremely_large_corpus=False,
+    )
+    sample.unlink()
+    model_file = staging / "spm.model"
+    backend = sentencepiece_to_tokenizers(model_file, nfc=options.normalization == "nfc")
+    return from_backend(backend, options.output, {}, False, str(model_file))
+
+
+def _empty_guard(options: TokenizerTrainingOptions):
+    raise sources.InputError(f"no text found in {options.inputs} (check --json-keys / --input-format).")

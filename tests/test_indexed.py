@@ -1,0 +1,134 @@
+"""The .bin/.idx format: round trip, Megatron compatibility both ways, and clear errors on damage."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+from pretrain.data.indexed import (
+    IndexedDataset,
+    IndexedDatasetWriter,
+    IndexFormatError,
+    idx_path,
+    token_dtype,
+)
+
+
+def write(prefix, documents, dtype=np.uint16):
+    with IndexedDatasetWriter(prefix, dtype) as writer:
+        for doc in documents:
+            writer.add_document(doc)
+        writer.finalize()
+    return IndexedDataset(prefix)
+
+
+DOCS = [[[1, 2, 3]], [[4], [5, 6]], [], [[7, 8, 9, 10]], [[]]]
+
+
+def test_round_trip_documents_sequences_and_tokens(tmp_path):
+    ds = write(tmp_path / "d", DOCS)
+    assert ds.num_documents == 5 and ds.num_sequences == 5 and ds.num_tokens == 10
+    assert ds.document(0).tolist() == [1, 2, 3]
+    assert ds.document(1).tolist() == [4, 5, 6]
+    assert [ds[s].tolist() for s in ds.document_sequences(1)] == [[4], [5, 6]]
+    assert ds.document(2).tolist() == [] and ds.document(4).tolist() == []
+    assert ds.get(3, offset=1, length=2).tolist() == [8, 9]
+    assert ds.tokens(2, 6).tolist() == [3, 4, 5, 6]
+    assert ds.document_lengths().tolist() == [3, 3, 0, 4, 0]
+    assert isinstance(ds.document(3), np.memmap)  # zero-copy view
+
+
+def test_batched_add_equals_per_document_add(tmp_path):
+    a = write(tmp_path / "a", DOCS)
+    with IndexedDatasetWriter(tmp_path / "b", np.uint16) as writer:
+        writer.add_documents(np.arange(1, 11), [3, 1, 2, 4, 0], [1, 2, 0, 1, 1])
+        writer.finalize()
+    assert (tmp_path / "a.idx").read_bytes() == (tmp_path / "b.idx").read_bytes()
+    assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
+    assert a.num_tokens == 10
+
+
+def test_empty_dataset(tmp_path):
+    ds = write(tmp_path / "e", [])
+    assert ds.num_documents == 0 and ds.num_tokens == 0
+
+
+def test_token_dtype_follows_megatron_rule():
+    assert token_dtype(50257) == np.uint16
+    assert token_dtype(65499) == np.uint16
+    assert token_dtype(65500) == np.int32
+
+
+def test_pickle_reopens_instead_of_copying(tmp_path):
+    ds = write(tmp_path / "p", DOCS)
+    blob = pickle.dumps(ds)
+    assert len(blob) < 500
+    assert pickle.loads(blob).document(3).tolist() == [7, 8, 9, 10]
+
+
+def test_unfinished_writer_publishes_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with IndexedDatasetWriter(tmp_path / "x", np.uint16) as writer:
+            writer.add_document([[1, 2]])
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_files_say_what_is_wrong(tmp_path):
+    prefix = tmp_path / "d"
+    write(prefix, DOCS)
+    with pytest.raises(IndexFormatError, match="does not exist"):
+        IndexedDataset(tmp_path / "nope")
+    raw = (tmp_path / "d.idx").read_bytes()
+    (tmp_path / "d.idx").write_bytes(raw[:-8])
+    with pytest.raises(IndexFormatError, match="truncated or damaged"):
+        IndexedDataset(prefix)
+    (tmp_path / "d.idx").write_bytes(b"TNTIDX\x00\x00" + raw[8:])
+    with pytest.raises(IndexFormatError, match="not a Megatron-style"):
+        IndexedDataset(prefix)
+    (tmp_path / "d.idx").write_bytes(raw)
+    (tmp_path / "d.bin").write_bytes((tmp_path / "d.bin").read_bytes()[:-2])
+    with pytest.raises(IndexFormatError, match="truncated or belongs to another index"):
+        IndexedDataset(prefix)
+    (tmp_path / "d.idx").rename(idx_path(prefix) + ".tmp-123")
+    with pytest.raises(IndexFormatError, match="was interrupted"):
+        IndexedDataset(prefix)
+
+
+@pytest.fixture(scope="module")
+def megatron():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from megatron.core.datasets import indexed_dataset
+    return indexed_dataset
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_megatron_reads_what_we_write(tmp_path, megatron, dtype):
+    write(tmp_path / "d", DOCS, dtype)
+    theirs = megatron.IndexedDataset(str(tmp_path / "d"))
+    ours = IndexedDataset(tmp_path / "d")
+    assert len(theirs) == ours.num_sequences
+    assert theirs.index.dtype == dtype
+    assert list(theirs.document_indices) == list(ours.document_indices)
+    for s in range(ours.num_sequences):
+        assert theirs[s].tolist() == ours[s].tolist()
+
+
+def test_we_read_what_megatron_writes(tmp_path, megatron):
+    import torch
+
+    builder = megatron.IndexedDatasetBuilder(str(tmp_path / "m.bin"), dtype=np.uint16)
+    for doc in DOCS:
+        for seq in doc:
+            builder.add_item(torch.tensor(seq, dtype=torch.int64))
+        builder.end_document()
+    builder.finalize(str(tmp_path / "m.idx"))
+    write(tmp_path / "o", DOCS)
+    assert (tmp_path / "m.idx").read_bytes() == (tmp_path / "o.idx").read_bytes()
+    assert (tmp_path / "m.bin").read_bytes() == (tmp_path / "o.bin").read_bytes()
+    ours = IndexedDataset(tmp_path / "m")
+    assert ours.document(1).tolist() == [4, 5, 6]

@@ -1,0 +1,200 @@
+"""preprocess_data end to end on real Korean and German text: exact ids, shards, bad input, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from pretrain.data.indexed import IndexedDataset
+from tests.conftest import ROOT, read_documents, run_tool
+
+
+def preprocess(tmp_path, *args, name="out", tokenizer=None, check=True):
+    prefix = tmp_path / name
+    proc = run_tool("preprocess_data", "--output-prefix", prefix, "--tokenizer", tokenizer, "--no-progress", *args,
+                    check=check)
+    return prefix, proc
+
+
+def test_ids_equal_the_tokenizers_own_encoding(tmp_path, shared_bpe, corpus_files):
+    from transformers import GPT2Tokenizer
+
+    files = [corpus_files["ko.debian-faq-ko"], corpus_files["de.fortunes-de"]]
+    prefix, proc = preprocess(tmp_path, "--input", *files, "--append-eod", "--workers", "2", "--chunk-mb", "0.25",
+                              tokenizer=shared_bpe)
+    ds = IndexedDataset(f"{prefix}_text_document")
+    docs = [d for f in files for d in read_documents(f)]
+    assert ds.num_documents == len(docs) == ds.num_sequences
+    reference = GPT2Tokenizer.from_pretrained(str(shared_bpe))
+    for k in list(range(0, len(docs), 97)) + [0, 1, len(docs) - 1]:
+        assert ds.document(k).tolist() == reference(docs[k])["input_ids"] + [50256], k
+    assert ds.dtype == np.uint16
+    assert f"{len(docs):,} documents" in proc.stdout and "MB/s" in proc.stdout
+
+
+def test_worker_count_and_chunk_size_do_not_change_the_output(tmp_path, shared_bpe, small_corpus):
+    outputs = []
+    for workers, chunk in (("1", "1"), ("2", "0.01"), ("3", "0.1")):
+        prefix, _ = preprocess(tmp_path, "--input", small_corpus, "--workers", workers, "--chunk-mb", chunk,
+                               name=f"w{workers}", tokenizer=shared_bpe)
+        outputs.append([(tmp_path / f"w{workers}_text_document{s}").read_bytes() for s in (".bin", ".idx")])
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_shards_merged_equal_a_single_run(tmp_path, shared_bpe, small_corpus, corpus_files):
+    inputs = [small_corpus, corpus_files["ko.debian-faq-ko"], small_corpus]
+    single, _ = preprocess(tmp_path, "--input", *inputs, "--append-eod", name="single", tokenizer=shared_bpe)
+    shards = 5
+    for i in range(shards):
+        preprocess(tmp_path, "--input", *inputs, "--append-eod", "--shard-index", str(i), "--num-shards", str(shards),
+                   "--workers", "1", name="sharded", tokenizer=shared_bpe)
+    names = sorted(p.name for p in tmp_path.glob("sharded_text_document.shard-*.idx"))
+    assert names[0] == "sharded_text_document.shard-00000-of-00005.idx" and len(names) == shards
+    out = run_tool("merge_datasets", "--input", tmp_path / "sharded_text_document")
+    assert "merged 5 datasets" in out.stdout
+    for suffix in (".bin", ".idx"):
+        merged = (tmp_path / f"sharded_text_document{suffix}").read_bytes()
+        assert merged == (tmp_path / f"single_text_document{suffix}").read_bytes()
+    (tmp_path / "sharded_text_document.shard-00003-of-00005.idx").unlink()
+    missing = run_tool("merge_datasets", "--input", tmp_path / "sharded_text_document", "--output-prefix",
+                       tmp_path / "again", check=False)
+    assert missing.returncode == 1 and "shard-00003-of-00005.idx" in missing.stderr and "rerun" in missing.stderr
+
+
+def test_megatron_core_reads_sentence_datasets(tmp_path, shared_bpe, corpus_files):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from megatron.core.datasets.indexed_dataset import IndexedDataset as MegatronIndexedDataset
+    from pretrain.data.sentences import split_sentences
+    from pretrain.tokenization import load_tokenizer
+
+    source = corpus_files["ko.debian-faq-ko"]
+    prefix, _ = preprocess(tmp_path, "--input", source, "--split-sentences", "--json-keys", "text", "source",
+                           tokenizer=shared_bpe)
+    ds = IndexedDataset(f"{prefix}_text_sentence")
+    theirs = MegatronIndexedDataset(f"{prefix}_text_sentence")
+    docs = read_documents(source)
+    assert ds.num_documents == len(docs) and ds.num_sequences > 10 * len(docs)
+    assert list(theirs.document_indices) == list(ds.document_indices)
+    tok = load_tokenizer(shared_bpe)
+    first = split_sentences(docs[0])
+    assert [ds[s].tolist() for s in ds.document_sequences(0)] == tok.encode(first)
+    assert [theirs[s].tolist() for s in ds.document_sequences(0)] == tok.encode(first)
+    assert IndexedDataset(f"{prefix}_source_sentence").num_documents == len(docs)
+
+
+def test_text_and_parquet_inputs(tmp_path, shared_bpe):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.txt").write_text("Erster Absatz,\nnoch Zeile.\n\n둘째 문서입니다.\n", encoding="utf-8")
+    prefix, _ = preprocess(tmp_path, "--input", tmp_path / "a.txt", "--text-mode", "paragraph", tokenizer=shared_bpe)
+    assert IndexedDataset(f"{prefix}_text_document").num_documents == 2
+    pq.write_table(pa.Table.from_pylist([{"content": "Hallo Welt"}, {"content": "안녕"}]), tmp_path / "b.parquet")
+    prefix, _ = preprocess(tmp_path, "--input", tmp_path / "b.parquet", "--json-keys", "content", name="pq",
+                           tokenizer=shared_bpe)
+    assert IndexedDataset(f"{prefix}_content_document").num_documents == 2
+
+
+BAD_LINES = {
+    "invalid JSON": b'{"text": "gut"}\n{"text": "kaputt\n{"text": "auch gut"}\n',
+    "missing key": b'{"text": "gut"}\n{"body": "falscher Schl\xc3\xbcssel"}\n',
+    "not UTF-8": b'{"text": "gut"}\n{"text": "\xc7\xd1\xb1\xb9\xbe\xee"}\n',  # cp949 Korean
+    "not a string": b'{"text": "gut"}\n{"text": ["a", "list"]}\n',
+    "unpaired surrogate": b'{"text": "gut"}\n{"text": "bad \\ud800 escape"}\n',
+}
+
+
+@pytest.mark.parametrize("reason", list(BAD_LINES))
+def test_bad_records_stop_with_file_line_and_fix_or_are_counted(tmp_path, shared_bpe, reason):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(BAD_LINES[reason])
+    prefix, proc = preprocess(tmp_path, "--input", path, tokenizer=shared_bpe, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert f"{path}:2: {reason}" in proc.stderr and "--skip-bad-input" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("out*")), "nothing may be published after an error"
+    prefix, proc = preprocess(tmp_path, "--input", path, "--skip-bad-input", tokenizer=shared_bpe)
+    assert f"skipped 1 records: {reason}" in proc.stdout
+    ds = IndexedDataset(f"{prefix}_text_document")
+    assert ds.num_documents == BAD_LINES[reason].count(b"gut")
+
+
+def test_empty_documents_are_skipped_and_counted(tmp_path, shared_bpe):
+    path = tmp_path / "e.jsonl"
+    path.write_text('{"text": "a"}\n{"text": ""}\n{"text": "  \\n "}\n\n{"text": "b"}\n')
+    prefix, proc = preprocess(tmp_path, "--input", path, tokenizer=shared_bpe)
+    assert "2 empty documents skipped" in proc.stdout
+    assert IndexedDataset(f"{prefix}_text_document").num_documents == 2
+
+
+def test_truncated_compressed_file(tmp_path, shared_bpe):
+    import zstandard
+
+    lines = "".join(json.dumps({"text": f"Dokument Nummer {i}"}) + "\n" for i in range(60000)).encode()
+    blob = zstandard.ZstdCompressor().compress(lines)
+    path = tmp_path / "cut.jsonl.zst"
+    path.write_bytes(blob[: len(blob) // 2])
+    prefix, proc = preprocess(tmp_path, "--input", path, tokenizer=shared_bpe, check=False)
+    assert proc.returncode == 1 and "ends early after line" in proc.stderr and "Traceback" not in proc.stderr
+    prefix, proc = preprocess(tmp_path, "--input", path, "--skip-bad-input", tokenizer=shared_bpe)
+    assert f"truncated (kept its complete records): {path}" in proc.stdout
+    kept = IndexedDataset(f"{prefix}_text_document").num_documents
+    assert 20000 < kept < 40000
+
+
+def test_existing_output_and_bad_tokenizer(tmp_path, shared_bpe, small_corpus):
+    preprocess(tmp_path, "--input", small_corpus, tokenizer=shared_bpe)
+    _, again = preprocess(tmp_path, "--input", small_corpus, tokenizer=shared_bpe, check=False)
+    assert again.returncode == 1 and "already exist" in again.stderr and "--overwrite" in again.stderr
+    preprocess(tmp_path, "--input", small_corpus, "--overwrite", tokenizer=shared_bpe)
+    (tmp_path / "empty").mkdir()
+    _, bad = preprocess(tmp_path, "--input", small_corpus, name="x", tokenizer=tmp_path / "empty", check=False)
+    assert bad.returncode == 1 and "is not a tokenizer folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def big_corpus(tmp_path_factory, corpus_files):
+    """~25 MB of real text: long enough to kill a run in the middle."""
+    path = tmp_path_factory.mktemp("big") / "big.jsonl"
+    docs = read_documents(corpus_files["de.libreoffice-help-de"])
+    with open(path, "w", encoding="utf-8") as handle:
+        for _ in range(4):
+            for doc in docs:
+                handle.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_interrupted_run_publishes_nothing(tmp_path, shared_bpe, big_corpus, sig):
+    cmd = [sys.executable, str(ROOT / "tools" / "preprocess_data.py"), "--input", str(big_corpus), "--tokenizer",
+           str(shared_bpe), "--output-prefix", str(tmp_path / "o"), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("o_text_document.bin.tmp-*")) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    assert not (tmp_path / "o_text_document.bin").exists() and not (tmp_path / "o_text_document.idx").exists()
+    if sig != signal.SIGKILL:  # a catchable signal also removes the temporary files
+        assert proc.returncode == 130 and b"Traceback" not in err
+        assert list(tmp_path.iterdir()) == []
+    os.killpg(proc.pid, signal.SIGKILL) if _group_alive(proc.pid) else None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False

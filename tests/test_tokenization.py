@@ -1,0 +1,143 @@
+"""Tokenizer training and loading: every layout, special tokens, NFC, and agreement with the
+reference implementations (transformers.AutoTokenizer, sentencepiece)."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+
+import pytest
+
+from pretrain.tokenization import TokenizerError, load_tokenizer
+from pretrain.tokenization.training import TokenizerTrainingOptions, train_tokenizer
+from tests.conftest import read_documents, run_tool
+
+
+@pytest.fixture(scope="module")
+def sample_docs(corpus_files) -> list[str]:
+    return (read_documents(corpus_files["ko.libreoffice-help-ko"], 120) + read_documents(corpus_files["de.fortunes-de"], 200)
+            + read_documents(corpus_files["de.libreoffice-help-de"], 60))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, small_corpus) -> dict:
+    out = {}
+    for kind in ("bpe", "wordpiece", "spm-unigram", "spm-bpe"):
+        folder = tmp_path_factory.mktemp("tok") / kind
+        train_tokenizer(TokenizerTrainingOptions(kind=kind, inputs=[str(small_corpus)], output=str(folder),
+                                                 vocab_size=3000, max_bytes=2 << 20))
+        out[kind] = folder
+    return out
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "spm-unigram", "spm-bpe"])
+def test_trained_tokenizer_loads_in_transformers_with_same_ids(trained, kind, sample_docs):
+    from transformers import AutoTokenizer
+
+    ours = load_tokenizer(trained[kind])
+    theirs = AutoTokenizer.from_pretrained(str(trained[kind]))
+    assert ours.vocab_size == len(theirs) == 3000
+    assert ours.specials.added == []  # training put every special token in the vocabulary
+    assert ours.encode(sample_docs) == [theirs(d, add_special_tokens=False)["input_ids"] for d in sample_docs]
+    assert theirs.eos_token == ours.specials.tokens["eod"] and theirs.mask_token == ours.specials.tokens["mask"]
+
+
+def test_layout_files(trained):
+    assert {"vocab.json", "merges.txt", "tokenizer.json"} <= {p.name for p in trained["bpe"].iterdir()}
+    vocab = (trained["wordpiece"] / "vocab.txt").read_text().split("\n")
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert (trained["spm-unigram"] / "spm.model").exists()
+
+
+@pytest.mark.parametrize("kind,max_mismatch", [("spm-bpe", 0.0), ("spm-unigram", 0.01)])
+def test_sentencepiece_conversion_encodes_like_sentencepiece(trained, kind, max_mismatch, sample_docs):
+    """tokenizer.json must give sentencepiece's own ids (unigram may break rare score ties differently)."""
+    import sentencepiece as spm
+
+    ours = load_tokenizer(trained[kind])
+    processor = spm.SentencePieceProcessor(model_file=str(trained[kind] / "spm.model"))
+    want = [processor.encode(unicodedata.normalize("NFC", d)) for d in sample_docs]
+    got = ours.encode(sample_docs)
+    assert sum(a != b for a, b in zip(got, want)) <= max_mismatch * len(sample_docs)
+
+
+def test_nfc_normalization_makes_decomposed_korean_identical(trained):
+    text = "한국어 위키백과는 자유 백과사전입니다."
+    decomposed = unicodedata.normalize("NFD", text)
+    assert decomposed != text
+    for kind in ("bpe", "wordpiece", "spm-bpe"):
+        tok = load_tokenizer(trained[kind])
+        assert tok.encode([decomposed]) == tok.encode([text]), kind
+
+
+def test_sample_is_capped_and_spread_over_files(tmp_path, corpus_files):
+    from pretrain.tokenization.training import SampleStats, sample_texts
+
+    stats = SampleStats()
+    options = TokenizerTrainingOptions(kind="bpe", inputs=[str(p) for p in corpus_files.values()], output="unused",
+                                       max_bytes=1 << 20)
+    texts = list(sample_texts(options, stats))
+    assert stats.text_bytes < 1.3 * (1 << 20)  # the cap, plus at most one document per file
+    assert any("Fontwork" in t or "폰트" in t for t in texts) and any("--" in t for t in texts)  # ko and de files
+
+
+def test_shared_gpt2_layout_gets_special_tokens_added(shared_bpe):
+    from transformers import GPT2Tokenizer
+
+    tok = load_tokenizer(shared_bpe)
+    assert tok.family == "byte_bpe"
+    assert tok.specials.ids["eod"] == 50256 and tok.specials.tokens["eod"] == "<|endoftext|>"
+    assert tok.specials.ids["unk"] == 50256  # GPT-2's convention
+    assert len(tok.specials.added) == 5 and tok.vocab_size == 50261
+    reference = GPT2Tokenizer.from_pretrained(str(shared_bpe))
+    for text in ["안녕하세요, 세계!", "Grüß Gott, Straße <|endoftext|> Ende", "  spaces\n\tand tabs "]:
+        assert tok.encode([text])[0] == reference(text)["input_ids"]
+
+
+def test_saved_folder_round_trips_with_added_tokens(tmp_path, shared_bpe):
+    from transformers import AutoTokenizer
+
+    tok = load_tokenizer(shared_bpe)
+    tok.save(tmp_path / "saved")
+    again = load_tokenizer(tmp_path / "saved")
+    assert again.specials.ids == tok.specials.ids and again.specials.added == []
+    hf = AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
+    assert hf.mask_token_id == tok.specials.ids["mask"] and hf.eos_token_id == 50256
+    assert hf("Hallo Welt")["input_ids"] == tok.encode(["Hallo Welt"])[0]
+
+
+def test_kogpt2_style_folder_keeps_its_own_specials(tmp_path, shared_bpe):
+    """A tokenizer.json with its special tokens declared in tokenizer_config.json gets nothing added."""
+    base = load_tokenizer(shared_bpe)
+    base.save(tmp_path / "ko")
+    config = json.loads((tmp_path / "ko" / "tokenizer_config.json").read_text())
+    config.update(eos_token="</s>", bos_token="</s>", pad_token="<pad>")
+    (tmp_path / "ko" / "tokenizer_config.json").write_text(json.dumps(config))
+    tok = load_tokenizer(tmp_path / "ko")
+    assert tok.specials.added == [] and tok.specials.tokens["eod"] == "</s>"
+
+
+def test_word_starts(trained, shared_bpe):
+    bpe = load_tokenizer(shared_bpe)
+    starts = bpe.word_starts()
+    ids = bpe.encode(["한국어 위키백과는 자유"])[0]
+    assert [bool(starts[i]) for i in ids][1:] == [bpe.backend.id_to_token(i).startswith("Ġ") for i in ids][1:]
+    wp = load_tokenizer(trained["wordpiece"])
+    ws = wp.word_starts()
+    assert ws[wp.backend.token_to_id("[CLS]")] and not any(ws[i] for t, i in wp.backend.get_vocab().items()
+                                                            if t.startswith("##"))
+
+
+def test_not_a_tokenizer_folder_and_offline_hub_name(tmp_path):
+    (tmp_path / "readme.txt").write_text("hi")
+    with pytest.raises(TokenizerError, match="is not a tokenizer folder"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(TokenizerError, match="download the tokenizer first"):
+        load_tokenizer("no-such-org/no-such-model")
+
+
+def test_cli_trains_and_refuses_to_overwrite(tmp_path, small_corpus):
+    out = tmp_path / "tok"
+    run_tool("train_tokenizer", "--type", "bpe", "--input", small_corpus, "--output", out, "--vocab-size", "1000")
+    again = run_tool("train_tokenizer", "--type", "bpe", "--input", small_corpus, "--output", out, check=False)
+    assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
