@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def build_corpus(size_mb: float, corpora: Path, out: Path) -> tuple[Path, int]:
     for file in sorted(corpora.glob("*.jsonl.zst")):
         with zstandard.open(file, "rt", encoding="utf-8") as handle:
             docs += [json.loads(line)["text"] for line in handle]
-    docs.sort(key=lambda d: hash(d) % 1000)  # interleave languages and sources deterministically
+    docs.sort(key=lambda d: zlib.crc32(d.encode("utf-8")))  # interleave languages and sources, reproducibly
     text_bytes = 0
     with open(path, "w", encoding="utf-8") as handle:
         while text_bytes < target:

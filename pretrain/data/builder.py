@@ -1,0 +1,117 @@
+"""From the config to train / valid / test datasets: splits by document, cached indices, blending."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pretrain.config import Config, data_prefixes, split_fractions
+from pretrain.data.blend import BlendedDataset, blend_counts
+from pretrain.data.gpt_dataset import GPTDataset, build_gpt_indices, documents_end_with
+from pretrain.data.index_cache import dataset_identity, load_or_build
+from pretrain.data.indexed import IndexedDataset
+from pretrain.data.masking import MaskingSpec
+from pretrain.data.mlm_dataset import MLMDataset, build_mlm_indices
+from pretrain.presets import get_preset
+from pretrain.tokenization import LoadedTokenizer
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """Data that cannot train this model; the message says why and what to do."""
+
+
+@dataclass
+class SplitSizes:
+    train: int
+    valid: int
+    test: int
+
+
+def split_ranges(num_documents: int, split: str) -> dict[str, range]:
+    fractions = split_fractions(split)
+    bounds = [0]
+    for fraction in fractions:
+        bounds.append(min(num_documents, bounds[-1] + int(round(fraction * num_documents))))
+    bounds[-1] = num_documents
+    return {name: range(bounds[i], bounds[i + 1]) for i, name in enumerate(SPLITS)}
+
+
+def check_token_ids(indexed: IndexedDataset, vocab_size: int, tokenizer_source: str, windows: int = 64) -> None:
+    """Fail early when the data holds ids the tokenizer does not have (made with another tokenizer)."""
+    if indexed.num_tokens == 0:
+        return
+    width = 1 << 16
+    starts = np.linspace(0, max(indexed.num_tokens - width, 0), num=windows).astype(np.int64)
+    highest = max(int(indexed.tokens(int(s), int(s) + width).max()) for s in starts)
+    if highest >= vocab_size:
+        raise DataError(f"{indexed.prefix} holds token id {highest} but the tokenizer {tokenizer_source} has only "
+                        f"{vocab_size} tokens: the data was preprocessed with another tokenizer. Set data.tokenizer to "
+                        "the folder used for preprocessing.")
+
+
+def build_datasets(config: Config, tokenizer: LoadedTokenizer, sizes: SplitSizes, may_build_index: bool) -> dict:
+    """{split: dataset} for every split with samples requested (blended when several prefixes)."""
+    objective = get_preset(config.model.preset).objective
+    pairs = data_prefixes(config)
+    per_prefix: dict[str, list] = {name: [] for name in SPLITS}
+    weights = [w for _, w in pairs]
+    for prefix, _ in pairs:
+        indexed = IndexedDataset(prefix)
+        check_token_ids(indexed, tokenizer.vocab_size, tokenizer.source)
+        ranges = split_ranges(indexed.num_documents, config.data.split)
+        if objective == "clm" and not documents_end_with(indexed, range(indexed.num_documents), tokenizer.specials.eod):
+            raise DataError(f"{prefix}: documents do not end with the end-of-text token "
+                            f"{tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod}): packed CLM samples "
+                            "need it between documents. Preprocess with --append-eod.")
+        if objective == "mlm" and indexed.num_sequences == indexed.num_documents:
+            log.warning("%s has one sequence per document: MLM pairs are cut inside documents, not at sentences "
+                        "(preprocess with --split-sentences for sentence pairs)", prefix)
+        for name in SPLITS:
+            wanted = getattr(sizes, name)
+            if wanted == 0:
+                per_prefix[name].append(None)
+                continue
+            count = blend_counts(weights, wanted)[len(per_prefix[name])] if len(pairs) > 1 else wanted
+            if len(ranges[name]) == 0:
+                raise DataError(f"{prefix}: the {name} split has no documents ({indexed.num_documents} documents, "
+                                f"data.split={config.data.split}); use more data or change data.split.")
+            per_prefix[name].append(_split_dataset(config, tokenizer, indexed, ranges[name], count, objective, name,
+                                                   may_build_index))
+    out = {}
+    for name in SPLITS:
+        wanted = getattr(sizes, name)
+        if wanted:
+            parts = per_prefix[name]
+            out[name] = parts[0] if len(parts) == 1 else BlendedDataset(parts, weights, wanted)
+    return out
+
+
+def _split_dataset(config: Config, tokenizer: LoadedTokenizer, indexed: IndexedDataset, documents: range,
+                   num_samples: int, objective: str, split: str, may_build: bool) -> torch.utils.data.Dataset:
+    data, seed = config.data, config.run.seed + SPLITS.index(split)
+    key = {"dataset": dataset_identity(indexed.prefix), "documents": [documents.start, documents.stop],
+           "samples": num_samples, "seq_len": data.seq_len, "seed": seed, "objective": objective}
+    if objective == "mlm":
+        key["short_seq_prob"] = data.short_seq_prob
+        build = lambda: build_mlm_indices(indexed, documents, num_samples, data.seq_len, data.short_seq_prob, seed)  # noqa: E731
+    else:
+        lengths = indexed.document_lengths()[documents.start : documents.stop]
+        build = lambda: build_gpt_indices(lengths, documents.start, num_samples, data.seq_len, seed)  # noqa: E731
+    cache_dir = Path(data.cache_dir) if data.cache_dir else Path(f"{indexed.prefix}.cache")
+    indices = load_or_build(cache_dir, key, build, f"{os.path.basename(indexed.prefix)} ({split})", may_build,
+                            data.index_wait_minutes)
+    if objective == "clm":
+        return GPTDataset(indexed, indices, data.seq_len)
+    specials = tokenizer.specials.ids
+    special_ids = np.array(sorted(set(specials.values())))
+    random_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), special_ids)
+    masking = MaskingSpec(specials["mask"], data.mask_prob, data.whole_word_masking, tokenizer.word_starts(), random_ids)
+    return MLMDataset(indexed, indices, data.seq_len, specials, masking, data.sentence_order_prediction, seed)

@@ -1,0 +1,58 @@
+"""BERT masking: choose ``mask_prob`` of the tokens (whole words by default) and corrupt them
+80% [MASK] / 10% random token / 10% unchanged; labels are the original ids there and -100
+elsewhere. Special tokens are never chosen. Everything draws from the generator it is given, so a
+sample's masks depend only on (seed, sample index) and a resumed run sees the same masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class MaskingSpec:
+    mask_id: int
+    mask_prob: float
+    whole_word: bool
+    word_starts: np.ndarray  # bool per vocabulary id
+    random_ids: np.ndarray  # ids a "random token" is drawn from (no special tokens)
+
+
+def mask_tokens(tokens: np.ndarray, maskable: np.ndarray, spec: MaskingSpec,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Corrupt ``tokens`` (1-D) at chosen ``maskable`` positions; return (inputs, labels)."""
+    inputs = tokens.copy()
+    labels = np.full(tokens.shape, IGNORE_INDEX, dtype=np.int64)
+    candidates = np.flatnonzero(maskable)
+    if len(candidates) == 0:
+        return inputs, labels
+    budget = max(1, int(round(len(candidates) * spec.mask_prob)))
+    if spec.whole_word:
+        # a word starts at a word-start token, or after a special token / segment boundary
+        starts = spec.word_starts[tokens[candidates]].copy()
+        starts |= np.concatenate([[True], np.diff(candidates) != 1])
+        word_of = np.cumsum(starts) - 1
+        first = np.flatnonzero(starts)
+        sizes = np.diff(np.append(first, len(candidates)))
+        chosen_words = []
+        total = 0
+        for word in rng.permutation(len(first)):
+            if total + sizes[word] > budget:
+                continue
+            chosen_words.append(word)
+            total += sizes[word]
+            if total >= budget:
+                break
+        positions = candidates[np.isin(word_of, chosen_words)]
+    else:
+        positions = np.sort(rng.choice(candidates, size=budget, replace=False))
+    labels[positions] = tokens[positions]
+    roll = rng.random(len(positions))
+    inputs[positions[roll < 0.8]] = spec.mask_id
+    randomized = positions[(roll >= 0.8) & (roll < 0.9)]
+    inputs[randomized] = spec.random_ids[rng.integers(0, len(spec.random_ids), len(randomized))]
+    return inputs, labels

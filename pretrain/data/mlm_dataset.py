@@ -1,0 +1,116 @@
+"""BERT samples from sentence datasets: ``[CLS] A [SEP] B [SEP]`` with segment ids and masking.
+
+The mapping groups consecutive sentences of a document into samples of about the target length
+(``seq_len - 3`` tokens, or a random shorter target for ``short_seq_prob`` of the documents), built
+vectorized. At fetch time, a generator seeded by (seed, sample index) picks where A ends and B
+begins, swaps them for sentence-order prediction, truncates to fit, and masks: the same sample
+index always gives the same sample, so a resumed run sees exactly the same data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from pretrain.data.indexed import IndexedDataset
+from pretrain.data.masking import IGNORE_INDEX, MaskingSpec, mask_tokens
+
+
+def build_mlm_indices(indexed: IndexedDataset, documents: range, num_samples: int, seq_len: int,
+                      short_seq_prob: float, seed: int) -> dict[str, np.ndarray]:
+    """Sample mapping (first sentence, end sentence) and the serving order for ``num_samples``."""
+    rng = np.random.default_rng(seed)
+    doc_index = np.asarray(indexed.document_indices[documents.start : documents.stop + 1], dtype=np.int64)
+    first_sentence, end_sentence = int(doc_index[0]), int(doc_index[-1])
+    lengths = np.asarray(indexed.sequence_lengths[first_sentence:end_sentence], dtype=np.int64)
+    sentences_per_doc = np.diff(doc_index)
+    doc_of_sentence = np.repeat(np.arange(len(sentences_per_doc)), sentences_per_doc)
+    max_tokens = seq_len - 3
+    targets = np.where(rng.random(len(sentences_per_doc)) < short_seq_prob,
+                       rng.integers(2, max_tokens + 1, len(sentences_per_doc)), max_tokens)
+    # tokens before each sentence within its document decide its chunk
+    cumulative = np.cumsum(lengths) - lengths
+    before_in_doc = cumulative - cumulative[doc_index[:-1] - first_sentence][doc_of_sentence]
+    chunk = before_in_doc // targets[doc_of_sentence]
+    new_sample = np.ones(len(lengths), dtype=bool)
+    new_sample[1:] = (doc_of_sentence[1:] != doc_of_sentence[:-1]) | (chunk[1:] != chunk[:-1])
+    starts = np.flatnonzero(new_sample)
+    ends = np.append(starts[1:], len(lengths))
+    sizes = np.add.reduceat(lengths, starts) if len(starts) else np.zeros(0, np.int64)
+    keep = sizes >= 2
+    mapping = np.stack([starts[keep], ends[keep]], axis=1) + first_sentence
+    if len(mapping) == 0:
+        raise ValueError("the split has no sentences to build MLM samples from")
+    epochs = math.ceil(num_samples / len(mapping))
+    order = np.concatenate([rng.permutation(len(mapping)) for _ in range(epochs)])[:num_samples]
+    return {"mapping": mapping, "shuffle_index": order.astype(np.int64)}
+
+
+class MLMDataset(torch.utils.data.Dataset):
+    """``dataset[i]`` -> input_ids, token_type_ids, attention_mask, labels (+ sop_label)."""
+
+    def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, specials: dict[str, int],
+                 masking: MaskingSpec, sentence_order: bool, seed: int) -> None:
+        self.indexed = indexed
+        self.mapping = indices["mapping"]
+        self.shuffle_index = indices["shuffle_index"]
+        self.seq_len = seq_len
+        self.cls, self.sep, self.pad = specials["cls"], specials["sep"], specials["pad"]
+        self.masking = masking
+        self.sentence_order = sentence_order
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.shuffle_index)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        start, end = (int(v) for v in self.mapping[self.shuffle_index[index]])
+        sentences = [np.asarray(self.indexed[s], dtype=np.int64) for s in range(start, end)]
+        a, b, swapped = self._segments(sentences, rng)
+        a, b = _truncate_pair(a, b, self.seq_len - 3 if len(b) else self.seq_len - 2, rng)
+        tokens = np.concatenate([[self.cls], a, [self.sep]] + ([b, [self.sep]] if len(b) else []))
+        types = np.zeros(len(tokens), dtype=np.int64)
+        types[len(a) + 2:] = 1
+        maskable = np.ones(len(tokens), dtype=bool)
+        maskable[[0, len(a) + 1, len(tokens) - 1]] = False
+        inputs, labels = mask_tokens(tokens, maskable, self.masking, rng)
+        pad = self.seq_len - len(tokens)
+        sample = {
+            "input_ids": torch.from_numpy(np.pad(inputs, (0, pad), constant_values=self.pad)),
+            "token_type_ids": torch.from_numpy(np.pad(types, (0, pad))),
+            "attention_mask": torch.from_numpy(np.pad(np.ones(len(tokens), np.int64), (0, pad))),
+            "labels": torch.from_numpy(np.pad(labels, (0, pad), constant_values=IGNORE_INDEX)),
+        }
+        if self.sentence_order:
+            sample["sop_label"] = torch.tensor(int(swapped))
+        return sample
+
+    def _segments(self, sentences: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
+        if len(sentences) >= 2:
+            split = int(rng.integers(1, len(sentences)))
+            a, b = np.concatenate(sentences[:split]), np.concatenate(sentences[split:])
+        elif self.sentence_order:  # one long sentence: cut it in two so there is an order to predict
+            whole = sentences[0]
+            split = int(rng.integers(1, len(whole)))
+            a, b = whole[:split], whole[split:]
+        else:
+            return sentences[0], np.zeros(0, np.int64), False
+        swapped = self.sentence_order and bool(rng.random() < 0.5)
+        return (b, a, True) if swapped else (a, b, False)
+
+
+def _truncate_pair(a: np.ndarray, b: np.ndarray, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Trim the longer segment, tokens from either end at random, until both fit (BERT's
+    truncate_seq_pair, a slice at a time instead of a token at a time)."""
+    while len(a) + len(b) > budget:
+        excess = len(a) + len(b) - budget
+        trim_a = len(a) >= len(b)
+        longer, shorter = (a, b) if trim_a else (b, a)
+        cut = min(excess, max(1, len(longer) - len(shorter)))
+        front = int(rng.binomial(cut, 0.5))
+        longer = longer[front : len(longer) - (cut - front)]
+        a, b = (longer, b) if trim_a else (a, longer)
+    return a, b

@@ -1,0 +1,114 @@
+"""The one place that reads the launch environment and decides rank, world size and rendezvous.
+
+Checked in this order (the first that applies wins):
+  1. torchrun / the deepspeed launcher / anything that exports RANK and WORLD_SIZE (torchrun per node
+     under srun included): taken as given.
+  2. MPI (mpirun, or ``srun --mpi=pmix``): OMPI_COMM_WORLD_RANK, PMIX_RANK or PMI_RANK is set; rank
+     and size come from mpi4py, and rank 0's host and a free port are broadcast to everybody.
+  3. Slurm (``srun`` with one task per GPU, no SSH needed): SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS;
+     the master is the first host of the step's node list, the port is derived from the job id.
+  4. Nothing: one process.
+The result is exported as RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT so that
+``torch.distributed`` / DeepSpeed initialize with ``env://``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    launcher: str  # "env" (torchrun/deepspeed), "mpi", "slurm" or "single"
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+    master_addr: str
+    master_port: int
+
+    @property
+    def node_rank(self) -> int:
+        return self.rank // max(self.local_world_size, 1)
+
+    def export(self) -> None:
+        os.environ.update(RANK=str(self.rank), LOCAL_RANK=str(self.local_rank), WORLD_SIZE=str(self.world_size),
+                          LOCAL_WORLD_SIZE=str(self.local_world_size), MASTER_ADDR=self.master_addr,
+                          MASTER_PORT=str(self.master_port))
+
+
+_MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+
+
+def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        world = int(env["WORLD_SIZE"])
+        local_world = int(env.get("LOCAL_WORLD_SIZE", env.get("SLURM_NTASKS_PER_NODE", world)) or world)
+        return DistEnv("env", int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), world, local_world,
+                       env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", 29500)))
+    if any(name in env for name in _MPI_RANK_VARS):
+        return _from_mpi(env)
+    if "SLURM_PROCID" in env and "SLURM_STEP_ID" in env:
+        return _from_slurm(env)
+    return DistEnv("single", 0, 0, 1, 1, "127.0.0.1", int(env.get("MASTER_PORT", 0)) or free_port())
+
+
+def _from_slurm(env: Mapping[str, str]) -> DistEnv:
+    world = int(env["SLURM_NTASKS"])
+    nodes = expand_hostlist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "127.0.0.1"))
+    local_world = world // max(len(nodes), 1)
+    return DistEnv("slurm", int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), world, max(local_world, 1),
+                   env.get("MASTER_ADDR") or nodes[0], int(env.get("MASTER_PORT") or port_for_job(env)))
+
+
+def port_for_job(env: Mapping[str, str]) -> int:
+    """A port in 20000-39999 derived from the job id, so concurrent jobs on a node rarely collide."""
+    job = int(env.get("SLURM_JOB_ID", "0") or 0)
+    return 20000 + job % 20000
+
+
+def _from_mpi(env: Mapping[str, str]) -> DistEnv:
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise RuntimeError("launched by MPI but mpi4py is missing: pip install 'pretrain[mpi]' (needs an MPI "
+                           "library, e.g. apt-get install libopenmpi-dev)") from exc
+    comm = MPI.COMM_WORLD
+    rank, world = comm.Get_rank(), comm.Get_size()
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+    master = comm.bcast((env.get("MASTER_ADDR") or socket.gethostname(),
+                         int(env.get("MASTER_PORT") or 0) or free_port()) if rank == 0 else None, root=0)
+    return DistEnv("mpi", rank, local.Get_rank(), world, local.Get_size(), master[0], master[1])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def expand_hostlist(hostlist: str) -> list[str]:
+    """Slurm's compressed host list ("node[01-03,7],gpu5") as names; scontrol when available."""
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", hostlist], capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    hosts: list[str] = []
+    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", hostlist):
+        prefix, ranges = match.group(1), match.group(2)
+        if not ranges:
+            hosts.append(prefix)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            for number in range(int(low), int(high or low) + 1):
+                hosts.append(f"{prefix}{number:0{len(low)}d}")
+    return hosts

@@ -1,0 +1,84 @@
+"""DeepSpeed configuration and engine: the JSON in ds_configs/ plus everything the config owns.
+
+The JSON files carry ZeRO settings only. Batch sizes, gradient accumulation, clipping, precision,
+the optimizer and its learning rate come from the run config, filled in here, once; "auto" bucket
+sizes follow the model's hidden size as in Hugging Face's DeepSpeed integration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+
+import torch
+
+from pretrain.config import Config, gradient_accumulation, resolve_ds_config_path
+
+log = logging.getLogger(__name__)
+
+
+def deepspeed_config(config: Config, world_size: int, hidden_size: int, on_gpu: bool) -> dict:
+    ds = json.loads(resolve_ds_config_path(config.train.ds_config).read_text())
+    train, optim = config.train, config.optim
+    ds["train_batch_size"] = train.global_batch
+    ds["train_micro_batch_size_per_gpu"] = train.micro_batch
+    ds["gradient_accumulation_steps"] = gradient_accumulation(config, world_size)
+    ds["gradient_clipping"] = optim.grad_clip
+    ds.setdefault("bf16", {})["enabled"] = train.precision == "bf16"
+    ds.setdefault("fp16", {})["enabled"] = train.precision == "fp16"
+    zero = ds.setdefault("zero_optimization", {})
+    auto_sizes = {"reduce_bucket_size": hidden_size * hidden_size, "allgather_bucket_size": hidden_size * hidden_size,
+                  "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+                  "stage3_param_persistence_threshold": 10 * hidden_size}
+    for key, value in auto_sizes.items():
+        if zero.get(key) == "auto":
+            zero[key] = value
+    ds["optimizer"] = optimizer_section(config, offloaded="offload_optimizer" in zero, on_gpu=on_gpu)
+    return ds
+
+
+def optimizer_section(config: Config, offloaded: bool, on_gpu: bool) -> dict:
+    """DeepSpeed picks the kernel from this: FusedAdam on GPUs, DeepSpeedCPUAdam when the optimizer is
+    offloaded, torch's AdamW on a CPU-only machine; FusedLamb for "lamb"."""
+    optim = config.optim
+    params = {"lr": optim.lr, "betas": [optim.beta1, optim.beta2], "eps": optim.eps, "weight_decay": optim.weight_decay}
+    if optim.optimizer == "lamb":
+        return {"type": "Lamb", "params": params}
+    if not on_gpu and not offloaded:
+        params["torch_adam"] = True
+    return {"type": "AdamW", "params": params}
+
+
+def lr_multiplier(config: Config) -> Callable[[int], float]:
+    """Step -> lr / peak lr: linear warmup, then cosine or linear decay to min_lr at train.steps."""
+    optim, steps = config.optim, config.train.steps
+    floor = optim.min_lr / optim.lr
+
+    def multiplier(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        if optim.decay == "constant" or steps <= optim.warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - optim.warmup_steps) / (steps - optim.warmup_steps))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if optim.decay == "cosine" else 1 - progress
+        return floor + (1 - floor) * shape
+
+    return multiplier
+
+
+def create_engine(model: torch.nn.Module, param_groups: list[dict], config: Config, ds_config: dict):
+    import deepspeed
+
+    multiplier = lr_multiplier(config)
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=param_groups, config=ds_config,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, multiplier),
+    )
+    log.info("DeepSpeed engine: ZeRO stage %s, optimizer %s, %s, micro batch %d x accumulation %d x %d ranks",
+             ds_config["zero_optimization"].get("stage"), type(getattr(optimizer, "optimizer", optimizer)).__name__,
+             "bf16" if ds_config["bf16"]["enabled"] else "fp16" if ds_config["fp16"]["enabled"] else "fp32",
+             ds_config["train_micro_batch_size_per_gpu"], ds_config["gradient_accumulation_steps"],
+             engine.world_size if hasattr(engine, "world_size") else 1)
+    return engine, scheduler

@@ -1,0 +1,82 @@
+"""Export a DeepSpeed (ZeRO) checkpoint as a Hugging Face model folder.
+
+The partitioned fp32 master weights of every rank are gathered offline (no GPU, no process group)
+into one state dict, loaded into the transformers class the run trained, and saved as safetensors
+with the run's tokenizer (special tokens included) and a generation config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from pretrain.checkpoint import COMPLETE, latest_complete
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(ValueError):
+    pass
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path, str]:
+    """(run dir, checkpoints dir, tag) from a run dir, its checkpoints/ dir or one checkpoint's dir."""
+    path = Path(path)
+    if (path / COMPLETE).exists():
+        return path.parent.parent, path.parent, path.name
+    checkpoints = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    tag = latest_complete(checkpoints) if checkpoints.is_dir() else None
+    if tag is None:
+        if path.is_dir() and path.name.startswith("step"):
+            raise ExportError(f"{path} is incomplete (no {COMPLETE} marker): the run died while saving it. "
+                              "Export an earlier checkpoint.")
+        raise ExportError(f"no complete checkpoint under {path}: pass a run dir, its checkpoints/ dir or a "
+                          "checkpoints/stepNNNNNNNN dir.")
+    return checkpoints.parent, checkpoints, tag
+
+
+def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, GenerationConfig
+    from transformers import models as hf_models
+
+    from pretrain.tokenization import load_tokenizer
+
+    run_dir, checkpoints, tag = resolve_checkpoint(source)
+    output = Path(output)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ExportError(f"{output} exists and is not empty: pass --overwrite or choose another folder.")
+    model_config = AutoConfig.from_pretrained(run_dir / "model")
+    architecture = model_config.architectures[0]
+    cls = getattr(hf_models.gpt2 if model_config.model_type == "gpt2" else hf_models.bert, architecture)
+    state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag)
+    weights, seen = {}, set()
+    for key, tensor in state.items():
+        if key.startswith("hf.") and tensor.data_ptr() not in seen:  # tied weights are stored once
+            seen.add(tensor.data_ptr())
+            weights[key.removeprefix("hf.")] = tensor.contiguous()
+    staging = output.with_name(f"{output.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model_config.save_pretrained(staging)
+    save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
+    _, info = cls.from_pretrained(staging, output_loading_info=True)
+    if info["missing_keys"] or info["unexpected_keys"]:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ExportError(f"{checkpoints / tag} does not match {architecture}: missing {info['missing_keys'][:5]}, "
+                          f"unexpected {info['unexpected_keys'][:5]}")
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    tokenizer.save(staging)
+    if model_config.model_type == "gpt2":
+        ids = tokenizer.specials.ids
+        GenerationConfig(bos_token_id=ids["eod"], eos_token_id=ids["eod"], pad_token_id=ids["pad"]).save_pretrained(staging)
+    (staging / "pretrain_export.json").write_text(json.dumps({"checkpoint": str(checkpoints / tag)}, indent=1))
+    if output.exists():
+        shutil.rmtree(output)
+    os.replace(staging, output)
+    log.info("exported %s -> %s (%s)", checkpoints / tag, output, architecture)
+    return output

@@ -1,0 +1,220 @@
+"""The Trainer: one object that sets up the run, then ``train()`` -> ``train_step()`` / ``evaluate()``
+/ ``save()``, resuming from ``run.dir`` when a checkpoint is there."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from pretrain import checkpoint
+from pretrain.checkpoint import TrainerState
+from pretrain.config import Config, gradient_accumulation
+from pretrain.data.builder import SplitSizes, build_datasets
+from pretrain.data.sampler import PretrainingBatchSampler
+from pretrain.distributed import DistEnv
+from pretrain.engine import create_engine, deepspeed_config
+from pretrain.metrics import MetricsWriter, memory_gib, peak_tflops, transformer_flops
+from pretrain.model import build_model, count_parameters, parameter_groups
+from pretrain.presets import get_preset
+from pretrain.tokenization import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class Trainer:
+    def __init__(self, config: Config, env: DistEnv) -> None:
+        self.config, self.env = config, env
+        self.run_dir = Path(config.run.dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.device = torch.device(f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu")
+        self.is_main = env.rank == 0
+        self.stop_signal: int | None = None
+        self.preset = get_preset(config.model.preset)
+        torch.manual_seed(config.run.seed + env.rank)
+
+        self.tokenizer = load_tokenizer(config.data.tokenizer)
+        self.ds_config = deepspeed_config(config, env.world_size, self.preset.hidden, self.device.type == "cuda")
+        self.state = TrainerState(world_size=env.world_size)
+        resume_tag = checkpoint.latest_complete(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
+        if resume_tag and checkpoint.read_state(self.checkpoint_dir, resume_tag).world_size != env.world_size:
+            resume_tag = checkpoint.prepare_universal(self.checkpoint_dir, resume_tag, env.rank)
+            self.ds_config["checkpoint"] = {"load_universal": True}
+
+        self.model = build_model(config, self.tokenizer, self.ds_config)
+        self.parameters = count_parameters(self.model)
+        local = sum(getattr(p, "ds_tensor", p).numel() for p in self.model.parameters())
+        log.info("rank %d holds %s of %s parameters", env.rank, f"{local:,}", f"{self.parameters:,}")
+        self.engine, self.scheduler = create_engine(self.model, parameter_groups(self.model, config.optim.weight_decay),
+                                                    config, self.ds_config)
+        if resume_tag:
+            checkpoint.load(self.engine, self.checkpoint_dir, resume_tag, env.rank)
+            self.state = checkpoint.read_state(self.checkpoint_dir, resume_tag)
+            self.state.world_size = env.world_size
+            log.info("resumed from %s: step %d, %d samples consumed", resume_tag, self.state.step,
+                     self.state.consumed_samples)
+
+        self.accumulation = gradient_accumulation(config, env.world_size)
+        block = config.train.micro_batch * env.world_size
+        eval_samples = math.ceil(config.train.eval_samples / block) * block
+        datasets = build_datasets(config, self.tokenizer, SplitSizes(config.train.steps * config.train.global_batch,
+                                                                      eval_samples, 0), may_build_index=env.local_rank == 0)
+        self.train_data, self.valid_data = datasets["train"], datasets["valid"]
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        self.metrics = MetricsWriter(self.run_dir, self.is_main, config.run.tensorboard)
+        self.metrics.truncate_after(self.state.step)
+        self.peak = peak_tflops(config.train.peak_tflops)
+        tokens = config.train.global_batch * config.data.seq_len
+        head_tokens = round(tokens * config.data.mask_prob) if self.preset.objective == "mlm" else None
+        self.flops_per_step = transformer_flops(self.preset.layers, self.preset.hidden, config.data.seq_len,
+                                                self.model.hf.config.vocab_size, tokens,
+                                                config.model.activation_checkpointing, head_tokens)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(config.to_yaml())
+            self.tokenizer.save(self.run_dir / "tokenizer")
+            self.model.hf.config.architectures = [type(self.model.hf).__name__]
+            self.model.hf.config.save_pretrained(self.run_dir / "model")  # what export rebuilds
+
+    # ------------------------------------------------------------------------------------ loop
+    def train(self) -> TrainerState:
+        train = self.config.train
+        for signum in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+        batches = iter(self._loader(self.train_data, self.state.consumed_samples))
+        started_at, launch_step = time.perf_counter(), self.state.step
+        window_start, window_steps = time.perf_counter(), 0
+        saved_at = self.state.step
+        while self.state.step < train.steps:
+            record = self.train_step(batches)
+            window_steps += 1
+            step = self.state.step
+            if step % train.log_interval == 0 or step == train.steps:
+                elapsed = time.perf_counter() - window_start
+                self._log(record, elapsed / window_steps)
+                window_start, window_steps = time.perf_counter(), 0
+            if step % train.eval_interval == 0 or step == train.steps:
+                self.evaluate()
+            stop = self._should_stop(step - launch_step, time.perf_counter() - started_at)
+            if step % train.save_interval == 0 or step == train.steps or stop:
+                self.save()
+                saved_at = step
+            if stop:
+                log.info("stopping at step %d (%s); the next launch resumes from here", step, stop)
+                break
+        if saved_at != self.state.step:
+            self.save()
+        self.metrics.close()
+        return self.state
+
+    def train_step(self, batches) -> dict:
+        """One optimizer step: ``accumulation`` micro-batches forward and backward, then the update."""
+        losses = []
+        for _ in range(self.accumulation):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
+            loss, _ = self.engine(batch)
+            self.engine.backward(loss)
+            self.engine.step()
+            losses.append(loss.detach().float())
+        loss = self._mean_across_ranks(torch.stack(losses).mean())
+        grad_norm = self.engine.get_global_grad_norm()
+        grad_norm = None if grad_norm is None else float(grad_norm)
+        self.state.step += 1
+        self.state.consumed_samples += self.config.train.global_batch
+        self._check_finite(loss, grad_norm)
+        return {"step": self.state.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.engine.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for batch in self._loader(self.valid_data, 0, workers=0):
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            loss, count = self.engine(batch)
+            total += torch.stack([loss.double() * count, count.double()])
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(total)
+        self.engine.train()
+        eval_loss = float(total[0] / total[1].clamp(min=1))
+        record = {"step": self.state.step, "eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50.0))}
+        if self.is_main:
+            log.info("step %d | eval loss %.4f | eval ppl %.2f", self.state.step, eval_loss, record["eval_ppl"])
+        self.metrics.write(record)
+        return record
+
+    def save(self) -> None:
+        tag = checkpoint.save(self.engine, self.checkpoint_dir, self.state, self.config.to_yaml(),
+                              self.config.train.keep_last)
+        if self.is_main:
+            log.info("saved checkpoint %s", self.checkpoint_dir / tag)
+
+    # --------------------------------------------------------------------------------- helpers
+    def _loader(self, dataset, consumed: int, workers: int | None = None) -> torch.utils.data.DataLoader:
+        sampler = PretrainingBatchSampler(len(dataset), consumed, self.config.train.micro_batch, self.env.rank,
+                                          self.env.world_size)
+        workers = self.config.data.num_workers if workers is None else workers
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                           pin_memory=self.device.type == "cuda", persistent_workers=False)
+
+    def _mean_across_ranks(self, value: torch.Tensor) -> float:
+        if torch.distributed.is_initialized():
+            value = value.clone()
+            torch.distributed.all_reduce(value)
+            value /= self.env.world_size
+        return float(value)
+
+    def _check_finite(self, loss: float, grad_norm: float | None) -> None:
+        if math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm)):
+            self.state.nonfinite_streak = 0
+            return
+        self.state.nonfinite_streak += 1
+        limit = self.config.train.max_nonfinite_steps
+        log.warning("step %d: loss %s, gradient norm %s are not finite (%d in a row, stopping at %d)",
+                    self.state.step, loss, grad_norm, self.state.nonfinite_streak, limit)
+        if self.state.nonfinite_streak >= limit:
+            latest = checkpoint.latest_complete(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
+            raise TrainingDiverged(
+                f"the loss or gradient was not finite for {limit} steps in a row (last: step {self.state.step}, "
+                f"loss {loss}). Lower optim.lr, raise optim.warmup_steps, use bf16 instead of fp16, or check the "
+                f"data. The last good checkpoint is {latest or 'none'}; nothing after it was saved.")
+
+    def _log(self, record: dict, seconds_per_step: float) -> None:
+        train, data = self.config.train, self.config.data
+        tflops = self.flops_per_step / seconds_per_step / self.env.world_size / 1e12
+        record.update(tokens_per_s=train.global_batch * data.seq_len / seconds_per_step,
+                      samples_per_s=train.global_batch / seconds_per_step, tflops_per_device=tflops,
+                      mfu=tflops / self.peak, memory_gib=memory_gib(), step_time_s=seconds_per_step)
+        if self.is_main:
+            log.info("step %d/%d | loss %.4f | lr %.3g | grad norm %s | %s tok/s | %.2f TFLOP/s | MFU %.1f%% | "
+                     "mem %.2f GiB", record["step"], train.steps, record["loss"], record["lr"],
+                     "-" if record["grad_norm"] is None else f"{record['grad_norm']:.3f}",
+                     f"{record['tokens_per_s']:,.0f}", tflops, 100 * record["mfu"], record["memory_gib"])
+        self.metrics.write(record)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+        log.warning("received signal %d: saving a checkpoint after this step, then exiting", signum)
+
+    def _should_stop(self, steps_this_launch: int, seconds: float) -> str | None:
+        """Agree across ranks whether to stop now (a signal, or train.exit_interval / exit_minutes)."""
+        train = self.config.train
+        reason = 0
+        if self.stop_signal is not None:
+            reason = 1
+        elif train.exit_interval and steps_this_launch >= train.exit_interval:
+            reason = 2
+        elif train.exit_minutes and seconds >= train.exit_minutes * 60:
+            reason = 3
+        flag = torch.tensor([reason], dtype=torch.int64, device=self.device)
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return {0: None, 1: "signal", 2: "train.exit_interval", 3: "train.exit_minutes"}[int(flag)]
