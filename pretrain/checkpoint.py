@@ -108,14 +108,29 @@ def prepare_universal(checkpoint_dir: Path, tag: str, rank: int) -> str:
     return universal
 
 
-def load(engine, checkpoint_dir: Path, tag: str, rank: int) -> None:
+def load(engine, checkpoint_dir: Path, tag: str, rank: int, weight_decays: list[float]) -> None:
     path, _ = engine.load_checkpoint(str(checkpoint_dir), tag=tag, load_optimizer_states=True,
                                      load_lr_scheduler_states=True)
     if path is None:
         raise RuntimeError(f"DeepSpeed could not load checkpoint {checkpoint_dir / tag}")
+    if tag.endswith("_universal"):
+        _repair_universal_load(engine.optimizer, weight_decays)
     rng_file = checkpoint_dir / tag.removesuffix("_universal") / f"rng_rank{rank}.pt"
     if rng_file.exists():
         _set_rng_state(torch.load(rng_file, weights_only=False))
+
+
+def _repair_universal_load(optimizer, weight_decays: list[float]) -> None:
+    """Undo two slips of DeepSpeed's ZeRO-3 universal loader (0.19): it copies the first parameter
+    group's hyperparameters to every group (weight decay would reach biases and norms), and it gives
+    every group the same ``step`` tensor, which Adam increments in place once per group per step
+    (bias correction would drift). Without this, a run resumed on another world size diverges."""
+    for group, decay in zip(optimizer.param_groups, weight_decays):
+        group["weight_decay"] = decay
+    inner = getattr(optimizer, "optimizer", optimizer)
+    for state in inner.state.values():
+        if torch.is_tensor(state.get("step")):
+            state["step"] = state["step"].clone()
 
 
 def _rng_state() -> dict:

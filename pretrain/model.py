@@ -62,6 +62,17 @@ def hf_model_class(family: str, sentence_order: bool):
     return BertForPreTraining if sentence_order else BertForMaskedLM
 
 
+def create_uninitialized(cls, config) -> nn.Module:
+    """The model with tied embeddings and no initialization (initialize_weights does that): under
+    ZeRO-3, transformers' own init would run on empty partitions (and fails on BERT's padding row)."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        model = cls(config)
+    model.tie_weights()
+    return model
+
+
 @torch.no_grad()
 def initialize_weights(model: nn.Module, family: str, n_layers: int, seed: int, std: float = 0.02) -> None:
     """GPT-2 / BERT initialization, module by module with parameters gathered under ZeRO-3.
@@ -175,7 +186,7 @@ def build_model(config: Config, tokenizer: LoadedTokenizer, ds_config: dict | No
         hf = _from_pretrained(cls, config, tokenizer, ds_config if zero3 else None)
     else:
         with deepspeed.zero.Init(config_dict_or_path=ds_config, enabled=zero3):
-            hf = cls(hf_config(preset, config, tokenizer))
+            hf = create_uninitialized(cls, hf_config(preset, config, tokenizer))
         initialize_weights(hf, preset.family, preset.layers, config.run.seed, hf.config.initializer_range)
     if config.model.activation_checkpointing:
         hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -49,11 +49,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
         validate(config, env.world_size)
+        preflight(config)
     except ConfigError as exc:
         if env.rank == 0:
             print(f"error: {exc}", file=sys.stderr)
         return 2
     return run(config, env)
+
+
+def preflight(config) -> None:
+    """Checks that need the tokenizer: the data was made with it and suits the objective."""
+    from pretrain.config import ConfigError
+    from pretrain.data.builder import check_datasets
+    from pretrain.tokenization import TokenizerError, load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(config.data.tokenizer)
+    except TokenizerError as exc:
+        raise ConfigError([f"data.tokenizer: {exc}"]) from None
+    problems = check_datasets(config, tokenizer)
+    if problems:
+        raise ConfigError(problems)
 
 
 def run(config, env) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -40,6 +41,9 @@ class Trainer:
         self.stop_signal: int | None = None
         self.preset = get_preset(config.model.preset)
         torch.manual_seed(config.run.seed + env.rank)
+        if self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            # ranks share the cores: without this each would start one thread per core
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(env.local_world_size, 1)))
 
         self.tokenizer = load_tokenizer(config.data.tokenizer)
         self.ds_config = deepspeed_config(config, env.world_size, self.preset.hidden, self.device.type == "cuda")
@@ -53,10 +57,10 @@ class Trainer:
         self.parameters = count_parameters(self.model)
         local = sum(getattr(p, "ds_tensor", p).numel() for p in self.model.parameters())
         log.info("rank %d holds %s of %s parameters", env.rank, f"{local:,}", f"{self.parameters:,}")
-        self.engine, self.scheduler = create_engine(self.model, parameter_groups(self.model, config.optim.weight_decay),
-                                                    config, self.ds_config)
+        groups = parameter_groups(self.model, config.optim.weight_decay)
+        self.engine, self.scheduler = create_engine(self.model, groups, config, self.ds_config)
         if resume_tag:
-            checkpoint.load(self.engine, self.checkpoint_dir, resume_tag, env.rank)
+            checkpoint.load(self.engine, self.checkpoint_dir, resume_tag, env.rank, [g["weight_decay"] for g in groups])
             self.state = checkpoint.read_state(self.checkpoint_dir, resume_tag)
             self.state.world_size = env.world_size
             log.info("resumed from %s: step %d, %d samples consumed", resume_tag, self.state.step,
@@ -194,7 +198,7 @@ class Trainer:
                       samples_per_s=train.global_batch / seconds_per_step, tflops_per_device=tflops,
                       mfu=tflops / self.peak, memory_gib=memory_gib(), step_time_s=seconds_per_step)
         if self.is_main:
-            log.info("step %d/%d | loss %.4f | lr %.3g | grad norm %s | %s tok/s | %.2f TFLOP/s | MFU %.1f%% | "
+            log.info("step %d/%d | loss %.4f | lr %.3g | grad norm %s | %s tok/s | %.3g TFLOP/s | MFU %.2f%% | "
                      "mem %.2f GiB", record["step"], train.steps, record["loss"], record["lr"],
                      "-" if record["grad_norm"] is None else f"{record['grad_norm']:.3f}",
                      f"{record['tokens_per_s']:,.0f}", tflops, 100 * record["mfu"], record["memory_gib"])

@@ -12,11 +12,11 @@ import torch
 
 from pretrain.config import Config, data_prefixes, split_fractions
 from pretrain.data.blend import BlendedDataset, blend_counts
-from pretrain.data.gpt_dataset import GPTDataset, build_gpt_indices, documents_end_with
+from pretrain.data.gpt_dataset import GPTDataset, build_gpt_indices, documents_end_with, epochs_needed
 from pretrain.data.index_cache import dataset_identity, load_or_build
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import MaskingSpec
-from pretrain.data.mlm_dataset import MLMDataset, build_mlm_indices
+from pretrain.data.mlm_dataset import MLMDataset, build_mlm_mapping, serving_order
 from pretrain.presets import get_preset
 from pretrain.tokenization import LoadedTokenizer
 
@@ -44,17 +44,38 @@ def split_ranges(num_documents: int, split: str) -> dict[str, range]:
     return {name: range(bounds[i], bounds[i + 1]) for i, name in enumerate(SPLITS)}
 
 
-def check_token_ids(indexed: IndexedDataset, vocab_size: int, tokenizer_source: str, windows: int = 64) -> None:
-    """Fail early when the data holds ids the tokenizer does not have (made with another tokenizer)."""
+def check_datasets(config: Config, tokenizer: LoadedTokenizer) -> list[str]:
+    """Problems that would make the data unusable with this tokenizer and objective (all of them)."""
+    problems = []
+    objective = get_preset(config.model.preset).objective
+    for prefix, _ in data_prefixes(config):
+        try:
+            indexed = IndexedDataset(prefix)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        highest = _highest_token(indexed)
+        if highest >= tokenizer.vocab_size:
+            problems.append(f"{prefix} holds token id {highest} but the tokenizer {tokenizer.source} has only "
+                            f"{tokenizer.vocab_size} tokens: the data was preprocessed with another tokenizer. Set "
+                            "data.tokenizer to the folder used for preprocessing.")
+        elif objective == "clm" and not documents_end_with(indexed, range(indexed.num_documents), tokenizer.specials.eod):
+            problems.append(f"{prefix}: documents do not end with the end-of-text token "
+                            f"{tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod}): packed CLM samples "
+                            "need it between documents. Preprocess with --append-eod.")
+        if objective == "mlm" and indexed.num_sequences == indexed.num_documents:
+            log.warning("%s has one sequence per document: MLM pairs are cut inside documents, not at sentences "
+                        "(preprocess with --split-sentences for sentence pairs)", prefix)
+    return problems
+
+
+def _highest_token(indexed: IndexedDataset, windows: int = 64) -> int:
+    """The largest id in (64 evenly spread 64k-token windows of) the data."""
     if indexed.num_tokens == 0:
-        return
+        return -1
     width = 1 << 16
     starts = np.linspace(0, max(indexed.num_tokens - width, 0), num=windows).astype(np.int64)
-    highest = max(int(indexed.tokens(int(s), int(s) + width).max()) for s in starts)
-    if highest >= vocab_size:
-        raise DataError(f"{indexed.prefix} holds token id {highest} but the tokenizer {tokenizer_source} has only "
-                        f"{vocab_size} tokens: the data was preprocessed with another tokenizer. Set data.tokenizer to "
-                        "the folder used for preprocessing.")
+    return max(int(indexed.tokens(int(s), int(s) + width).max()) for s in starts)
 
 
 def build_datasets(config: Config, tokenizer: LoadedTokenizer, sizes: SplitSizes, may_build_index: bool) -> dict:
@@ -65,15 +86,7 @@ def build_datasets(config: Config, tokenizer: LoadedTokenizer, sizes: SplitSizes
     weights = [w for _, w in pairs]
     for prefix, _ in pairs:
         indexed = IndexedDataset(prefix)
-        check_token_ids(indexed, tokenizer.vocab_size, tokenizer.source)
         ranges = split_ranges(indexed.num_documents, config.data.split)
-        if objective == "clm" and not documents_end_with(indexed, range(indexed.num_documents), tokenizer.specials.eod):
-            raise DataError(f"{prefix}: documents do not end with the end-of-text token "
-                            f"{tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod}): packed CLM samples "
-                            "need it between documents. Preprocess with --append-eod.")
-        if objective == "mlm" and indexed.num_sequences == indexed.num_documents:
-            log.warning("%s has one sequence per document: MLM pairs are cut inside documents, not at sentences "
-                        "(preprocess with --split-sentences for sentence pairs)", prefix)
         for name in SPLITS:
             wanted = getattr(sizes, name)
             if wanted == 0:
@@ -98,20 +111,24 @@ def _split_dataset(config: Config, tokenizer: LoadedTokenizer, indexed: IndexedD
                    num_samples: int, objective: str, split: str, may_build: bool) -> torch.utils.data.Dataset:
     data, seed = config.data, config.run.seed + SPLITS.index(split)
     key = {"dataset": dataset_identity(indexed.prefix), "documents": [documents.start, documents.stop],
-           "samples": num_samples, "seq_len": data.seq_len, "seed": seed, "objective": objective}
-    if objective == "mlm":
-        key["short_seq_prob"] = data.short_seq_prob
-        build = lambda: build_mlm_indices(indexed, documents, num_samples, data.seq_len, data.short_seq_prob, seed)  # noqa: E731
-    else:
-        lengths = indexed.document_lengths()[documents.start : documents.stop]
-        build = lambda: build_gpt_indices(lengths, documents.start, num_samples, data.seq_len, seed)  # noqa: E731
+           "seq_len": data.seq_len, "seed": seed, "objective": objective}
     cache_dir = Path(data.cache_dir) if data.cache_dir else Path(f"{indexed.prefix}.cache")
-    indices = load_or_build(cache_dir, key, build, f"{os.path.basename(indexed.prefix)} ({split})", may_build,
-                            data.index_wait_minutes)
+    describe = f"{os.path.basename(indexed.prefix)} ({split})"
     if objective == "clm":
-        return GPTDataset(indexed, indices, data.seq_len)
+        lengths = indexed.document_lengths()[documents.start : documents.stop]
+        key["epochs"] = epochs_needed(int(lengths.sum()), num_samples, data.seq_len)
+        indices = load_or_build(cache_dir, key, lambda: build_gpt_indices(lengths, documents.start, key["epochs"],
+                                                                          data.seq_len, seed),
+                                describe, may_build, data.index_wait_minutes)
+        return GPTDataset(indexed, indices, data.seq_len, num_samples)
+    key["short_seq_prob"] = data.short_seq_prob
+    cached = load_or_build(cache_dir, key, lambda: {"mapping": build_mlm_mapping(indexed, documents, data.seq_len,
+                                                                                 data.short_seq_prob, seed)},
+                           describe, may_build, data.index_wait_minutes)
+    indices = {"mapping": cached["mapping"], "shuffle_index": serving_order(len(cached["mapping"]), num_samples, seed)}
     specials = tokenizer.specials.ids
     special_ids = np.array(sorted(set(specials.values())))
     random_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), special_ids)
     masking = MaskingSpec(specials["mask"], data.mask_prob, data.whole_word_masking, tokenizer.word_starts(), random_ids)
-    return MLMDataset(indexed, indices, data.seq_len, specials, masking, data.sentence_order_prediction, seed)
+    return MLMDataset(indexed, indices, data.seq_len, specials, masking, data.sentence_order_prediction, seed,
+                      num_samples)

@@ -20,39 +20,56 @@ import torch
 from pretrain.data.indexed import IndexedDataset
 
 
-def build_gpt_indices(document_lengths: np.ndarray, first_document: int, num_samples: int, seq_len: int,
+def epochs_needed(tokens_per_epoch: int, num_samples: int, seq_len: int) -> int:
+    """Fewest epochs whose samples (those starting inside them) number at least ``num_samples``."""
+    return max(1, math.ceil(num_samples * seq_len / tokens_per_epoch))
+
+
+def build_gpt_indices(document_lengths: np.ndarray, first_document: int, epochs: int, seq_len: int,
                       seed: int) -> dict[str, np.ndarray]:
-    """Index arrays for ``num_samples`` samples over documents ``first_document + range(len(lengths))``."""
+    """Index arrays for the samples that start in ``epochs`` passes over documents
+    ``first_document + range(len(lengths))``.
+
+    Each epoch's document order, and the order of the samples starting in it, depend only on
+    (seed, epoch), so a longer run (more epochs) appends samples without reordering earlier ones.
+    The documents of one more epoch follow, to complete the samples that cross the last boundary.
+    """
     lengths = np.asarray(document_lengths, dtype=np.int64)
     tokens_per_epoch = int(lengths.sum())
-    if tokens_per_epoch <= 1:
+    if tokens_per_epoch == 0:
         raise ValueError("the split holds no tokens")
-    epochs = max(1, math.ceil((num_samples * seq_len + 1) / tokens_per_epoch))
-    rng = np.random.default_rng(seed)
+    tail_epochs = math.ceil((seq_len + 1) / tokens_per_epoch)
     index_type = np.int32 if first_document + len(lengths) < 2**31 else np.int64
-    order = np.concatenate([rng.permutation(len(lengths)) for _ in range(epochs)]).astype(index_type)
-    ends = np.cumsum(lengths[order])
-    starts_of_documents = np.concatenate([[0], ends])
-    positions = np.arange(num_samples + 1, dtype=np.int64) * seq_len
+    order = np.concatenate([np.random.default_rng([seed, e]).permutation(len(lengths))
+                            for e in range(epochs + tail_epochs)])
+    starts_of_documents = np.concatenate([[0], np.cumsum(lengths[order])])
+    served = math.ceil(epochs * tokens_per_epoch / seq_len)  # samples starting inside the first `epochs`
+    positions = np.arange(served + 1, dtype=np.int64) * seq_len
     where = np.searchsorted(starts_of_documents, positions, side="right") - 1
     sample_index = np.stack([where, positions - starts_of_documents[where]], axis=1)
-    shuffle_index = rng.permutation(num_samples).astype(np.int64 if num_samples >= 2**31 else np.int32)
-    return {"document_index": order + index_type(first_document), "sample_index": sample_index,
-            "shuffle_index": shuffle_index}
+    # the samples that start in each epoch are shuffled among themselves
+    bounds = np.minimum(-(-np.arange(epochs + 1) * tokens_per_epoch // seq_len), served)
+    shuffle_index = np.concatenate([
+        bounds[e] + np.random.default_rng([seed, e, 1]).permutation(bounds[e + 1] - bounds[e]) for e in range(epochs)])
+    return {"document_index": order.astype(index_type) + index_type(first_document), "sample_index": sample_index,
+            "shuffle_index": shuffle_index.astype(np.int64 if served >= 2**31 else np.int32)}
 
 
 class GPTDataset(torch.utils.data.Dataset):
     """``dataset[i]`` -> {"tokens": int64 tensor of seq_len + 1}."""
 
-    def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int) -> None:
+    def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, num_samples: int) -> None:
         self.indexed = indexed
         self.document_index = indices["document_index"]
         self.sample_index = indices["sample_index"]
         self.shuffle_index = indices["shuffle_index"]
         self.seq_len = seq_len
+        if num_samples > len(self.shuffle_index):
+            raise ValueError(f"asked for {num_samples} samples but the index holds {len(self.shuffle_index)}")
+        self.num_samples = num_samples
 
     def __len__(self) -> int:
-        return len(self.shuffle_index)
+        return self.num_samples
 
     def tokens(self, index: int) -> np.ndarray:
         sample = int(self.shuffle_index[index])

@@ -18,10 +18,10 @@ from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import IGNORE_INDEX, MaskingSpec, mask_tokens
 
 
-def build_mlm_indices(indexed: IndexedDataset, documents: range, num_samples: int, seq_len: int,
-                      short_seq_prob: float, seed: int) -> dict[str, np.ndarray]:
-    """Sample mapping (first sentence, end sentence) and the serving order for ``num_samples``."""
-    rng = np.random.default_rng(seed)
+def build_mlm_mapping(indexed: IndexedDataset, documents: range, seq_len: int, short_seq_prob: float,
+                      seed: int) -> np.ndarray:
+    """One epoch of samples: (first sentence, end sentence) rows."""
+    rng = np.random.default_rng([seed, 0])
     doc_index = np.asarray(indexed.document_indices[documents.start : documents.stop + 1], dtype=np.int64)
     first_sentence, end_sentence = int(doc_index[0]), int(doc_index[-1])
     lengths = np.asarray(indexed.sequence_lengths[first_sentence:end_sentence], dtype=np.int64)
@@ -43,16 +43,31 @@ def build_mlm_indices(indexed: IndexedDataset, documents: range, num_samples: in
     mapping = np.stack([starts[keep], ends[keep]], axis=1) + first_sentence
     if len(mapping) == 0:
         raise ValueError("the split has no sentences to build MLM samples from")
-    epochs = math.ceil(num_samples / len(mapping))
-    order = np.concatenate([rng.permutation(len(mapping)) for _ in range(epochs)])[:num_samples]
-    return {"mapping": mapping, "shuffle_index": order.astype(np.int64)}
+    return mapping
+
+
+def serving_order(mapping_size: int, num_samples: int, seed: int) -> np.ndarray:
+    """Mapping rows in serving order: epoch after epoch, each shuffled by (seed, epoch) alone, so
+    asking for more samples later appends without reordering."""
+    epochs = math.ceil(num_samples / mapping_size)
+    return np.concatenate([np.random.default_rng([seed, e + 1]).permutation(mapping_size) for e in range(epochs)])
+
+
+def build_mlm_indices(indexed: IndexedDataset, documents: range, num_samples: int, seq_len: int, short_seq_prob: float,
+                      seed: int) -> dict[str, np.ndarray]:
+    """The mapping and the serving order for ``num_samples`` (uncached; the builder caches the mapping)."""
+    mapping = build_mlm_mapping(indexed, documents, seq_len, short_seq_prob, seed)
+    return {"mapping": mapping, "shuffle_index": serving_order(len(mapping), num_samples, seed)}
 
 
 class MLMDataset(torch.utils.data.Dataset):
     """``dataset[i]`` -> input_ids, token_type_ids, attention_mask, labels (+ sop_label)."""
 
     def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, specials: dict[str, int],
-                 masking: MaskingSpec, sentence_order: bool, seed: int) -> None:
+                 masking: MaskingSpec, sentence_order: bool, seed: int, num_samples: int) -> None:
+        if num_samples > len(indices["shuffle_index"]):
+            raise ValueError(f"asked for {num_samples} samples but the index holds {len(indices['shuffle_index'])}")
+        self.num_samples = num_samples
         self.indexed = indexed
         self.mapping = indices["mapping"]
         self.shuffle_index = indices["shuffle_index"]
@@ -63,7 +78,7 @@ class MLMDataset(torch.utils.data.Dataset):
         self.seed = seed
 
     def __len__(self) -> int:
-        return len(self.shuffle_index)
+        return self.num_samples
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])

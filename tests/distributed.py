@@ -1,0 +1,51 @@
+"""Helpers to launch the trainer as users do (deepspeed launcher for several ranks) and read results."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from pretrain.distributed import free_port
+from tests.conftest import ROOT, run_tool
+
+
+def train_env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+
+
+def launch(ranks: int, config: str, run_dir: Path, *overrides: str, check: bool = True,
+           timeout: int = 600) -> subprocess.CompletedProcess:
+    """Train with ``ranks`` processes: the deepspeed launcher for 2+, plain python for 1."""
+    args = ["pretrain/train.py", "--config", config, f"run.dir={run_dir}", *overrides]
+    if ranks > 1:
+        deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
+        command = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port()), *args]
+    else:
+        command = [sys.executable, *args]
+    proc = subprocess.run(command, cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def metrics(run_dir: Path) -> tuple[dict[int, float], list[dict]]:
+    """(train loss by step, eval records) from run_dir/metrics.jsonl."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    losses = {r["step"]: r["loss"] for r in records if "loss" in r}
+    return losses, [r for r in records if "eval_loss" in r]
+
+
+def partition_sizes(output: str) -> dict[int, tuple[int, int]]:
+    """rank -> (parameters held, total) from the trainer's start-up log lines."""
+    found = re.findall(r"rank (\d+) holds ([\d,]+) of ([\d,]+) parameters", output)
+    return {int(r): (int(a.replace(",", "")), int(b.replace(",", ""))) for r, a, b in found}
+
+
+def preprocess(corpus: Path, tokenizer: Path, prefix: Path, *flags: str) -> None:
+    run_tool("preprocess_data", "--input", corpus, "--tokenizer", tokenizer, "--output-prefix", prefix,
+             "--no-progress", "--workers", "1", *flags)

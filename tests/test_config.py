@@ -1,0 +1,114 @@
+"""Configuration: every shipped config and preset, overrides, and start-up failures that must say
+what is wrong before any process group starts."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from pretrain.config import SHIPPED_CONFIGS, ConfigError, load_config, validate
+from pretrain.presets import PRESETS, PUBLISHED_VOCAB
+from tests.conftest import ROOT
+from tests.distributed import launch, preprocess
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, small_corpus, shared_bpe):
+    out = tmp_path_factory.mktemp("cfgdata")
+    preprocess(small_corpus, shared_bpe, out / "d", "--append-eod")
+    preprocess(small_corpus, shared_bpe, out / "d", "--split-sentences")
+    return {"tokenizer": str(shared_bpe), "clm": str(out / "d_text_document"), "mlm": str(out / "d_text_sentence"),
+            "dir": out}
+
+
+@pytest.mark.parametrize("path", sorted(SHIPPED_CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_validates(path, data):
+    config = load_config(str(path))
+    prefix = data["mlm"] if "bert" in config.model.preset else data["clm"]
+    config = load_config(str(path), [f"data.tokenizer={data['tokenizer']}", f"data.prefixes=[{prefix}]"])
+    world = 2 if config.model.preset.startswith("tiny") else 8
+    validate(config, world)
+    assert config.to_yaml()  # round-trips to YAML
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_have_the_published_parameter_counts(name):
+    from pretrain.config import Config
+    from pretrain.model import create_uninitialized, hf_config, hf_model_class
+
+    preset = PRESETS[name]
+
+    class _Tokenizer:  # the published vocabulary, special ids irrelevant here
+        vocab_size = PUBLISHED_VOCAB[preset.family]
+        specials = type("S", (), {"ids": {"eod": 0, "pad": 0}})()
+
+    config = Config()
+    config.model.preset, config.model.vocab_multiple = name, 1
+    with torch.device("meta"):
+        model = create_uninitialized(hf_model_class(preset.family, False), hf_config(preset, config, _Tokenizer()))
+    count = sum(p.numel() for p in model.parameters())  # tied embeddings counted once
+    if preset.published_params:
+        assert abs(count - preset.published_params) / preset.published_params < 0.02, count
+
+
+def test_overrides_and_every_problem_at_once():
+    config = load_config("tiny_clm", ["train.steps=7", "data.prefixes=[a, b]", "optim.lr=1e-3"])
+    assert config.train.steps == 7 and config.data.prefixes == ["a", "b"] and config.optim.lr == 1e-3
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny_clm", ["train.stepz=1", "model.dropout=high", "nosection.x=1", "bad"])
+    text = str(err.value)
+    assert "train.stepz" in text and "model.dropout='high'" in text and "nosection" in text and "'bad'" in text
+
+
+def test_validation_reports_batch_arithmetic_missing_data_and_ds_config(tmp_path, data):
+    (tmp_path / "ds.json").write_text('{"train_batch_size": 64, "zero_optimization": {"stage": 3}}')
+    config = load_config("tiny_clm", [f"data.tokenizer={data['tokenizer']}", "data.prefixes=[/nope/missing]",
+                                      "train.global_batch=10", "train.micro_batch=4", f"train.ds_config={tmp_path}/ds.json"])
+    with pytest.raises(ConfigError) as err:
+        validate(config, world_size=2)
+    problems = err.value.problems
+    assert any("train.global_batch=10 is not a multiple of" in p and "4 x 2 = 8" in p for p in problems)
+    assert any("/nope/missing is missing" in p for p in problems)
+    assert any("sets train_batch_size=64" in p for p in problems)
+
+
+def run_train(*args: str):
+    import subprocess
+
+    from tests.distributed import train_env
+
+    return subprocess.run([sys.executable, "pretrain/train.py", *args], cwd=ROOT, env=train_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_start_fails_clearly_on_bad_batch_missing_data_and_wrong_tokenizer(tmp_path, data, small_corpus):
+    bad_batch = run_train("--config", "tiny_clm", f"data.tokenizer={data['tokenizer']}",
+                          f"data.prefixes=[{data['clm']}]", "train.global_batch=6", f"run.dir={tmp_path}/a")
+    assert bad_batch.returncode == 2 and "train.global_batch=6 is not a multiple" in bad_batch.stderr
+    missing = run_train("--config", "tiny_clm", f"data.tokenizer={data['tokenizer']}", "data.prefixes=[/no/data]",
+                        f"run.dir={tmp_path}/b")
+    assert missing.returncode == 2 and "dataset /no/data is missing" in missing.stderr
+    from tests.conftest import run_tool
+
+    run_tool("train_tokenizer", "--input", small_corpus, "--output", tmp_path / "small_tok", "--vocab-size", "500")
+    mismatch = run_train("--config", "tiny_clm", f"data.tokenizer={tmp_path}/small_tok", f"data.prefixes=[{data['clm']}]",
+                         f"run.dir={tmp_path}/c")
+    assert mismatch.returncode == 2 and "preprocessed with another tokenizer" in mismatch.stderr
+    no_eod = tmp_path / "noeod"
+    preprocess(small_corpus, data["tokenizer"], no_eod)
+    eod = run_train("--config", "tiny_clm", f"data.tokenizer={data['tokenizer']}", f"data.prefixes=[{no_eod}_text_document]",
+                    f"run.dir={tmp_path}/d")
+    assert eod.returncode == 2 and "--append-eod" in eod.stderr
+    for proc in (bad_batch, missing, mismatch, eod):
+        assert "Traceback" not in proc.stderr
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, data):
+    proc = launch(1, "tiny_clm", tmp_path / "run", f"data.tokenizer={data['tokenizer']}", f"data.prefixes=[{data['clm']}]",
+                  "optim.lr=1e30", "optim.min_lr=1e29", "optim.warmup_steps=1", "train.max_nonfinite_steps=2",
+                  "train.steps=20", "train.log_interval=1", check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "not finite for 2 steps in a row" in proc.stderr and "Lower optim.lr" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "latest").exists()

@@ -1,0 +1,179 @@
+"""Training datasets: packed CLM samples, MLM pairs and masking on real text, blending, sampling,
+and the sample-index cache."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import numpy as np
+import pytest
+
+from pretrain.data.blend import build_blend
+from pretrain.data.gpt_dataset import GPTDataset, build_gpt_indices, epochs_needed
+from pretrain.data.index_cache import load_or_build
+from pretrain.data.indexed import IndexedDataset, IndexedDatasetWriter
+from pretrain.data.masking import IGNORE_INDEX, MaskingSpec
+from pretrain.data.mlm_dataset import MLMDataset, build_mlm_indices
+from pretrain.data.sampler import PretrainingBatchSampler
+from tests.conftest import run_tool
+
+
+def make_dataset(tmp_path, docs, name="d"):
+    with IndexedDatasetWriter(tmp_path / name, np.uint16) as writer:
+        for doc in docs:
+            writer.add_document(doc)
+        writer.finalize()
+    return IndexedDataset(tmp_path / name)
+
+
+def test_gpt_samples_are_the_shuffled_stream_cut_every_seq_len(tmp_path):
+    rng = np.random.default_rng(0)
+    docs = [[list(rng.integers(1, 500, rng.integers(1, 40))) + [0]] for _ in range(60)]
+    indexed = make_dataset(tmp_path, docs)
+    seq_len, samples = 16, 300  # several epochs of ~1,300 tokens
+    epochs = epochs_needed(int(indexed.document_lengths().sum()), samples, seq_len)
+    indices = build_gpt_indices(indexed.document_lengths(), 0, epochs, seq_len, seed=7)
+    stream = np.concatenate([indexed.document(int(d)) for d in indices["document_index"]])
+    dataset = GPTDataset(indexed, indices, seq_len, samples)
+    assert len(dataset) == samples and len(indices["shuffle_index"]) >= samples
+    for i in range(samples):
+        j = int(indices["shuffle_index"][i])
+        assert dataset.tokens(i).tolist() == stream[j * seq_len : j * seq_len + seq_len + 1].tolist()
+    assert sorted(indices["shuffle_index"].tolist()) == list(range(len(indices["shuffle_index"])))
+    again = build_gpt_indices(indexed.document_lengths(), 0, epochs, seq_len, seed=7)
+    assert all(np.array_equal(indices[k], again[k]) for k in indices)
+    # more epochs (a longer run) append samples without reordering the earlier ones
+    longer = build_gpt_indices(indexed.document_lengths(), 0, epochs + 2, seq_len, seed=7)
+    assert np.array_equal(GPTDataset(indexed, longer, seq_len, samples).tokens(17), dataset.tokens(17))
+    assert np.array_equal(longer["shuffle_index"][:samples], indices["shuffle_index"][:samples])
+
+
+def test_gpt_index_of_a_billion_tokens_builds_in_seconds():
+    lengths = np.random.default_rng(1).integers(1, 1200, 2_000_000)
+    started = time.perf_counter()
+    indices = build_gpt_indices(lengths, 0, 1, 1024, seed=1)
+    assert time.perf_counter() - started < 20  # ~1 s here; benchmarks/sample_index.py has the figures
+    assert indices["sample_index"].shape == (-(-int(lengths.sum()) // 1024) + 1, 2)
+
+
+def test_blend_follows_weights_in_every_prefix():
+    owner, within = build_blend([0.7, 0.2, 0.1], 10_000)
+    for n in (10, 100, 1000, 10_000):
+        counts = np.bincount(owner[:n], minlength=3)
+        assert np.all(np.abs(counts - n * np.array([0.7, 0.2, 0.1])) <= 1.5)
+    for d in range(3):  # each dataset's samples are taken in order, none twice
+        assert np.array_equal(within[owner == d], np.arange((owner == d).sum()))
+
+
+def test_sampler_resumes_without_replay_and_matches_any_world_size():
+    def global_steps(world, consumed=0):
+        per_rank = [list(PretrainingBatchSampler(96, consumed, 2, r, world)) for r in range(world)]
+        flat = []
+        for block in zip(*per_rank):
+            for part in block:
+                flat += part
+        return flat
+
+    assert global_steps(1) == global_steps(2) == global_steps(4) == list(range(96))
+    assert global_steps(2, consumed=40) == list(range(40, 96))
+
+
+def _build_in_child(cache_dir, queue):
+    def build():
+        time.sleep(1.0)
+        return {"a": np.arange(10)}
+
+    arrays = load_or_build(cache_dir, {"k": 1}, build, "test", may_build=True, wait_minutes=1)
+    queue.put(int(arrays["a"].sum()))
+
+
+def test_index_cache_is_built_once_while_others_wait(tmp_path):
+    queue = multiprocessing.get_context("fork").Queue()
+    procs = [multiprocessing.get_context("fork").Process(target=_build_in_child, args=(tmp_path, queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert sorted(queue.get() for _ in procs) == [45] * 4
+    built = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert len(built) == 1 and not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob("*.tmp-*"))
+
+
+@pytest.fixture(scope="module")
+def sentence_data(tmp_path_factory, small_corpus, shared_bpe):
+    out = tmp_path_factory.mktemp("sentences")
+    run_tool("preprocess_data", "--input", small_corpus, "--tokenizer", shared_bpe, "--output-prefix", out / "s",
+             "--split-sentences", "--no-progress")
+    return IndexedDataset(out / "s_text_sentence")
+
+
+def mlm_dataset(indexed, tokenizer, whole_word=True, sentence_order=False, samples=400, seq_len=128):
+    indices = build_mlm_indices(indexed, range(indexed.num_documents), samples, seq_len, 0.1, seed=3)
+    specials = tokenizer.specials.ids
+    random_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), list(specials.values()))
+    spec = MaskingSpec(specials["mask"], 0.15, whole_word, tokenizer.word_starts(), random_ids)
+    return MLMDataset(indexed, indices, seq_len, specials, spec, sentence_order, seed=3, num_samples=samples)
+
+
+@pytest.mark.parametrize("whole_word", [True, False])
+def test_masking_statistics_on_real_text(sentence_data, shared_bpe, whole_word):
+    from pretrain.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(shared_bpe)
+    dataset = mlm_dataset(sentence_data, tokenizer, whole_word)
+    special = set(tokenizer.specials.ids.values())
+    starts = tokenizer.word_starts()
+    chosen = maskable = masked = randomized = kept = 0
+    for i in range(len(dataset)):
+        sample = {k: v.numpy() for k, v in dataset[i].items()}
+        inputs, labels, attention = sample["input_ids"], sample["labels"], sample["attention_mask"]
+        length = int(attention.sum())
+        original = np.where(labels != IGNORE_INDEX, labels, inputs)[:length]
+        is_special = np.isin(original, list(special))
+        assert not np.any((labels[:length] != IGNORE_INDEX) & is_special), "a special token was masked"
+        assert np.all(labels[length:] == IGNORE_INDEX)
+        picked = labels[:length] != IGNORE_INDEX
+        chosen += picked.sum()
+        maskable += (~is_special).sum()
+        masked += (inputs[:length][picked] == tokenizer.specials.mask).sum()
+        kept += (inputs[:length][picked] == labels[:length][picked]).sum()
+        randomized += ((inputs[:length][picked] != tokenizer.specials.mask)
+                       & (inputs[:length][picked] != labels[:length][picked])).sum()
+        if whole_word:  # a word (start token + continuations) is masked entirely or not at all
+            after_special = np.concatenate([[True], is_special[:-1]])
+            word = np.cumsum(starts[original] | is_special | after_special)
+            for w in np.unique(word[picked]):
+                assert picked[word == w].all(), f"sample {i}: word {w} partly masked"
+    assert 0.13 < chosen / maskable < 0.16
+    assert 0.77 < masked / chosen < 0.83 and 0.08 < randomized / chosen < 0.12 and 0.08 < kept / chosen < 0.12
+
+
+def test_mlm_samples_are_pairs_and_deterministic(sentence_data, shared_bpe):
+    from pretrain.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(shared_bpe)
+    dataset = mlm_dataset(sentence_data, tokenizer, sentence_order=True)
+    ids = tokenizer.specials.ids
+    swapped = 0
+    for i in range(100):
+        sample = dataset[i]
+        inputs, types = sample["input_ids"].numpy(), sample["token_type_ids"].numpy()
+        length = int(sample["attention_mask"].sum())
+        assert inputs[0] == ids["cls"] and inputs[length - 1] == ids["sep"] and length <= 128
+        assert types[:length].min() == 0 and types[length - 1] == 1  # two segments
+        swapped += int(sample["sop_label"])
+        again = dataset[i]
+        assert all(np.array_equal(again[k].numpy(), sample[k].numpy()) for k in sample)
+    assert 30 < swapped < 70
+
+
+def test_korean_eojeol_is_one_word(shared_bpe):
+    from pretrain.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(shared_bpe)
+    starts = tokenizer.word_starts()
+    text = "한국어 위키백과는 누구나 자유롭게 쓸 수 있는 백과사전입니다"
+    ids = tokenizer.encode([text])[0]
+    words = np.cumsum([True] + [bool(starts[i]) for i in ids[1:]])
+    assert words[-1] == len(text.split())
