@@ -98,6 +98,8 @@ class Trainer:
         started_at, launch_step = time.perf_counter(), self.state.step
         window_start, window_steps = time.perf_counter(), 0
         saved_at = self.state.step
+        if self.state.step == 0:
+            self.evaluate()  # the untrained baseline: a fresh model should be near ln(vocabulary)
         while self.state.step < train.steps:
             record = self.train_step(batches)
             window_steps += 1

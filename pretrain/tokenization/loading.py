@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from pretrain.atomic import atomic_write_text
-from pretrain.tokenization.specials import HF_CONFIG_KEYS, HF_NAMES, ROLES, SpecialTokens, config_token, resolve_specials
+from pretrain.tokenization.specials import (
+    HF_CONFIG_KEYS,
+    HF_NAMES,
+    ROLES,
+    SpecialTokens,
+    config_token,
+    resolve_specials,
+)
 
 log = logging.getLogger(__name__)
 _WHITESPACE_BYTES = ("Ġ", "Ċ", "ĉ", "č")  # byte-level BPE's images of " ", "\n", "\t", "\r"
