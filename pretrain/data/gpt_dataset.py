@@ -13,6 +13,8 @@ fraction of a second for a billion tokens:
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -20,39 +22,79 @@ import torch
 from pretrain.data.indexed import IndexedDataset
 
 
+def samples_per_epoch(tokens_per_epoch: int, seq_len: int) -> int:
+    """Samples cut from one pass: seq_len + 1 tokens each, overlapping by one; the last partial
+    sample of every epoch is dropped (fewer than seq_len tokens), so epochs are independent."""
+    return max(0, (tokens_per_epoch - 1) // seq_len)
+
+
 def epochs_needed(tokens_per_epoch: int, num_samples: int, seq_len: int) -> int:
-    """Fewest epochs whose samples (those starting inside them) number at least ``num_samples``."""
-    return max(1, math.ceil(num_samples * seq_len / tokens_per_epoch))
+    per_epoch = samples_per_epoch(tokens_per_epoch, seq_len)
+    if per_epoch == 0:
+        raise ValueError(f"the split holds {tokens_per_epoch} tokens, fewer than one sample of seq_len + 1 = "
+                         f"{seq_len + 1}: lower data.seq_len or use more data")
+    return max(1, math.ceil(num_samples / per_epoch))
+
+
+def sample_boundaries(lengths_in_order: np.ndarray, seq_len: int, rows: int, out: np.ndarray, offset: int = 0) -> None:
+    """Fill ``out`` (rows x 2) with (document position, token offset) of the sample boundaries at
+    0, seq_len, 2 seq_len, ... of one epoch's stream: a ``np.repeat`` over documents, linear time."""
+    starts = np.cumsum(lengths_in_order)
+    starts -= lengths_in_order
+    first_row = np.minimum(-(-starts // seq_len), rows)  # first boundary at or after each document's start
+    where = np.repeat(np.arange(len(starts), dtype=out.dtype), np.diff(first_row, append=rows))
+    out[:, 0] = where + out.dtype.type(offset)
+    out[:, 1] = np.arange(0, rows * seq_len, seq_len, dtype=np.int64) - starts[where]
 
 
 def build_gpt_indices(document_lengths: np.ndarray, first_document: int, epochs: int, seq_len: int,
                       seed: int) -> dict[str, np.ndarray]:
-    """Index arrays for the samples that start in ``epochs`` passes over documents
-    ``first_document + range(len(lengths))``.
+    """Index arrays for ``epochs`` passes over documents ``first_document + range(len(lengths))``.
 
-    Each epoch's document order, and the order of the samples starting in it, depend only on
-    (seed, epoch), so a longer run (more epochs) appends samples without reordering earlier ones.
-    The documents of one more epoch follow, to complete the samples that cross the last boundary.
+    Each epoch is shuffled and cut on its own, from a generator keyed by (seed, epoch): a longer run
+    (more epochs) appends samples without changing earlier ones. Samples are served epoch by epoch,
+    each epoch's samples in a shuffled order. The permutations are drawn in threads (numpy releases
+    the GIL while shuffling); the sample index is a ``np.repeat`` over documents, linear in their count.
     """
     lengths = np.asarray(document_lengths, dtype=np.int64)
+    count = len(lengths)
     tokens_per_epoch = int(lengths.sum())
-    if tokens_per_epoch == 0:
-        raise ValueError("the split holds no tokens")
-    tail_epochs = math.ceil((seq_len + 1) / tokens_per_epoch)
-    index_type = np.int32 if first_document + len(lengths) < 2**31 else np.int64
-    order = np.concatenate([np.random.default_rng([seed, e]).permutation(len(lengths))
-                            for e in range(epochs + tail_epochs)])
-    starts_of_documents = np.concatenate([[0], np.cumsum(lengths[order])])
-    served = math.ceil(epochs * tokens_per_epoch / seq_len)  # samples starting inside the first `epochs`
-    positions = np.arange(served + 1, dtype=np.int64) * seq_len
-    where = np.searchsorted(starts_of_documents, positions, side="right") - 1
-    sample_index = np.stack([where, positions - starts_of_documents[where]], axis=1)
-    # the samples that start in each epoch are shuffled among themselves
-    bounds = np.minimum(-(-np.arange(epochs + 1) * tokens_per_epoch // seq_len), served)
-    shuffle_index = np.concatenate([
-        bounds[e] + np.random.default_rng([seed, e, 1]).permutation(bounds[e + 1] - bounds[e]) for e in range(epochs)])
-    return {"document_index": order.astype(index_type) + index_type(first_document), "sample_index": sample_index,
-            "shuffle_index": shuffle_index.astype(np.int64 if served >= 2**31 else np.int32)}
+    per_epoch = samples_per_epoch(tokens_per_epoch, seq_len)
+    if per_epoch == 0:
+        raise ValueError(f"the split holds {tokens_per_epoch} tokens, fewer than seq_len + 1 = {seq_len + 1}")
+    if int(lengths.max()) >= 2**32:
+        raise ValueError("a document longer than 2**32 tokens")
+    rows = per_epoch + 1  # sample boundaries per epoch
+    wide = first_document + count * epochs >= 2**31 or rows * epochs >= 2**31
+    index_type = np.int64 if wide else np.int32
+
+    def documents_in_order(key: list[int]) -> np.ndarray:
+        """One epoch's documents shuffled, each packed with its length (id << 32 | length) so the
+        lengths come along with the shuffle instead of a random-access gather afterwards."""
+        packed = (np.arange(count, dtype=np.int64) << 32) | lengths
+        np.random.default_rng(key).shuffle(packed)
+        return packed
+
+    def samples_in_order(epoch: int) -> np.ndarray:
+        order = np.arange(per_epoch, dtype=index_type)
+        np.random.default_rng([seed, epoch, 1]).shuffle(order)
+        return order + index_type(epoch * rows)
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        epoch_orders = [pool.submit(documents_in_order, [seed, e]) for e in range(epochs)]
+        epoch_samples = [pool.submit(samples_in_order, e) for e in range(epochs)]
+        sample_index = np.empty((epochs * rows, 2), dtype=index_type)
+        orders = []
+        for epoch, future in enumerate(epoch_orders):
+            packed = future.result()
+            orders.append((packed >> 32).astype(index_type))
+            block = sample_index[epoch * rows : (epoch + 1) * rows]
+            sample_boundaries(packed & 0xFFFFFFFF, seq_len, rows, block, offset=epoch * count)
+        order = np.concatenate(orders) if epochs > 1 else orders[0]
+        shuffle_index = np.concatenate([f.result() for f in epoch_samples])
+    if first_document:
+        order += index_type(first_document)
+    return {"document_index": order, "sample_index": sample_index, "shuffle_index": shuffle_index}
 
 
 class GPTDataset(torch.utils.data.Dataset):

@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Training throughput: tokens/s, TFLOP/s and MFU per device, beside a baseline from the same run.
+
+    python benchmarks/train_throughput.py                       # CPU: tiny GPT-2, 2 ranks, vs HF Trainer
+    python benchmarks/train_throughput.py --preset gpt2-medium --ranks 1 --micro-batch 8 --seq-len 1024 \
+        --precision bf16 --baseline unfused                      # GPU: fused paths on vs off
+
+Both runs train the same model on the same samples (random token documents, EOD-separated, in the
+tokenizer's vocabulary) with the same DeepSpeed ZeRO config, launched by the deepspeed launcher.
+Baselines:
+  hf        Hugging Face's Trainer with that DeepSpeed config (its own loss, data loader and loop);
+  unfused   this trainer with the fused paths off (plain LM head + cross-entropy, eager attention,
+            no torch.compile);
+Step times are the median over the steps after --warmup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_data(folder: Path, vocab_size: int, eod: int, tokens: int) -> str:
+    """Random-token documents (lengths 50-2000) ending with EOD: enough data, no tokenizer run."""
+    import numpy as np
+
+    from pretrain.data.indexed import IndexedDatasetWriter, token_dtype
+
+    prefix = folder / "random_text_document"
+    rng = np.random.default_rng(0)
+    with IndexedDatasetWriter(prefix, token_dtype(vocab_size)) as writer:
+        written = 0
+        while written < tokens:
+            doc = rng.integers(0, eod, int(rng.integers(50, 2000)))
+            writer.add_document([np.append(doc, eod)])
+            written += len(doc) + 1
+        writer.finalize()
+    return str(prefix)
+
+
+def overrides(args, data: str, run_dir: Path) -> list[str]:
+    config = "tiny_clm" if args.preset.startswith("tiny") else "gpt2_small"
+    if "bert" in args.preset:
+        config = "tiny_mlm" if args.preset.startswith("tiny") else "bert_base"
+    return ["--config", config, f"model.preset={args.preset}", f"data.tokenizer={args.tokenizer}",
+            f"data.prefixes=[{data}]", f"data.seq_len={args.seq_len}", f"train.micro_batch={args.micro_batch}",
+            f"train.global_batch={args.micro_batch * args.ranks * args.accumulation}", f"train.steps={args.steps}",
+            f"train.precision={args.precision}", f"train.ds_config={args.ds_config}", "train.log_interval=1",
+            f"train.eval_interval={args.steps}", "train.eval_samples=8", f"train.save_interval={10 * args.steps}",
+            "optim.warmup_steps=2", f"model.activation_checkpointing={str(args.checkpointing).lower()}",
+            "data.split=99,1,0", "run.tensorboard=false", f"run.dir={run_dir}"]
+
+
+def launch(args, script: list[str]) -> None:
+    deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([deepspeed, "--num_gpus", str(args.ranks), *script], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(script[:3])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def ours(args, data: str, run_dir: Path, extra: list[str]) -> list[float]:
+    launch(args, [str(ROOT / "pretrain" / "train.py"), *overrides(args, data, run_dir), *extra])
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["step_time_s"] for r in records if "step_time_s" in r]
+
+
+def hf_trainer(args, data: str, run_dir: Path) -> list[float]:
+    launch(args, [str(Path(__file__).resolve()), "--hf-worker", json.dumps(vars(args)), data, str(run_dir)])
+    return json.loads((run_dir / "hf_step_times.json").read_text())
+
+
+def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
+    """Inside a deepspeed-launched rank: the same model and samples through transformers.Trainer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, Trainer, TrainerCallback, TrainingArguments
+
+    from pretrain.config import load_config
+    from pretrain.data.builder import SplitSizes, build_datasets
+    from pretrain.engine import deepspeed_config
+    from pretrain.model import hf_config
+    from pretrain.presets import get_preset
+    from pretrain.tokenization import load_tokenizer
+
+    args = argparse.Namespace(**json.loads(raw_args))
+    config = load_config(None, [o for o in overrides(args, data, Path(run_dir)) if "=" in o][0:])
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    preset = get_preset(config.model.preset)
+    ds = deepspeed_config(config, world, preset.hidden, torch.cuda.is_available())
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        ds[key] = "auto"
+    ds["optimizer"]["params"].update(lr="auto", betas="auto", eps="auto", weight_decay="auto")
+    training = TrainingArguments(
+        output_dir=run_dir, per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=args.accumulation,
+        max_steps=args.steps, learning_rate=config.optim.lr, weight_decay=config.optim.weight_decay,
+        adam_beta1=config.optim.beta1, adam_beta2=config.optim.beta2, adam_epsilon=config.optim.eps,
+        max_grad_norm=config.optim.grad_clip, lr_scheduler_type="cosine", warmup_steps=2, logging_steps=10_000,
+        save_strategy="no", report_to=[], deepspeed=ds, bf16=args.precision == "bf16", fp16=args.precision == "fp16",
+        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), gradient_checkpointing=args.checkpointing)
+    tokenizer = load_tokenizer(config.data.tokenizer)
+    model_config = hf_config(preset, config, tokenizer)
+    auto = AutoModelForCausalLM if preset.family == "gpt2" else AutoModelForMaskedLM
+    model = auto.from_config(model_config)
+    dataset = build_datasets(config, tokenizer, SplitSizes(args.steps * config.train.global_batch, 0, 0), True)["train"]
+
+    class Shifted(torch.utils.data.Dataset):  # HF shifts labels itself: give it seq_len aligned tokens
+        def __len__(self):
+            return len(dataset)
+
+        def __getitem__(self, i):
+            sample = dataset[i]
+            if "tokens" in sample:
+                return {"input_ids": sample["tokens"][:-1], "labels": sample["tokens"][:-1]}
+            return sample
+
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            times.append(time.perf_counter() - self.started)
+
+    Trainer(model=model, args=training, train_dataset=Shifted(), callbacks=[Timer()]).train()
+    if int(os.environ.get("RANK", 0)) == 0:
+        (Path(run_dir) / "hf_step_times.json").write_text(json.dumps(times))
+
+
+def report(args, name: str, times: list[float], flops: float, peak: float) -> dict:
+    step = statistics.median(times[args.warmup:])
+    tokens = args.micro_batch * args.ranks * args.accumulation * args.seq_len / step
+    tflops = flops / step / args.ranks / 1e12
+    return {"name": name, "step_s": step, "tokens_per_s": tokens, "tflops": tflops, "mfu": tflops / peak}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--hf-worker":
+        hf_worker(*sys.argv[2:5])
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny-gpt2")
+    p.add_argument("--ranks", type=int, default=2)
+    p.add_argument("--micro-batch", type=int, default=4)
+    p.add_argument("--accumulation", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--ds-config", default="zero3_bf16")
+    p.add_argument("--checkpointing", action="store_true")
+    p.add_argument("--baseline", choices=["hf", "unfused", "none"], default="hf")
+    p.add_argument("--tokenizer", default=str(ROOT.parent / "shared" / "tokenizers" / "multilingual-bpe"))
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    from pretrain.metrics import peak_tflops, transformer_flops
+    from pretrain.model import padded_vocab_size
+    from pretrain.presets import get_preset
+    from pretrain.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    preset = get_preset(args.preset)
+    work = Path(tempfile.mkdtemp(prefix="throughput-"))
+    data = make_data(work, tokenizer.vocab_size, tokenizer.specials.eod,
+                     2 * args.steps * args.micro_batch * args.ranks * args.accumulation * (args.seq_len + 1) + 100_000)
+    tokens = args.micro_batch * args.ranks * args.accumulation * args.seq_len
+    flops = transformer_flops(preset.layers, preset.hidden, args.seq_len, padded_vocab_size(tokenizer.vocab_size, 64),
+                              tokens, args.checkpointing)
+    peak = peak_tflops(None)
+    results = [report(args, "pretrain", ours(args, data, work / "ours", []), flops, peak)]
+    if args.baseline == "hf":
+        results.append(report(args, "hf-trainer", hf_trainer(args, data, work / "hf"), flops, peak))
+    elif args.baseline == "unfused":
+        off = ["model.fused_loss=false", "model.attention=eager", "model.compile=false"]
+        results.append(report(args, "unfused", ours(args, data, work / "unfused", off), flops, peak))
+    print(f"{args.preset}, {args.ranks} rank(s), micro batch {args.micro_batch} x {args.accumulation}, seq {args.seq_len}, "
+          f"{args.precision}, {args.ds_config}; peak {peak:.3g} TFLOP/s per device")
+    print(f"{'run':<12} {'step s':>8} {'tokens/s':>10} {'TFLOP/s/dev':>12} {'MFU':>7} {'vs baseline':>12}")
+    for r in results:
+        ratio = r["tokens_per_s"] / results[-1]["tokens_per_s"] if len(results) > 1 else 1.0
+        print(f"{r['name']:<12} {r['step_s']:>8.4f} {r['tokens_per_s']:>10,.0f} {r['tflops']:>12.3g} "
+              f"{100 * r['mfu']:>6.1f}% {ratio:>11.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
