@@ -11,7 +11,8 @@ Baselines:
   hf        Hugging Face's Trainer with that DeepSpeed config (its own loss, data loader and loop);
   unfused   this trainer with the fused paths off (plain LM head + cross-entropy, eager attention,
             no torch.compile);
-Step times are the median over the steps after --warmup.
+A run's step time is the median over its steps after --warmup; the runs alternate --rounds times
+and the table shows the median over rounds (this machine's speed drifts by tens of percent).
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ def overrides(args, data: str, run_dir: Path) -> list[str]:
 def launch(args, script: list[str]) -> None:
     deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([deepspeed, "--num_gpus", str(args.ranks), *script], cwd=ROOT, env=env,
+    from pretrain.distributed import free_port
+
+    proc = subprocess.run([deepspeed, "--num_gpus", str(args.ranks), "--master_port", str(free_port()), *script],
+                          cwd=ROOT, env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(script[:3])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -84,6 +88,7 @@ def hf_trainer(args, data: str, run_dir: Path) -> list[float]:
 
 def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
     """Inside a deepspeed-launched rank: the same model and samples through transformers.Trainer."""
+    import deepspeed
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, Trainer, TrainerCallback, TrainingArguments
 
@@ -94,6 +99,7 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
     from pretrain.presets import get_preset
     from pretrain.tokenization import load_tokenizer
 
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
     args = argparse.Namespace(**json.loads(raw_args))
     config = load_config(None, [o for o in overrides(args, data, Path(run_dir)) if "=" in o][0:])
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -127,12 +133,14 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
 
     times: list[float] = []
 
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *_, **__):
-            self.started = time.perf_counter()
+    class Timer(TrainerCallback):  # wall time between step ends: data, compute and logging, as ours
+        last = None
 
         def on_step_end(self, *_, **__):
-            times.append(time.perf_counter() - self.started)
+            now = time.perf_counter()
+            if self.last is not None:
+                times.append(now - self.last)
+            self.last = now
 
     Trainer(model=model, args=training, train_dataset=Shifted(), callbacks=[Timer()]).train()
     if int(os.environ.get("RANK", 0)) == 0:
@@ -140,15 +148,16 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
 
 
 def report(args, name: str, times: list[float], flops: float, peak: float) -> dict:
-    step = statistics.median(times[args.warmup:])
+    step = statistics.median(times)
     tokens = args.micro_batch * args.ranks * args.accumulation * args.seq_len / step
     tflops = flops / step / args.ranks / 1e12
     return {"name": name, "step_s": step, "tokens_per_s": tokens, "tflops": tflops, "mfu": tflops / peak}
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--hf-worker":
-        hf_worker(*sys.argv[2:5])
+    argv = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]  # added by the deepspeed launcher
+    if argv and argv[0] == "--hf-worker":
+        hf_worker(*argv[1:4])
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny-gpt2")
@@ -163,6 +172,7 @@ def main() -> None:
     p.add_argument("--checkpointing", action="store_true")
     p.add_argument("--baseline", choices=["hf", "unfused", "none"], default="hf")
     p.add_argument("--tokenizer", default=str(ROOT.parent / "shared" / "tokenizers" / "multilingual-bpe"))
+    p.add_argument("--rounds", type=int, default=3, help="alternate the two runs this many times (noisy machines)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     from pretrain.metrics import peak_tflops, transformer_flops
@@ -179,12 +189,18 @@ def main() -> None:
     flops = transformer_flops(preset.layers, preset.hidden, args.seq_len, padded_vocab_size(tokenizer.vocab_size, 64),
                               tokens, args.checkpointing)
     peak = peak_tflops(None)
-    results = [report(args, "pretrain", ours(args, data, work / "ours", []), flops, peak)]
-    if args.baseline == "hf":
-        results.append(report(args, "hf-trainer", hf_trainer(args, data, work / "hf"), flops, peak))
-    elif args.baseline == "unfused":
-        off = ["model.fused_loss=false", "model.attention=eager", "model.compile=false"]
-        results.append(report(args, "unfused", ours(args, data, work / "unfused", off), flops, peak))
+    runs: dict[str, list[float]] = {}
+    for round_ in range(args.rounds):  # alternate, so slow phases of a shared machine hit both alike
+        times = ours(args, data, work / f"ours{round_}", [])
+        runs.setdefault("pretrain", []).append(statistics.median(times[args.warmup:]))
+        if args.baseline == "hf":
+            times = hf_trainer(args, data, work / f"hf{round_}")
+            runs.setdefault("hf-trainer", []).append(statistics.median(times[args.warmup:]))
+        elif args.baseline == "unfused":
+            off = ["model.fused_loss=false", "model.attention=eager", "model.compile=false"]
+            times = ours(args, data, work / f"unfused{round_}", off)
+            runs.setdefault("unfused", []).append(statistics.median(times[args.warmup:]))
+    results = [report(args, name, [statistics.median(steps)], flops, peak) for name, steps in runs.items()]
     print(f"{args.preset}, {args.ranks} rank(s), micro batch {args.micro_batch} x {args.accumulation}, seq {args.seq_len}, "
           f"{args.precision}, {args.ds_config}; peak {peak:.3g} TFLOP/s per device")
     print(f"{'run':<12} {'step s':>8} {'tokens/s':>10} {'TFLOP/s/dev':>12} {'MFU':>7} {'vs baseline':>12}")

@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -112,3 +113,61 @@ def expand_hostlist(hostlist: str) -> list[str]:
             for number in range(int(low), int(high or low) + 1):
                 hosts.append(f"{prefix}{number:0{len(low)}d}")
     return hosts
+
+
+class RendezvousError(RuntimeError):
+    """The ranks cannot meet: the message says which host, which address, and what to check."""
+
+
+def check_rendezvous(env: DistEnv, timeout: float | None = None) -> None:
+    """Fail fast, with a clear message, where torch.distributed would hang for half an hour.
+
+    Rank 0 checks that MASTER_ADDR is an address of its own host and that MASTER_PORT is free (not
+    under torchrun, whose agent holds the port). The other ranks wait until they can open a TCP
+    connection to the master, for up to PRETRAIN_RENDEZVOUS_TIMEOUT seconds (default 600).
+    """
+    if env.world_size == 1:
+        return
+    timeout = timeout if timeout is not None else float(os.environ.get("PRETRAIN_RENDEZVOUS_TIMEOUT", 600))
+    host = socket.gethostname()
+    try:
+        address = socket.gethostbyname(env.master_addr)
+    except OSError as exc:
+        raise RendezvousError(f"rank {env.rank} on {host}: the master host MASTER_ADDR={env.master_addr} does not "
+                              f"resolve ({exc}); set MASTER_ADDR to a name or address every node can reach.") from None
+    if env.rank == 0:
+        _check_master_host(env, address, host)
+        return
+    deadline, last_error = time.monotonic() + timeout, "no attempt"
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, env.master_port), timeout=5).close()
+            return
+        except ConnectionRefusedError:
+            last_error = "connection refused (the host answers; rank 0 is not listening yet)"
+        except OSError as exc:
+            last_error = f"{exc.strerror or exc} (the host does not answer)"
+        time.sleep(1)
+    raise RendezvousError(
+        f"rank {env.rank} on {host} cannot reach the master {env.master_addr}:{env.master_port} after {timeout:.0f} s: "
+        f"{last_error}. Check that rank 0 started, that {env.master_addr} is reachable from {host} (firewall, the "
+        "interface: NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME), or set PRETRAIN_RENDEZVOUS_TIMEOUT for slow starts.")
+
+
+def _check_master_host(env: DistEnv, address: str, host: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            raise RendezvousError(f"rank 0 runs on {host}, but MASTER_ADDR={env.master_addr} ({address}) is not an "
+                                  "address of this host: set MASTER_ADDR to the host of rank 0 (under Slurm, the "
+                                  "first host of the job).") from None
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return  # torchrun's agent already listens on MASTER_PORT for the workers
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's store does: TIME_WAIT is fine
+        try:
+            probe.bind(("", env.master_port))
+        except OSError:
+            raise RendezvousError(f"MASTER_PORT={env.master_port} is already in use on {host} (another job, or a "
+                                  "process left over from an earlier run): set MASTER_PORT to a free port.") from None

@@ -56,16 +56,17 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             loss += ((log_norm - picked) * keep).sum()
             if grad_hidden is None and grad_weight is None and grad_bias is None:
                 continue
-            # d(sum of losses)/d(logits) = softmax - one_hot, zero on ignored rows; / count for the mean
-            grad = torch.exp(logits - log_norm[:, None])
+            # d(sum of losses)/d(logits) = softmax - one_hot, in place in the logits buffer; the row
+            # weights (0 for ignored rows, 1/count for the mean) go on the small [rows, H] factors
+            grad = logits.sub_(log_norm[:, None]).exp_()
             grad[torch.arange(len(safe), device=grad.device), safe] -= 1.0
-            grad *= (keep.to(grad.dtype) / count)[:, None]
+            row_weight = (keep.to(acc) / count)[:, None]
             if grad_hidden is not None:
-                grad_hidden[start : start + chunk_rows] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
+                grad_hidden[start : start + chunk_rows] = ((grad.to(weight.dtype) @ weight) * row_weight).to(hidden.dtype)
             if grad_weight is not None:
-                grad_weight += grad.t() @ rows.to(acc)
+                grad_weight.addmm_(grad.t().to(acc), (rows * row_weight).to(acc))
             if grad_bias is not None:
-                grad_bias += grad.sum(0).to(acc)
+                grad_bias += (grad * row_weight).sum(0).to(acc)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return loss / count

@@ -27,6 +27,9 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
 
 
+STOPPED_EARLY = 75  # saved and stopped before train.steps (signal, STOP file, exit limits): relaunch to resume
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a YAML file, or a shipped config name (pretrain/configs/)")
@@ -77,18 +80,24 @@ def run(config, env) -> int:
     import torch
 
     from pretrain.data.builder import DataError
+    from pretrain.distributed import RendezvousError, check_rendezvous
     from pretrain.trainer import Trainer, TrainingDiverged
 
+    try:
+        check_rendezvous(env)
+    except RendezvousError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
     try:
-        Trainer(config, env).train()
+        state = Trainer(config, env).train()
     except (DataError, TrainingDiverged) as exc:
         print(f"error (rank {env.rank}): {exc}", file=sys.stderr)
         return 1
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    return 0
+    return 0 if state.step >= config.train.steps else STOPPED_EARLY
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -56,7 +57,9 @@ class Trainer:
         self.model = build_model(config, self.tokenizer, self.ds_config)
         self.parameters = count_parameters(self.model)
         local = sum(getattr(p, "ds_tensor", p).numel() for p in self.model.parameters())
-        log.info("rank %d holds %s of %s parameters", env.rank, f"{local:,}", f"{self.parameters:,}")
+        node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        log.info("rank %d on %s (launcher: %s) holds %s of %s parameters", env.rank, node, env.launcher, f"{local:,}",
+                 f"{self.parameters:,}")
         groups = parameter_groups(self.model, config.optim.weight_decay)
         self.engine, self.scheduler = create_engine(self.model, groups, config, self.ds_config)
         if resume_tag:
@@ -95,7 +98,7 @@ class Trainer:
         for signum in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(signum, self._on_signal)
         batches = iter(self._loader(self.train_data, self.state.consumed_samples))
-        started_at, launch_step = time.perf_counter(), self.state.step
+        self._launch = (time.perf_counter(), self.state.step)
         window_start, window_steps = time.perf_counter(), 0
         saved_at = self.state.step
         if self.state.step == 0:
@@ -110,7 +113,7 @@ class Trainer:
                 window_start, window_steps = time.perf_counter(), 0
             if step % train.eval_interval == 0 or step == train.steps:
                 self.evaluate()
-            stop = self._should_stop(step - launch_step, time.perf_counter() - started_at)
+            stop = record.pop("stop")
             if step % train.save_interval == 0 or step == train.steps or stop:
                 self.save()
                 saved_at = step
@@ -123,7 +126,10 @@ class Trainer:
         return self.state
 
     def train_step(self, batches) -> dict:
-        """One optimizer step: ``accumulation`` micro-batches forward and backward, then the update."""
+        """One optimizer step: ``accumulation`` micro-batches forward and backward, then the update.
+
+        One all-reduce per step carries the loss and every rank's reasons to stop, so all ranks
+        agree on both."""
         losses = []
         for _ in range(self.accumulation):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
@@ -131,13 +137,29 @@ class Trainer:
             self.engine.backward(loss)
             self.engine.step()
             losses.append(loss.detach().float())
-        loss = self._mean_across_ranks(torch.stack(losses).mean())
+        shared = torch.stack([torch.stack(losses).mean(), *self._stop_flags()]).to(self.device)
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(shared)
+        loss = float(shared[0]) / self.env.world_size
         grad_norm = self.engine.get_global_grad_norm()
         grad_norm = None if grad_norm is None else float(grad_norm)
         self.state.step += 1
         self.state.consumed_samples += self.config.train.global_batch
         self._check_finite(loss, grad_norm)
-        return {"step": self.state.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm}
+        reasons = ("a signal or run.dir/STOP", "train.exit_interval", "train.exit_minutes")
+        stop = next((reason for reason, flag in zip(reasons, shared[1:]) if flag > 0), None)
+        return {"step": self.state.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                "stop": stop}
+
+    def _stop_flags(self) -> list[torch.Tensor]:
+        """This rank's reasons to stop after the step in progress: a signal, or the launch's limits."""
+        train = self.config.train
+        started, first_step = self._launch
+        steps = self.state.step + 1 - first_step
+        asked = self.stop_signal is not None or (self.run_dir / "STOP").exists()
+        flags = [asked, bool(train.exit_interval) and steps >= train.exit_interval,
+                 bool(train.exit_minutes) and time.perf_counter() - started >= train.exit_minutes * 60]
+        return [torch.tensor(float(f)) for f in flags]
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -171,13 +193,6 @@ class Trainer:
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                            pin_memory=self.device.type == "cuda", persistent_workers=False)
 
-    def _mean_across_ranks(self, value: torch.Tensor) -> float:
-        if torch.distributed.is_initialized():
-            value = value.clone()
-            torch.distributed.all_reduce(value)
-            value /= self.env.world_size
-        return float(value)
-
     def _check_finite(self, loss: float, grad_norm: float | None) -> None:
         if math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm)):
             self.state.nonfinite_streak = 0
@@ -209,18 +224,3 @@ class Trainer:
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum
         log.warning("received signal %d: saving a checkpoint after this step, then exiting", signum)
-
-    def _should_stop(self, steps_this_launch: int, seconds: float) -> str | None:
-        """Agree across ranks whether to stop now (a signal, or train.exit_interval / exit_minutes)."""
-        train = self.config.train
-        reason = 0
-        if self.stop_signal is not None:
-            reason = 1
-        elif train.exit_interval and steps_this_launch >= train.exit_interval:
-            reason = 2
-        elif train.exit_minutes and seconds >= train.exit_minutes * 60:
-            reason = 3
-        flag = torch.tensor([reason], dtype=torch.int64, device=self.device)
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return {0: None, 1: "signal", 2: "train.exit_interval", 3: "train.exit_minutes"}[int(flag)]

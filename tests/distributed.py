@@ -18,7 +18,7 @@ def train_env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
 
 
-def launch(ranks: int, config: str, run_dir: Path, *overrides: str, check: bool = True,
+def launch(ranks: int, config: str, run_dir: Path, *overrides: str, check: bool = True, expect: int = 0,
            timeout: int = 600) -> subprocess.CompletedProcess:
     """Train with ``ranks`` processes: the deepspeed launcher for 2+, plain python for 1."""
     args = ["pretrain/train.py", "--config", config, f"run.dir={run_dir}", *overrides]
@@ -28,7 +28,7 @@ def launch(ranks: int, config: str, run_dir: Path, *overrides: str, check: bool 
     else:
         command = [sys.executable, *args]
     proc = subprocess.run(command, cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
+    if check and proc.returncode != expect:
         raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
@@ -42,7 +42,7 @@ def metrics(run_dir: Path) -> tuple[dict[int, float], list[dict]]:
 
 def partition_sizes(output: str) -> dict[int, tuple[int, int]]:
     """rank -> (parameters held, total) from the trainer's start-up log lines."""
-    found = re.findall(r"rank (\d+) holds ([\d,]+) of ([\d,]+) parameters", output)
+    found = re.findall(r"rank (\d+) on \S+ \(launcher: \w+\) holds ([\d,]+) of ([\d,]+) parameters", output)
     return {int(r): (int(a.replace(",", "")), int(b.replace(",", ""))) for r, a, b in found}
 
 

@@ -32,11 +32,11 @@ def runs(request, tmp_path_factory, small_corpus, shared_bpe):
     data = (f"data.tokenizer={shared_bpe}", f"data.prefixes=[{prefix}]", *COMMON)
     out = {"objective": objective, "prefix": prefix, "tokenizer": shared_bpe, "config": config, "data": data}
     out["full"] = launch(2, config, root / "full", *data)
-    launch(2, config, root / "resumed", *data, f"train.exit_interval={STOP}")
+    launch(2, config, root / "resumed", *data, f"train.exit_interval={STOP}", expect=75)  # 75: stopped early
     shutil.copytree(root / "resumed", root / "one_rank")  # the same step-5 checkpoint, resumed on 1 rank
     launch(2, config, root / "resumed", *data)
     launch(1, config, root / "one_rank", *data)
-    out["fresh_one_rank"] = launch(1, config, root / "fresh_one_rank", *data, "train.exit_interval=1")
+    out["fresh_one_rank"] = launch(1, config, root / "fresh_one_rank", *data, "train.exit_interval=1", expect=75)
     out["dirs"] = {name: root / name for name in ("full", "resumed", "one_rank", "fresh_one_rank")}
     return out
 

@@ -1,0 +1,206 @@
+"""The Slurm scripts on a real Slurm cluster (Debian's slurmctld + two slurmd, node1 and node2, on
+this host; CPU mode): every launch path, preemption with requeue, sharded preprocessing, and
+start-up failures that say what is wrong. Needs root (it installs and starts the daemons)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_tool
+from tests.distributed import metrics, partition_sizes, preprocess, train_env
+
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        if os.environ.get("PRETRAIN_REQUIRE_SHARED") == "1":
+            pytest.fail("the Slurm tests need root and apt-get in CI")
+        pytest.skip("the Slurm test cluster needs root and apt-get")
+    started = subprocess.run(["bash", "tests/slurm/cluster.sh", "start", "2"], cwd=ROOT, capture_output=True, text=True)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        import mpi4py  # noqa: F401  (the MPI launch path needs it in this environment)
+    except ImportError:
+        subprocess.run([os.sys.executable, "-m", "pip", "install", "-q", "-c", "constraints.txt", "mpi4py"], cwd=ROOT,
+                       check=True)
+    yield
+    subprocess.run(["bash", "tests/slurm/cluster.sh", "stop"], cwd=ROOT, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def data(cluster, tmp_path_factory, small_corpus, shared_bpe):
+    folder = tmp_path_factory.mktemp("slurm")
+    preprocess(small_corpus, shared_bpe, folder / "d", "--append-eod")
+    return {"folder": folder, "prefix": folder / "d_text_document", "tokenizer": shared_bpe}
+
+
+def sbatch(script: str, *args: str, options: tuple[str, ...] = (), env: dict | None = None) -> str:
+    proc = subprocess.run(["sbatch", "--parsable", *options, script, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**train_env(), **(env or {})})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().split(";")[0]
+
+
+def job_state(job: str) -> dict:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def nodes_idle() -> bool:
+    states = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True).stdout.split()
+    return bool(states) and all(state == "idle" for state in states)
+
+
+def wait(job: str, timeout: float = 600) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = job_state(job)
+        if state.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return state
+        if state.get("JobState") == "PENDING" and state.get("Reason") == "BeginTime" and nodes_idle():
+            # Slurm holds a requeued job for a couple of minutes; once its nodes are clean, skip the rest
+            time.sleep(3)
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+        time.sleep(2)
+    subprocess.run(["scancel", job])
+    raise AssertionError(f"job {job} did not finish in {timeout} s: {job_state(job)}")
+
+
+def train_job(data, name: str, launcher: str, *overrides: str, env: dict | None = None) -> tuple[str, Path, Path]:
+    run_dir, log = data["folder"] / f"run-{name}", data["folder"] / f"{name}-%j.out"
+    job = sbatch("slurm/train.sbatch", "--config", "tiny_clm", f"data.tokenizer={data['tokenizer']}",
+                 f"data.prefixes=[{data['prefix']}]", f"train.steps={STEPS}", "optim.warmup_steps=3",
+                 "train.log_interval=1", "data.split=80,20,0", "train.eval_samples=16", "train.eval_interval=6",
+                 *overrides, options=("-N2", "--ntasks-per-node=1", f"--output={log}"),
+                 env={"LAUNCHER": launcher, "PRETRAIN_DEVICE": "cpu", "RUN_DIR": str(run_dir), **(env or {})})
+    return job, run_dir, Path(str(log).replace("%j", job))
+
+
+@pytest.fixture(scope="module")
+def reference(data):
+    """An uninterrupted srun run: the curve every other launch path and the preempted run must match."""
+    job, run_dir, log = train_job(data, "srun", "srun")
+    state = wait(job)
+    return {"state": state, "run_dir": run_dir, "log": log.read_text()}
+
+
+def test_srun_trains_on_both_nodes_with_zero3_partitions(reference):
+    assert reference["state"]["JobState"] == "COMPLETED", reference["log"][-3000:]
+    assert "rank 0 on node1 (launcher: slurm)" in reference["log"] and "rank 1 on node2 (launcher: slurm)" in reference["log"]
+    sizes = partition_sizes(reference["log"])
+    assert set(sizes) == {0, 1} and all(held < total for held, total in sizes.values())
+    losses, _ = metrics(reference["run_dir"])
+    assert losses[STEPS] < losses[1] - 0.5
+    assert (reference["run_dir"] / "checkpoints" / f"step{STEPS:08d}" / "COMPLETE").exists()
+
+
+@pytest.mark.parametrize("launcher,expected", [("deepspeed", "slurm"), ("mpi", "mpi"), ("torchrun", "env")])
+def test_every_launch_path_reaches_the_same_trainer(data, reference, launcher, expected):
+    job, run_dir, log = train_job(data, launcher, launcher)
+    state = wait(job)
+    text = log.read_text()
+    assert state["JobState"] == "COMPLETED", text[-3000:]
+    assert f"on node1 (launcher: {expected})" in text and f"on node2 (launcher: {expected})" in text
+    losses, _ = metrics(run_dir)
+    reference_losses, _ = metrics(reference["run_dir"])
+    assert losses[STEPS] == pytest.approx(reference_losses[STEPS], rel=1e-5)
+
+
+def test_preemption_checkpoints_requeues_and_resumes_to_the_same_loss(data, reference):
+    job, run_dir, log = train_job(data, "preempt", "srun", "train.save_interval=100")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = metrics(run_dir)[0] if (run_dir / "metrics.jsonl").exists() else {}
+        if len(done) >= 3:
+            break
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)  # what --signal=B:USR1@300 sends
+    state = wait(job)
+    text = log.read_text()
+    assert state["JobState"] == "COMPLETED" and state.get("Restarts") == "1", text[-3000:]
+    assert "requeueing job" in text and "resumed from step" in text
+    losses, _ = metrics(run_dir)
+    reference_losses, _ = metrics(reference["run_dir"])
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert losses[step] == pytest.approx(reference_losses[step], rel=1e-5), step
+
+
+def test_half_written_checkpoint_is_never_resumed(data, reference, tmp_path):
+    """A node died while saving: the newer checkpoint folder has no COMPLETE marker."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference["run_dir"], run_dir)
+    ckpt = run_dir / "checkpoints"
+    shutil.copytree(ckpt / f"step{STEPS:08d}", ckpt / "step00000099")
+    (ckpt / "step00000099" / "COMPLETE").unlink()
+    (ckpt / "step00000099" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
+    (ckpt / "latest").write_text("step00000099\n")
+    from pretrain.checkpoint import latest_complete
+
+    assert latest_complete(ckpt) == f"step{STEPS:08d}"
+
+
+def test_preprocess_array_and_merge_equal_one_process(data, small_corpus, shared_bpe):
+    folder = data["folder"]
+    single = folder / "single"
+    run_tool("preprocess_data", "--input", small_corpus, small_corpus, "--tokenizer", shared_bpe, "--output-prefix",
+             single, "--append-eod", "--no-progress")
+    out = subprocess.run(["bash", "slurm/submit_preprocess.sh", "3", "--cpus-per-task=1", f"--output={folder}/pp-%A_%a.out", "--",
+                          "--input", str(small_corpus), str(small_corpus), "--tokenizer", str(shared_bpe),
+                          "--output-prefix", str(folder / "sharded"), "--append-eod"],
+                         cwd=ROOT, capture_output=True, text=True, env=train_env())
+    assert out.returncode == 0, out.stderr
+    merge_job = out.stdout.split()[-1]
+    state = wait(merge_job)
+    assert state["JobState"] == "COMPLETED", out.stdout
+    for suffix in (".bin", ".idx"):
+        assert (folder / f"sharded_text_document{suffix}").read_bytes() == (folder / f"single_text_document{suffix}").read_bytes()
+
+
+def test_unreachable_master_fails_with_a_clear_message(data):
+    job, _, log = train_job(data, "badmaster", "srun", env={"MASTER_ADDR": "192.0.2.1", "PRETRAIN_RENDEZVOUS_TIMEOUT": "10"})
+    state = wait(job)
+    text = log.read_text()
+    assert state["JobState"] == "FAILED"
+    assert "MASTER_ADDR=192.0.2.1" in text and ("is not an address of this host" in text or "cannot reach" in text)
+    assert "Traceback" not in text
+
+
+def test_port_in_use_fails_with_a_clear_message(data):
+    with socket.socket() as holder:
+        holder.bind(("", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        job, _, log = train_job(data, "busyport", "srun", env={"MASTER_PORT": str(port)})
+        state = wait(job)
+    text = log.read_text()
+    assert state["JobState"] == "FAILED" and f"MASTER_PORT={port} is already in use" in text and "Traceback" not in text
+
+
+def test_batch_that_does_not_divide_by_the_world_size(data):
+    job, _, log = train_job(data, "badbatch", "srun", "train.global_batch=12", "train.micro_batch=4")
+    state = wait(job)
+    text = log.read_text()
+    assert state["JobState"] == "FAILED" and "train.global_batch=12 is not a multiple" in text and "4 x 2 = 8" in text
+
+
+def test_rank_that_cannot_reach_the_master_says_so():
+    """The non-zero-rank side of the rendezvous check, on a port nobody listens on."""
+    from pretrain.distributed import DistEnv, RendezvousError, check_rendezvous, free_port
+
+    env = DistEnv("slurm", 1, 0, 2, 1, "127.0.0.1", free_port())
+    started = time.time()
+    with pytest.raises(RendezvousError, match="cannot reach the master 127.0.0.1") as err:
+        check_rendezvous(env, timeout=3)
+    assert time.time() - started < 20 and "connection refused" in str(err.value)
+    assert json.dumps(str(err.value))  # a plain message
