@@ -104,10 +104,9 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
     config = load_config(None, [o for o in overrides(args, data, Path(run_dir)) if "=" in o][0:])
     world = int(os.environ.get("WORLD_SIZE", 1))
     preset = get_preset(config.model.preset)
-    ds = deepspeed_config(config, world, preset.hidden, torch.cuda.is_available())
+    ds = deepspeed_config(config, world, preset.hidden)
     for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
         ds[key] = "auto"
-    ds["optimizer"]["params"].update(lr="auto", betas="auto", eps="auto", weight_decay="auto")
     training = TrainingArguments(
         output_dir=run_dir, per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=args.accumulation,
         max_steps=args.steps, learning_rate=config.optim.lr, weight_decay=config.optim.weight_decay,

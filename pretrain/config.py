@@ -75,7 +75,8 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "adamw"
-    """"adamw" (DeepSpeed's fused Adam on GPUs, CPU Adam when offloaded) or "lamb" (large-batch BERT)."""
+    """"adamw" (DeepSpeed's FusedAdam on GPUs, CPU Adam when offloaded) or "lamb" (large-batch BERT; needs
+    train.ds_config=zero0 and fp16 or fp32, since ZeRO's flat partitions break LAMB's per-layer trust ratio)."""
     lr: float = 6e-4
     """Peak learning rate."""
     min_lr: float = 6e-5
@@ -91,6 +92,8 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
+    fused: bool = True
+    """Use fused optimizer kernels on GPUs (DeepSpeed FusedAdam / FusedLamb); false: plain torch (baseline)."""
 
 
 @dataclass
@@ -333,6 +336,12 @@ def validate(config: Config, world_size: int) -> None:
     if optim.warmup_steps > train.steps:
         problems.append(f"optim.warmup_steps={optim.warmup_steps} is longer than train.steps={train.steps}")
     problems += ds_config_problems(train.ds_config)
+    if optim.optimizer == "lamb":
+        stage = _zero_stage(train.ds_config)
+        if stage not in (0, None) or train.precision == "bf16":
+            problems.append(f"optim.optimizer=lamb needs whole, unpartitioned parameters for its per-layer trust ratio: "
+                            f"use train.ds_config=zero0 (ZeRO stage {stage} now) and train.precision fp16 or fp32 "
+                            f"(not bf16, whose DeepSpeed optimizer partitions the fp32 master weights)")
     if problems:
         raise ConfigError(problems)
 
@@ -360,6 +369,13 @@ def resolve_ds_config_path(name_or_path: str) -> Path:
     if path.exists():
         return path
     return SHIPPED_DS_CONFIGS / f"{name_or_path.removesuffix('.json')}.json"
+
+
+def _zero_stage(name_or_path: str) -> int | None:
+    try:
+        return json.loads(resolve_ds_config_path(name_or_path).read_text()).get("zero_optimization", {}).get("stage", 0)
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def ds_config_problems(name_or_path: str) -> list[str]:

@@ -1,8 +1,8 @@
 """DeepSpeed configuration and engine: the JSON in ds_configs/ plus everything the config owns.
 
-The JSON files carry ZeRO settings only. Batch sizes, gradient accumulation, clipping, precision,
-the optimizer and its learning rate come from the run config, filled in here, once; "auto" bucket
-sizes follow the model's hidden size as in Hugging Face's DeepSpeed integration.
+The JSON files carry ZeRO settings only. Batch sizes, gradient accumulation, clipping and precision
+come from the run config, filled in here, once; "auto" bucket sizes follow the model's hidden size as
+in Hugging Face's DeepSpeed integration. The optimizer is built by pretrain.optim and handed over.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pretrain.config import Config, gradient_accumulation, resolve_ds_config_pat
 log = logging.getLogger(__name__)
 
 
-def deepspeed_config(config: Config, world_size: int, hidden_size: int, on_gpu: bool) -> dict:
+def deepspeed_config(config: Config, world_size: int, hidden_size: int) -> dict:
     ds = json.loads(resolve_ds_config_path(config.train.ds_config).read_text())
     train, optim = config.train, config.optim
     ds["train_batch_size"] = train.global_batch
@@ -35,20 +35,7 @@ def deepspeed_config(config: Config, world_size: int, hidden_size: int, on_gpu: 
     for key, value in auto_sizes.items():
         if zero.get(key) == "auto":
             zero[key] = value
-    ds["optimizer"] = optimizer_section(config, offloaded="offload_optimizer" in zero, on_gpu=on_gpu)
     return ds
-
-
-def optimizer_section(config: Config, offloaded: bool, on_gpu: bool) -> dict:
-    """DeepSpeed picks the kernel from this: FusedAdam on GPUs, DeepSpeedCPUAdam when the optimizer is
-    offloaded, torch's AdamW on a CPU-only machine; FusedLamb for "lamb"."""
-    optim = config.optim
-    params = {"lr": optim.lr, "betas": [optim.beta1, optim.beta2], "eps": optim.eps, "weight_decay": optim.weight_decay}
-    if optim.optimizer == "lamb":
-        return {"type": "Lamb", "params": params}
-    if not on_gpu and not offloaded:
-        params["torch_adam"] = True
-    return {"type": "AdamW", "params": params}
 
 
 def lr_multiplier(config: Config) -> Callable[[int], float]:
@@ -68,16 +55,23 @@ def lr_multiplier(config: Config) -> Callable[[int], float]:
     return multiplier
 
 
-def create_engine(model: torch.nn.Module, param_groups: list[dict], config: Config, ds_config: dict):
+def create_engine(model: torch.nn.Module, param_groups: list[dict], config: Config, ds_config: dict, on_gpu: bool):
     import deepspeed
 
+    from pretrain.optim import build_optimizer
+
+    optim = config.optim
+    hyper = {"lr": optim.lr, "betas": (optim.beta1, optim.beta2), "eps": optim.eps, "weight_decay": optim.weight_decay,
+             "fused": optim.fused}
+    offloaded = "offload_optimizer" in ds_config.get("zero_optimization", {})
+    optimizer, chosen = build_optimizer(param_groups, optim.optimizer, hyper, on_gpu, offloaded, ds_config)
     multiplier = lr_multiplier(config)
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, model_parameters=param_groups, config=ds_config,
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=ds_config,
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, multiplier),
     )
     log.info("DeepSpeed engine: ZeRO stage %s, optimizer %s, %s, micro batch %d x accumulation %d x %d ranks",
-             ds_config["zero_optimization"].get("stage"), type(getattr(optimizer, "optimizer", optimizer)).__name__,
+             ds_config["zero_optimization"].get("stage"), chosen,
              "bf16" if ds_config["bf16"]["enabled"] else "fp16" if ds_config["fp16"]["enabled"] else "fp32",
              ds_config["train_micro_batch_size_per_gpu"], ds_config["gradient_accumulation_steps"],
              engine.world_size if hasattr(engine, "world_size") else 1)

@@ -32,6 +32,18 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+def compile_engine(engine, device: torch.device) -> None:
+    """torch.compile through DeepSpeed (which keeps ZeRO-3's hooks working) on GPUs; said once."""
+    if device.type != "cuda":
+        log.info("model.compile is ignored on CPU (it pays off on GPUs only)")
+        return
+    try:
+        engine.compile()
+        log.info("model.compile: the model runs through torch.compile")
+    except Exception as exc:  # noqa: BLE001 - any failure: run eager, and say why
+        log.warning("torch.compile is unavailable (%s): running eager", str(exc).splitlines()[0][:160])
+
+
 class Trainer:
     def __init__(self, config: Config, env: DistEnv) -> None:
         self.config, self.env = config, env
@@ -47,7 +59,7 @@ class Trainer:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(env.local_world_size, 1)))
 
         self.tokenizer = load_tokenizer(config.data.tokenizer)
-        self.ds_config = deepspeed_config(config, env.world_size, self.preset.hidden, self.device.type == "cuda")
+        self.ds_config = deepspeed_config(config, env.world_size, self.preset.hidden)
         self.state = TrainerState(world_size=env.world_size)
         resume_tag = checkpoint.latest_complete(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
         if resume_tag and checkpoint.read_state(self.checkpoint_dir, resume_tag).world_size != env.world_size:
@@ -61,7 +73,9 @@ class Trainer:
         log.info("rank %d on %s (launcher: %s) holds %s of %s parameters", env.rank, node, env.launcher, f"{local:,}",
                  f"{self.parameters:,}")
         groups = parameter_groups(self.model, config.optim.weight_decay)
-        self.engine, self.scheduler = create_engine(self.model, groups, config, self.ds_config)
+        self.engine, self.scheduler = create_engine(self.model, groups, config, self.ds_config, self.device.type == "cuda")
+        if config.model.compile:
+            compile_engine(self.engine, self.device)
         if resume_tag:
             checkpoint.load(self.engine, self.checkpoint_dir, resume_tag, env.rank, [g["weight_decay"] for g in groups])
             self.state = checkpoint.read_state(self.checkpoint_dir, resume_tag)

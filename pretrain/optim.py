@@ -1,0 +1,101 @@
+"""Optimizers: the fastest kernel available for this run, chosen once and said once.
+
+    adamw, GPU             DeepSpeed's FusedAdam (multi-tensor CUDA kernel); if it cannot be built,
+                           torch.optim.AdamW(fused=True)
+    adamw, optimizer on    DeepSpeed's CPU Adam (AVX kernel); if it cannot be built, torch AdamW on
+    CPU (ZeRO offload)     the CPU (and DeepSpeed is told to accept it)
+    adamw, CPU-only run    torch.optim.AdamW (foreach)
+    lamb, GPU              DeepSpeed's FusedLamb; else ``Lamb`` below
+    lamb, CPU              ``Lamb`` below
+
+LAMB scales each layer's update by ||weights|| / ||update||; ZeRO flattens and partitions parameters,
+so LAMB runs without ZeRO partitioning (train.ds_config=zero0), as NVIDIA's BERT recipe does.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al., 2019) in plain PyTorch, matching DeepSpeed's FusedLamb: Adam moments with
+    bias correction, decoupled weight decay inside the update, and a per-tensor trust ratio
+    ||p|| / ||update|| clipped to [min_coeff, max_coeff] (1 where either norm is zero)."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.01, max_coeff: float = 10.0, min_coeff: float = 0.01) -> None:
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_coeff=max_coeff, min_coeff=min_coeff)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(param, dtype=torch.float32)
+                    state["exp_avg_sq"] = torch.zeros_like(param, dtype=torch.float32)
+                state["step"] += 1
+                grad = param.grad.float()
+                state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                corrected_avg = state["exp_avg"] / (1 - beta1 ** state["step"])
+                corrected_sq = state["exp_avg_sq"] / (1 - beta2 ** state["step"])
+                update = corrected_avg / (corrected_sq.sqrt() + group["eps"])
+                weights = param.float()
+                if group["weight_decay"]:
+                    update.add_(weights, alpha=group["weight_decay"])
+                weight_norm, update_norm = weights.norm(), update.norm()
+                trust = torch.where((weight_norm > 0) & (update_norm > 0), weight_norm / update_norm,
+                                    torch.ones_like(weight_norm)).clamp(group["min_coeff"], group["max_coeff"])
+                param.add_((update * (-group["lr"] * trust)).to(param.dtype))
+        return loss
+
+
+def build_optimizer(param_groups: list[dict], name: str, hyper: dict, on_gpu: bool, offloaded: bool,
+                    ds_config: dict) -> tuple[torch.optim.Optimizer, str]:
+    """The optimizer instance for deepspeed.initialize, and what was chosen (for the log)."""
+    if name == "lamb":
+        lamb_hyper = {k: v for k, v in hyper.items() if k != "fused"}
+        if on_gpu:
+            try:
+                from deepspeed.ops.lamb import FusedLamb
+
+                return FusedLamb(param_groups, **lamb_hyper), "FusedLamb (DeepSpeed, CUDA)"
+            except Exception as exc:  # noqa: BLE001 - any build or import failure means: fall back
+                return Lamb(param_groups, **lamb_hyper), f"Lamb (PyTorch; FusedLamb unavailable: {_short(exc)})"
+        return Lamb(param_groups, **lamb_hyper), "Lamb (PyTorch, CPU)"
+    adam_hyper = {k: v for k, v in hyper.items() if k != "fused"}
+    if offloaded:
+        try:
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            return DeepSpeedCPUAdam(param_groups, adamw_mode=True, **adam_hyper), "DeepSpeedCPUAdam (offloaded)"
+        except Exception as exc:  # noqa: BLE001
+            ds_config["zero_force_ds_cpu_optimizer"] = False
+            return torch.optim.AdamW(param_groups, **adam_hyper), f"torch AdamW on CPU (CPU Adam unavailable: {_short(exc)})"
+    if on_gpu and hyper.get("fused", True):
+        try:
+            from deepspeed.ops.adam import FusedAdam
+
+            return FusedAdam(param_groups, adam_w_mode=True, **adam_hyper), "FusedAdam (DeepSpeed, CUDA)"
+        except Exception as exc:  # noqa: BLE001
+            return (torch.optim.AdamW(param_groups, fused=True, **adam_hyper),
+                    f"torch AdamW(fused=True) (FusedAdam unavailable: {_short(exc)})")
+    if on_gpu:
+        return torch.optim.AdamW(param_groups, foreach=False, **adam_hyper), "torch AdamW (per-tensor, unfused)"
+    return torch.optim.AdamW(param_groups, foreach=True, **adam_hyper), "torch AdamW (foreach, CPU)"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:160]
