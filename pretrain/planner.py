@@ -12,8 +12,8 @@ tests/test_planner.py): per layer and per token of hidden size, a GPT-2 block sa
 and a BERT block about 16 with SDPA's flash / memory-efficient kernels (1.1 more outside the layers);
 eager attention adds the a x s x s attention probabilities per layer, and a materialized b x s x s mask
 (eager attention, or BERT's padding mask) is kept once. With activation checkpointing only each
-layer's input is kept, plus one layer recomputed at a time. The LM head adds the logits (or one chunk of them and an fp32 weight gradient
-with the fused loss).
+layer's input is kept, plus one layer recomputed at a time. The LM head adds the logits (or one chunk
+of them and an fp32 weight gradient with the fused loss).
 """
 
 from __future__ import annotations
