@@ -19,6 +19,7 @@ import gc
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +64,23 @@ def batch_for(family: str, micro: int, seq: int, vocab: int, device: torch.devic
             "token_type_ids": torch.zeros_like(ids).to(device)}
 
 
+def profile_steps(engine, batch, steps: int = 2) -> None:
+    """Where a step's time goes: the top operators by self time, CPU and CUDA, as PROFILE lines."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            loss, _ = engine(batch)
+            engine.backward(loss)
+            engine.step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    for key in ("self_cpu_time_total",) + (("self_cuda_time_total",) if torch.cuda.is_available() else ()):
+        for line in prof.key_averages().table(sort_by=key, row_limit=14).splitlines():
+            print("PROFILE " + line, flush=True)
+
+
 def measure(preset: str, fused: bool, micro: int, seq: int, checkpointing: bool, args, tokenizer) -> dict:
     from pretrain.config import load_config
     from pretrain.engine import create_engine, deepspeed_config
@@ -103,6 +121,8 @@ def measure(preset: str, fused: bool, micro: int, seq: int, checkpointing: bool,
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - started)
         step = statistics.median(times[args.warmup:])
+        if getattr(args, "profile", False):
+            profile_steps(engine, batch)
         tokens = micro * seq
         head = round(tokens * 0.15) if shape.family == "bert" else None
         flops = transformer_flops(shape.layers, shape.hidden, seq, model.hf.config.vocab_size, tokens, checkpointing, head)
@@ -123,7 +143,37 @@ def measure(preset: str, fused: bool, micro: int, seq: int, checkpointing: bool,
     return record
 
 
+def run_case(argv: list[str]) -> None:
+    """Child process: one case, its record printed as a RESULT line (a fresh process per case keeps
+    one case's memory from leaking into the next one's peak)."""
+    import deepspeed
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("preset")
+    parser.add_argument("variant")
+    parser.add_argument("micro", type=int)
+    parser.add_argument("seq", type=int)
+    parser.add_argument("checkpointing", type=int)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--peak", type=float)
+    parser.add_argument("--port", default="29517")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=args.port)
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+    tokenizer = synthetic_tokenizer(Path(tempfile.mkdtemp(prefix="tok-")), 50257)
+    record = measure(args.preset, args.variant == "fused", args.micro, args.seq, bool(args.checkpointing), args, tokenizer)
+    print("RESULT " + json.dumps(record), flush=True)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--case":
+        run_case(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["gpt2-medium", "gpt2-xl", "gpt2-small", "bert-base", "bert-large"])
     parser.add_argument("--micro-batch", type=int, help="override the per-preset default")
@@ -133,43 +183,49 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--peak", type=float, help="peak TFLOP/s per device (default: from the device name)")
     parser.add_argument("--variants", nargs="+", default=["fused", "unfused"])
+    parser.add_argument("--profile", nargs="*", default=[], help="presets whose fused case also prints a profile")
     parser.add_argument("--json", help="write the records here too")
     args = parser.parse_args()
-    import deepspeed
-
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29517")
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
     from pretrain.metrics import peak_tflops
 
-    tokenizer = synthetic_tokenizer(Path(tempfile.mkdtemp(prefix="tok-")), 50257)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    args.peak = peak_tflops(args.peak)
-    if not torch.cuda.is_available():
-        args.precision = "fp32"
+    peak = peak_tflops(args.peak)
+    precision = args.precision if torch.cuda.is_available() else "fp32"
     records = []
-    for preset in args.presets:
+    for number, preset in enumerate(args.presets):
         micro, seq, checkpointing = CASES.get(preset, (4, 64, False))
         micro, seq = args.micro_batch or micro, args.seq_len or seq
         for variant in args.variants:
-            record = measure(preset, variant == "fused", micro, seq, checkpointing, args, tokenizer)
+            command = [sys.executable, __file__, "--case", preset, variant, str(micro), str(seq), str(int(checkpointing)),
+                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", precision,
+                       "--peak", str(peak), "--port", str(29600 + 2 * number + (variant == "fused"))]
+            if preset in args.profile and variant == "fused":
+                command.append("--profile")
+            proc = subprocess.run(command, capture_output=True, text=True)
+            found = [line[len("RESULT "):] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            record = json.loads(found[0]) if found else {
+                "preset": preset, "variant": variant, "micro_batch": micro, "seq_len": seq, "checkpointing": checkpointing,
+                "error": f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1][:120]}"}
             records.append(record)
             print(json.dumps(record), flush=True)
-    print(f"\n{device} (peak {args.peak:.3g} TFLOP/s), {args.precision}, ZeRO-3 on 1 device; median of {args.steps} "
-          f"steps after {args.warmup}")
+            for line in proc.stdout.splitlines():
+                if line.startswith("PROFILE"):
+                    print(line, flush=True)
+    print(f"\n{device} (peak {peak:.3g} TFLOP/s), {precision}, ZeRO-3 on 1 device; median of {args.steps} steps after "
+          f"{args.warmup}")
     print(f"{'preset':<12} {'micro x seq':>12} {'ckpt':>5} {'variant':<8} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} "
           f"{'speed-up':>8} {'peak GiB':>9} {'planned':>8}")
     base = {r["preset"]: r for r in records if r["variant"] == "unfused" and "error" not in r}
     for r in records:
+        head = (f"{r['preset']:<12} {r['micro_batch']:>5} x {r['seq_len']:<5} {'yes' if r['checkpointing'] else 'no':>5} "
+                f"{r['variant']:<8}")
         if "error" in r:
-            print(f"{r['preset']:<12} {r['micro_batch']:>5} x {r['seq_len']:<5} {'yes' if r['checkpointing'] else 'no':>5} "
-                  f"{r['variant']:<8} {r['error']:>10}")
+            print(f"{head} {r['error']}")
             continue
         speed = r["tokens_per_s"] / base[r["preset"]]["tokens_per_s"] if r["preset"] in base else float("nan")
-        peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
-        print(f"{r['preset']:<12} {r['micro_batch']:>5} x {r['seq_len']:<5} {'yes' if r['checkpointing'] else 'no':>5} "
-              f"{r['variant']:<8} {r['tokens_per_s']:>10,.0f} {r['tflops']:>8.1f} {100 * r['mfu']:>5.1f}% {speed:>7.2f}x "
-              f"{peak:>9} {r['planned_gib']:>8.1f}")
+        peak_gib = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+        print(f"{head} {r['tokens_per_s']:>10,.0f} {r['tflops']:>8.1f} {100 * r['mfu']:>5.1f}% {speed:>7.2f}x "
+              f"{peak_gib:>9} {r['planned_gib']:>8.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
 

@@ -56,26 +56,28 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             loss += ((log_norm - picked) * keep).sum()
             if grad_hidden is None and grad_weight is None and grad_bias is None:
                 continue
-            # d(sum of losses)/d(logits) = softmax - one_hot, in place in the logits buffer; the row
-            # weights (0 for ignored rows, 1/count for the mean) go on the small [rows, H] factors
+            # d(sum of losses)/d(logits) = softmax - one_hot, in place in the logits buffer and zero on
+            # ignored rows; the 1/count of the mean is applied once, in backward. The two matmuls run
+            # in the weights' precision (bf16 tensor cores on GPUs, accumulating in fp32 inside).
             grad = logits.sub_(log_norm[:, None]).exp_()
             grad[torch.arange(len(safe), device=grad.device), safe] -= 1.0
-            row_weight = (keep.to(acc) / count)[:, None]
+            grad *= keep[:, None]
+            low = grad.to(weight.dtype)
             if grad_hidden is not None:
-                grad_hidden[start : start + chunk_rows] = ((grad.to(weight.dtype) @ weight) * row_weight).to(hidden.dtype)
+                grad_hidden[start : start + chunk_rows] = (low @ weight).to(hidden.dtype)
             if grad_weight is not None:
-                grad_weight.addmm_(grad.t().to(acc), (rows * row_weight).to(acc))
+                grad_weight += low.t() @ rows.to(weight.dtype)
             if grad_bias is not None:
-                grad_bias += (grad * row_weight).sum(0).to(acc)
-        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+                grad_bias += grad.sum(0).to(acc)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias, count)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return loss / count
 
     @staticmethod
     def backward(ctx, grad_output):  # noqa: D102
-        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        grad_hidden, grad_weight, grad_bias, count = ctx.saved_tensors
         weight_dtype, bias_dtype = ctx.dtypes
-        scale = grad_output
+        scale = grad_output / count
         return (
             None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
             None if grad_weight is None else (grad_weight * scale.to(grad_weight.dtype)).to(weight_dtype),

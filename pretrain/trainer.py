@@ -54,6 +54,8 @@ class Trainer:
         self.stop_signal: int | None = None
         self.preset = get_preset(config.model.preset)
         torch.manual_seed(config.run.seed + env.rank)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (fp32 runs, upcast logits) on tensor cores
         if self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
             # ranks share the cores: without this each would start one thread per core
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(env.local_world_size, 1)))
@@ -151,7 +153,7 @@ class Trainer:
             self.engine.backward(loss)
             self.engine.step()
             losses.append(loss.detach().float())
-        shared = torch.stack([torch.stack(losses).mean(), *self._stop_flags()]).to(self.device)
+        shared = torch.cat([torch.stack(losses).mean().reshape(1), self._stop_flags()])
         if torch.distributed.is_initialized():
             torch.distributed.all_reduce(shared)
         loss = float(shared[0]) / self.env.world_size
@@ -165,7 +167,7 @@ class Trainer:
         return {"step": self.state.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                 "stop": stop}
 
-    def _stop_flags(self) -> list[torch.Tensor]:
+    def _stop_flags(self) -> torch.Tensor:
         """This rank's reasons to stop after the step in progress: a signal, or the launch's limits."""
         train = self.config.train
         started, first_step = self._launch
@@ -173,7 +175,7 @@ class Trainer:
         asked = self.stop_signal is not None or (self.run_dir / "STOP").exists()
         flags = [asked, bool(train.exit_interval) and steps >= train.exit_interval,
                  bool(train.exit_minutes) and time.perf_counter() - started >= train.exit_minutes * 60]
-        return [torch.tensor(float(f)) for f in flags]
+        return torch.tensor([float(f) for f in flags], device=self.device)
 
     @torch.no_grad()
     def evaluate(self) -> dict:
