@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_data(folder: Path, vocab_size: int, eod: int, tokens: int) -> str:
-    """Random-token documents (lengths 50-2000) ending with EOD: enough data, no tokenizer run."""
+    """Documents (lengths 50-2000, ending with EOD) of Zipf-distributed token ids, like words in text:
+    enough data without a tokenizer run, and a unigram distribution a model can learn (loss falls)."""
     import numpy as np
 
     from pretrain.data.indexed import IndexedDatasetWriter, token_dtype
@@ -43,7 +44,7 @@ def make_data(folder: Path, vocab_size: int, eod: int, tokens: int) -> str:
     with IndexedDatasetWriter(prefix, token_dtype(vocab_size)) as writer:
         written = 0
         while written < tokens:
-            doc = rng.integers(0, eod, int(rng.integers(50, 2000)))
+            doc = np.minimum(rng.zipf(1.2, int(rng.integers(50, 2000))), eod) - 1
             writer.add_document([np.append(doc, eod)])
             written += len(doc) + 1
         writer.finalize()

@@ -45,6 +45,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if needs_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if needs_weight else None
         grad_bias = torch.zeros(weight.shape[0], dtype=acc, device=weight.device) if needs_bias else None
+        some_ignored = bool((labels == IGNORE_INDEX).any())  # causal LM: none, and one pass saved per chunk
         for start in range(0, hidden.shape[0], chunk_rows):
             rows = hidden[start : start + chunk_rows]
             target = labels[start : start + chunk_rows]
@@ -61,7 +62,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             # in the weights' precision (bf16 tensor cores on GPUs, accumulating in fp32 inside).
             grad = logits.sub_(log_norm[:, None]).exp_()
             grad[torch.arange(len(safe), device=grad.device), safe] -= 1.0
-            grad *= keep[:, None]
+            if some_ignored:
+                grad *= keep[:, None]
             low = grad.to(weight.dtype)
             if grad_hidden is not None:
                 grad_hidden[start : start + chunk_rows] = (low @ weight).to(hidden.dtype)

@@ -44,6 +44,7 @@ def hf_config(preset: Preset, config: Config, tokenizer: LoadedTokenizer):
             n_head=preset.heads, n_inner=preset.ffn_hidden, resid_pdrop=dropout, embd_pdrop=dropout,
             attn_pdrop=dropout, bos_token_id=ids["eod"], eos_token_id=ids["eod"], pad_token_id=ids["pad"],
             tie_word_embeddings=True, attn_implementation=config.model.attention, use_cache=False,
+            activation_function="gelu_pytorch_tanh",  # GPT-2's tanh GELU as one fused kernel, not five elementwise ops
         )
     return BertConfig(
         vocab_size=vocab, hidden_size=preset.hidden, num_hidden_layers=preset.layers,

@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 
 
 class Lamb(torch.optim.Optimizer):
-    """LAMB (You et al., 2019) in plain PyTorch, matching DeepSpeed's FusedLamb: Adam moments with
-    bias correction, decoupled weight decay inside the update, and a per-tensor trust ratio
-    ||p|| / ||update|| clipped to [min_coeff, max_coeff] (1 where either norm is zero)."""
+    """LAMB (You et al., 2019) in plain PyTorch, with DeepSpeed FusedLamb's exact arithmetic (read from
+    its CUDA kernel): update = m / (sqrt(v) + eps) + weight_decay * p on the raw moments; trust ratio
+    ||p|| / ||update|| clipped to [min_coeff, max_coeff] (1 where either norm is zero); the bias
+    correction goes into the step size, lr * sqrt(1 - beta2^t) / (1 - beta1^t), as in Adam."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.01, max_coeff: float = 10.0, min_coeff: float = 0.01) -> None:
@@ -48,16 +49,15 @@ class Lamb(torch.optim.Optimizer):
                 grad = param.grad.float()
                 state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
                 state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                corrected_avg = state["exp_avg"] / (1 - beta1 ** state["step"])
-                corrected_sq = state["exp_avg_sq"] / (1 - beta2 ** state["step"])
-                update = corrected_avg / (corrected_sq.sqrt() + group["eps"])
                 weights = param.float()
+                update = state["exp_avg"] / (state["exp_avg_sq"].sqrt() + group["eps"])
                 if group["weight_decay"]:
                     update.add_(weights, alpha=group["weight_decay"])
                 weight_norm, update_norm = weights.norm(), update.norm()
                 trust = torch.where((weight_norm > 0) & (update_norm > 0), weight_norm / update_norm,
                                     torch.ones_like(weight_norm)).clamp(group["min_coeff"], group["max_coeff"])
-                param.add_((update * (-group["lr"] * trust)).to(param.dtype))
+                step_size = group["lr"] * (1 - beta2 ** state["step"]) ** 0.5 / (1 - beta1 ** state["step"])
+                param.add_((update * (-step_size * trust)).to(param.dtype))
         return loss
 
 

@@ -8,8 +8,9 @@ data-parallel size as the stage partitions them; ZeRO-3 also holds the largest l
 (weights + gradients). fp32 runs pay 4 bytes per weight and keep the fp32 "master" copy beside them.
 
 Activations were measured on these transformers classes with saved-tensor hooks (see
-tests/test_planner.py): per layer and per token of hidden size, a GPT-2 block saves about 28.1 values
-and a BERT block about 16 with SDPA's flash / memory-efficient kernels (1.1 more outside the layers);
+tests/test_planner.py): per layer and per token of hidden size, a GPT-2 block (with PyTorch's fused
+tanh GELU; 28.1 with transformers' five-op gelu_new) and a BERT block save about 16 values with SDPA's
+flash / memory-efficient kernels (1.1 more outside the layers);
 eager attention adds the a x s x s attention probabilities per layer, and a materialized b x s x s mask
 (eager attention, or BERT's padding mask) is kept once. With activation checkpointing only each
 layer's input is kept, plus one layer recomputed at a time. The LM head adds the logits (or one chunk
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 GIB = 2**30
-SAVED_PER_TOKEN_HIDDEN = {"gpt2": 28.1, "bert": 16.0}  # values saved per layer per (token x hidden)
+SAVED_PER_TOKEN_HIDDEN = {"gpt2": 16.1, "bert": 16.0}  # values saved per layer per (token x hidden)
 SAVED_OUTSIDE_LAYERS = 1.1  # the embeddings' and the final norm's, per (token x hidden)
 
 
@@ -55,8 +56,17 @@ class Plan:
         return sum(self.per_gpu.values())
 
 
+PERSISTENCE_THRESHOLD = 100_000  # ZeRO-3 keeps tensors smaller than this whole on every GPU (engine.AUTO_BUCKETS)
+
+
 def count_parameters(preset_name: str, vocab_size: int | None) -> tuple[int, int]:
     """(all parameters, the largest single module's) of the preset, built on the meta device."""
+    total, largest, _ = parameter_sizes(preset_name, vocab_size)
+    return total, largest
+
+
+def parameter_sizes(preset_name: str, vocab_size: int | None) -> tuple[int, int, int]:
+    """(all parameters, the largest module's, those in tensors below ZeRO-3's persistence threshold)."""
     import torch
 
     from pretrain.config import Config
@@ -77,7 +87,8 @@ def count_parameters(preset_name: str, vocab_size: int | None) -> tuple[int, int
                                      hf_config(preset, config, _Vocabulary(vocab_size or PUBLISHED_VOCAB[preset.family])))
     total = sum(p.numel() for p in model.parameters())
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
-    return total, largest
+    small = sum(p.numel() for p in model.parameters() if p.numel() < PERSISTENCE_THRESHOLD)
+    return total, largest, small
 
 
 def plan(spec: PlanInput) -> Plan:
@@ -85,21 +96,26 @@ def plan(spec: PlanInput) -> Plan:
 
     preset = get_preset(spec.preset)
     vocab = spec.vocab_size or PUBLISHED_VOCAB[preset.family]
-    params, largest = count_parameters(spec.preset, vocab)
+    params, largest, small = parameter_sizes(spec.preset, vocab)
     result = Plan(params, largest)
-    result.per_gpu, result.cpu_per_node = model_states(params, largest, spec)
+    result.per_gpu, result.cpu_per_node = model_states(params, largest, spec, small)
     result.per_gpu["activations"] = activation_bytes(spec, preset.family, preset.layers, preset.hidden, preset.heads, vocab)
     return result
 
 
-def model_states(params: int, largest: int, spec: PlanInput) -> tuple[dict[str, float], float]:
-    """Per-GPU bytes of weights, gradients and optimizer states, and CPU bytes per node when offloading."""
+def model_states(params: int, largest: int, spec: PlanInput, small: int = 0) -> tuple[dict[str, float], float]:
+    """Per-GPU bytes of weights, gradients and optimizer states, and CPU bytes per node when offloading.
+
+    ``small``: parameters in tensors ZeRO-3 keeps whole on every GPU (biases, norms), which
+    DeepSpeed's estimator leaves out; reported apart as "persistent small parameters"."""
     gpus = spec.gpus_per_node * spec.nodes
     half = spec.precision in ("bf16", "fp16")
     weight = 2 if half else 4
     if spec.zero_stage == 3:
         states = {"parameters": weight * params / gpus, "gradients": 4 * params / gpus, "optimizer": 12 * params / gpus,
                   "gathered layer": 2 * weight * largest}
+        if small and spec.offload != "all":
+            states["persistent small parameters"] = weight * small * (1 - 1 / gpus)
     elif spec.zero_stage in (1, 2):  # the fp32 gradient partition is counted with the optimizer, as DeepSpeed does
         grads = weight * params / gpus if spec.zero_stage == 2 else weight * params
         states = {"parameters": weight * params, "gradients": grads, "optimizer": 16 * params / gpus}

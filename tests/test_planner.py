@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.planner import GIB, PlanInput, count_parameters, largest_micro_batch, model_states, plan, saved_in_forward
+from pretrain.planner import (
+    GIB,
+    PlanInput,
+    count_parameters,
+    largest_micro_batch,
+    model_states,
+    parameter_sizes,
+    plan,
+    saved_in_forward,
+)
 from pretrain.presets import get_preset
 from tests.conftest import ROOT
 from tests.distributed import preprocess, train_env
@@ -58,10 +67,12 @@ def test_model_states_measured_on_two_cpu_ranks(tmp_path, small_corpus, shared_b
     found = [json.loads(m) for m in re.findall(r"MEASURED (\{[^}]*\})", proc.stdout + proc.stderr)]
     assert len(found) == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     total = found[0]["total_parameters"]
-    _, largest = count_parameters("tiny-gpt2", 50261)
-    predicted, _ = model_states(total, largest, PlanInput("tiny-gpt2", zero_stage=3, precision="fp32", gpus_per_node=2))
+    _, largest, small = parameter_sizes("tiny-gpt2", 50261)
+    predicted, _ = model_states(total, largest, PlanInput("tiny-gpt2", zero_stage=3, precision="fp32", gpus_per_node=2),
+                                small)
     for rank in found:
-        assert rank["parameters"] == pytest.approx(predicted["parameters"], rel=0.05)
+        held = predicted["parameters"] + predicted["persistent small parameters"]
+        assert rank["parameters"] == pytest.approx(held, rel=0.05)
         assert rank["gradients"] == pytest.approx(predicted["gradients"], rel=0.05)
         assert rank["master"] + rank["moments"] == pytest.approx(predicted["optimizer"], rel=0.05)
 
