@@ -12,7 +12,7 @@ On one corpus (the real ko/de jsonl in ../shared/corpora repeated to --size-mb o
   pretrain  tools/preprocess_data.py of this project.
 Throughput is MB of document text (UTF-8) per second of wall time, start-up included. Memory is
 the peak over the whole process tree, as the sum of PSS (shared pages split between processes)
-and of RSS, sampled every 0.1 s.
+and of RSS, sampled every 0.1 s. Everything is measured --rounds times, alternating; rates are medians.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,16 +90,21 @@ def _tree_memory(pid: int) -> tuple[float, float]:
     return pss / 1024, rss / 1024
 
 
-def bare_encode_rate(corpus: Path, tokenizer: str) -> float:
-    """MB/s of encode_batch on one thread (run in this process, texts preloaded)."""
+def bare_encode_rate(corpus: Path, tokenizer: str, limit_mb: float) -> float:
+    """MB/s of encode_batch on one thread over the first ``limit_mb`` MB of texts (preloaded; run in
+    this process)."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     os.environ["RAYON_NUM_THREADS"] = "1"
     from pretrain.tokenization import load_tokenizer
 
     backend = load_tokenizer(tokenizer).backend
+    texts, size = [], 0
     with open(corpus, encoding="utf-8") as handle:
-        texts = [json.loads(line)["text"] for line in handle]
-    size = sum(len(t.encode("utf-8")) for t in texts)
+        for line in handle:
+            texts.append(json.loads(line)["text"])
+            size += len(texts[-1].encode("utf-8"))
+            if size >= limit_mb * 1e6:
+                break
     start = time.perf_counter()
     for i in range(0, len(texts), 1000):
         backend.encode_batch(texts[i : i + 1000], add_special_tokens=False)
@@ -146,6 +152,8 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pretrain-bench")
     p.add_argument("--only", choices=["limit", "megatron", "pretrain"], nargs="+",
                    default=["limit", "megatron", "pretrain"])
+    p.add_argument("--rounds", type=int, default=2, help="alternate all runs this many times; medians are shown")
+    p.add_argument("--limit-mb", type=float, default=50, help="MB of text the bare-encode limit is timed on")
     p.add_argument("--megatron-run", nargs=4, metavar=("CORPUS", "TOKENIZER", "PREFIX", "WORKERS"),
                    help=argparse.SUPPRESS)  # internal: run the Megatron method in a child process
     args = p.parse_args()
@@ -157,30 +165,37 @@ def main() -> None:
     corpus, text_bytes = build_corpus(args.size_mb, args.corpora, args.workdir)
     mb = text_bytes / 1e6
     print(f"corpus: {corpus} ({mb:,.1f} MB of text), tokenizer: {args.tokenizer}", flush=True)
-    rows = []
-    limit = bare_encode_rate(corpus, args.tokenizer) if "limit" in args.only else None
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    rows: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
+    limits = []
+    for _ in range(args.rounds):  # alternate everything: this machine's speed drifts between minutes
+        if "limit" in args.only:
+            limits.append(bare_encode_rate(corpus, args.tokenizer, min(args.limit_mb, mb)))
+        for workers in args.workers:
+            out = args.workdir / f"out-w{workers}"
+            if "megatron" in args.only:
+                rows.setdefault((workers, "megatron"), []).append(measure(
+                    [sys.executable, __file__, "--megatron-run", str(corpus), args.tokenizer, f"{out}-megatron",
+                     str(workers)], env))
+            if "pretrain" in args.only:
+                rows.setdefault((workers, "pretrain"), []).append(measure(
+                    [sys.executable, str(ROOT / "tools" / "preprocess_data.py"), "--input", str(corpus), "--tokenizer",
+                     args.tokenizer, "--output-prefix", f"{out}-ours", "--workers", str(workers), "--no-progress",
+                     "--overwrite"], env))
+    limit = statistics.median(limits) if limits else None
+    print(f"\nmedian of {args.rounds} round(s); limit = one thread's bare encode_batch (median "
+          f"{limit or 0:.2f} MB/s over {min(args.limit_mb, mb):g} MB) x workers")
+    print(f"{'workers':>7} {'method':<9} {'MB/s':>7} {'% of limit':>10} {'peak PSS MiB':>12} {'peak RSS MiB':>12}")
     for workers in args.workers:
-        out = args.workdir / f"out-w{workers}"
-        result = {"workers": workers, "limit": limit * workers if limit else None}
-        if "megatron" in args.only:
-            result["megatron"] = measure([sys.executable, __file__, "--megatron-run", str(corpus), args.tokenizer,
-                                          f"{out}-megatron", str(workers)], env)
-        if "pretrain" in args.only:
-            result["pretrain"] = measure([sys.executable, str(ROOT / "tools" / "preprocess_data.py"), "--input",
-                                          str(corpus), "--tokenizer", args.tokenizer, "--output-prefix", f"{out}-ours",
-                                          "--workers", str(workers), "--no-progress", "--overwrite"], env)
-        rows.append(result)
-    print(f"\n{'workers':>7} {'method':<9} {'MB/s':>7} {'% of limit':>10} {'peak PSS MiB':>12} {'peak RSS MiB':>12}")
-    for row in rows:
-        if row["limit"]:
-            print(f"{row['workers']:>7} {'limit':<9} {row['limit']:>7.2f} {100.0:>9.1f}% {'':>12} {'':>12}")
+        if limit:
+            print(f"{workers:>7} {'limit':<9} {limit * workers:>7.2f} {100.0:>9.1f}%")
         for name in ("megatron", "pretrain"):
-            if name in row:
-                seconds, pss, rss = row[name]
-                rate = mb / seconds
-                share = f"{100 * rate / row['limit']:>9.1f}%" if row["limit"] else f"{'-':>10}"
-                print(f"{row['workers']:>7} {name:<9} {rate:>7.2f} {share} {pss:>12.0f} {rss:>12.0f}")
+            if (workers, name) in rows:
+                runs = rows[(workers, name)]
+                rate = statistics.median(mb / seconds for seconds, _, _ in runs)
+                pss, rss = max(r[1] for r in runs), max(r[2] for r in runs)
+                share = f"{100 * rate / (limit * workers):>9.1f}%" if limit else f"{'-':>10}"
+                print(f"{workers:>7} {name:<9} {rate:>7.2f} {share} {pss:>12.0f} {rss:>12.0f}")
 
 
 if __name__ == "__main__":
