@@ -12,11 +12,8 @@ concatenated in order are therefore exactly the single-process input.
 
 from __future__ import annotations
 
-import bz2
 import glob
-import gzip
 import json
-import lzma
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from pretrain.data import records
+from pretrain.data.compression import COMPRESSIONS, open_decompressed, truncation_errors
 
 FORMATS = ("jsonl", "text", "parquet", "arrow")
 _FORMAT_OF_SUFFIX = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
     ".txt": "text", ".text": "text", ".parquet": "parquet", ".arrow": "arrow",
 }
-COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 
 
 class InputError(ValueError):
@@ -146,7 +143,9 @@ def plan_shard(files: Sequence[InputFile], shard_index: int, num_shards: int) ->
 def read_chunks(file: InputFile, start: int, end: int, text_mode: str, chunk_bytes: int, keys: Sequence[str]) -> Iterator[Chunk]:
     """Chunks of the records of ``file`` that start in ``[start, end)``."""
     if file.format in ("parquet", "arrow"):
-        yield from _table_chunks(file, start, end, chunk_bytes, keys)
+        from pretrain.data.tables import table_chunks
+
+        yield from table_chunks(file, start, end, chunk_bytes, keys)
         return
     mode = records.LINE if file.format == "jsonl" else text_mode
     kind = "jsonl" if file.format == "jsonl" else mode
@@ -160,69 +159,15 @@ def read_chunks(file: InputFile, start: int, end: int, text_mode: str, chunk_byt
         limit = last - first
     else:
         raw = open(file.path, "rb")
-        handle = _decompressor(file.compression, raw)
+        handle = open_decompressed(file.compression, raw)
         line, position, limit = 1, raw.tell, None
     with handle:
         yield from _cut(file, handle, position, limit, mode, kind, line, chunk_bytes)
 
 
-def _decompressor(compression: str, raw):
-    if compression == ".gz":
-        return gzip.GzipFile(fileobj=raw)
-    if compression == ".bz2":
-        return bz2.BZ2File(raw)
-    if compression == ".xz":
-        return lzma.LZMAFile(raw)
-    return _ZstdReader(raw)
-
-
-class _ZstdReader:
-    """Reads concatenated zstd frames and raises EOFError when the input ends inside a frame
-    (zstandard's stream_reader returns a silent short read for a truncated file)."""
-
-    def __init__(self, raw) -> None:
-        import zstandard
-
-        self._raw, self._factory = raw, zstandard.ZstdDecompressor()
-        self._frame, self._fed, self._pending = self._factory.decompressobj(), False, b""
-
-    def read(self, size: int) -> bytes:
-        while len(self._pending) < size:
-            data = self._raw.read(1 << 20)
-            if not data:
-                if self._fed and not self._frame.eof and not self._pending:
-                    raise EOFError("the zstd stream ends inside a frame")
-                break  # hand out what was decoded; the next read raises
-            while data:
-                self._pending += self._frame.decompress(data)
-                self._fed = True
-                data = b""
-                if self._frame.eof:  # the next frame starts in what this one left over
-                    data, self._frame, self._fed = self._frame.unused_data, self._factory.decompressobj(), False
-        out, self._pending = self._pending[:size], self._pending[size:]
-        return out
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._raw.close()
-
-
-def _truncation_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [EOFError, lzma.LZMAError, gzip.BadGzipFile, OSError]
-    try:
-        import zstandard
-
-        errors.append(zstandard.ZstdError)
-    except ImportError:  # pragma: no cover - zstandard is a dependency
-        pass
-    return tuple(errors)
-
-
 def _cut(file, handle, position, limit, mode, kind, line, chunk_bytes) -> Iterator[Chunk]:
     buf, consumed, reported = b"", 0, position()
-    errors = _truncation_errors()
+    errors = truncation_errors()
     while True:
         want = chunk_bytes if limit is None else min(chunk_bytes, limit - consumed)
         try:
@@ -254,55 +199,3 @@ class TruncatedFile(Exception):
     def __init__(self, file: InputFile, line: int, cause: BaseException, rest: Chunk) -> None:
         super().__init__(str(cause))
         self.file, self.line, self.cause, self.rest = file, line, cause, rest
-
-
-def _table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: Sequence[str]) -> Iterator[Chunk]:
-    names, loaders, weights = _table_batches(file, keys)
-    missing = [key for key in keys if key not in names]
-    if missing:
-        raise InputError(
-            f"{file.path} has no column {missing[0]!r} (columns: {', '.join(names)}); choose columns with --json-keys."
-        )
-    total = sum(weights) or 1
-    row, seen = 1, 0
-    for load, weight in zip(loaders, weights):
-        begin = file.size * seen // total
-        seen += weight
-        batch = load()
-        if start <= begin < end and batch.num_rows:
-            share = file.size * seen // total - begin
-            rows_per_chunk = max(1, int(batch.num_rows * chunk_bytes / max(batch.nbytes, 1)))
-            for offset in range(0, batch.num_rows, rows_per_chunk):
-                piece = batch.slice(offset, rows_per_chunk)
-                yield Chunk(file.path, row + offset, "table", piece, share * piece.num_rows // batch.num_rows)
-        row += batch.num_rows
-
-
-def _table_batches(file: InputFile, keys: Sequence[str]):
-    """Column names, lazy loaders of record batches holding ``keys``, and the batches' weights."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if file.format == "parquet":
-        parquet = pq.ParquetFile(file.path)
-        meta, names = parquet.metadata, parquet.schema_arrow.names
-        columns = [key for key in keys if key in names]
-
-        def load(group: int) -> pa.RecordBatch:
-            table = parquet.read_row_group(group, columns=columns).combine_chunks()
-            return pa.RecordBatch.from_arrays([table.column(k).chunk(0) if table.num_rows else
-                                               pa.array([], table.schema.field(k).type) for k in columns], names=columns)
-
-        weights = [sum(meta.row_group(g).column(c).total_compressed_size for c in range(meta.num_columns))
-                   for g in range(meta.num_row_groups)]
-        return names, [lambda g=g: load(g) for g in range(meta.num_row_groups)], weights
-    source = pa.memory_map(file.path)
-    try:
-        batches = list(pa.ipc.open_stream(source))
-    except pa.ArrowInvalid:
-        reader = pa.ipc.open_file(source)
-        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-    names = batches[0].schema.names if batches else []
-    columns = [key for key in keys if key in names]
-    selected = [pa.RecordBatch.from_arrays([b.column(k) for k in columns], names=columns) for b in batches]
-    return names, [lambda b=b: b for b in selected], [b.nbytes for b in batches]

@@ -1,0 +1,63 @@
+"""Parquet files and ``datasets`` folders (Arrow streams) as chunks of rows, for preprocessing.
+
+A shard takes the row groups (parquet) or record batches (arrow) whose start falls in its byte
+range of the file, so shards never overlap and together cover every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from pretrain.data.sources import Chunk, InputError, InputFile
+
+
+def table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: Sequence[str]) -> Iterator[Chunk]:
+    names, loaders, weights = table_batches(file, keys)
+    missing = [key for key in keys if key not in names]
+    if missing:
+        raise InputError(
+            f"{file.path} has no column {missing[0]!r} (columns: {', '.join(names)}); choose columns with --json-keys."
+        )
+    total = sum(weights) or 1
+    row, seen = 1, 0
+    for load, weight in zip(loaders, weights):
+        begin = file.size * seen // total
+        seen += weight
+        batch = load()
+        if start <= begin < end and batch.num_rows:
+            share = file.size * seen // total - begin
+            rows_per_chunk = max(1, int(batch.num_rows * chunk_bytes / max(batch.nbytes, 1)))
+            for offset in range(0, batch.num_rows, rows_per_chunk):
+                piece = batch.slice(offset, rows_per_chunk)
+                yield Chunk(file.path, row + offset, "table", piece, share * piece.num_rows // batch.num_rows)
+        row += batch.num_rows
+
+
+def table_batches(file: InputFile, keys: Sequence[str]):
+    """Column names, lazy loaders of record batches holding ``keys``, and the batches' weights."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if file.format == "parquet":
+        parquet = pq.ParquetFile(file.path)
+        meta, names = parquet.metadata, parquet.schema_arrow.names
+        columns = [key for key in keys if key in names]
+
+        def load(group: int) -> pa.RecordBatch:
+            table = parquet.read_row_group(group, columns=columns).combine_chunks()
+            return pa.RecordBatch.from_arrays([table.column(k).chunk(0) if table.num_rows else
+                                               pa.array([], table.schema.field(k).type) for k in columns], names=columns)
+
+        weights = [sum(meta.row_group(g).column(c).total_compressed_size for c in range(meta.num_columns))
+                   for g in range(meta.num_row_groups)]
+        return names, [lambda g=g: load(g) for g in range(meta.num_row_groups)], weights
+    source = pa.memory_map(file.path)
+    try:
+        batches = list(pa.ipc.open_stream(source))
+    except pa.ArrowInvalid:
+        reader = pa.ipc.open_file(source)
+        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+    names = batches[0].schema.names if batches else []
+    columns = [key for key in keys if key in names]
+    selected = [pa.RecordBatch.from_arrays([b.column(k) for k in columns], names=columns) for b in batches]
+    return names, [lambda b=b: b for b in selected], [b.nbytes for b in batches]
