@@ -115,15 +115,20 @@ class GPTDataset(torch.utils.data.Dataset):
 
     def tokens(self, index: int) -> np.ndarray:
         sample = int(self.shuffle_index[index])
-        first, offset = (int(v) for v in self.sample_index[sample])
-        last, end_offset = (int(v) for v in self.sample_index[sample + 1])
+        (first, offset), (last, end_offset) = self.sample_index[sample : sample + 2].tolist()
         document = self.indexed.document
+        out = np.empty(self.seq_len + 1, dtype=np.int64)
         if first == last:
-            return np.asarray(document(int(self.document_index[first]))[offset : end_offset + 1], dtype=np.int64)
-        pieces = [document(int(self.document_index[first]))[offset:]]
-        pieces += [document(int(self.document_index[d])) for d in range(first + 1, last)]
-        pieces.append(document(int(self.document_index[last]))[: end_offset + 1])
-        return np.concatenate(pieces).astype(np.int64)
+            out[:] = document(int(self.document_index[first]))[offset : end_offset + 1]
+            return out
+        # copy each piece straight into the output: no concatenate, no second cast
+        filled = 0
+        for position, doc in enumerate(self.document_index[first : last + 1].tolist()):
+            tokens = document(doc)
+            piece = tokens[offset:] if position == 0 else tokens if position < last - first else tokens[: end_offset + 1]
+            out[filled : filled + len(piece)] = piece
+            filled += len(piece)
+        return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"tokens": torch.from_numpy(self.tokens(index))}

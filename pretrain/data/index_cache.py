@@ -76,7 +76,7 @@ def load_or_build(
             log.info("waiting for the sample index of %s at %s (%s)", describe, final, _holder(lock))
             next_note = time.monotonic() + 30
         time.sleep(0.5)
-    return {p.stem: np.load(p, mmap_mode="r") for p in sorted(final.glob("*.npy"))}
+    return {p.stem: np.load(p, mmap_mode="r").view(np.ndarray) for p in sorted(final.glob("*.npy"))}
 
 
 def _build_into(final: Path, key: dict, build: Callable[[], dict[str, np.ndarray]], describe: str) -> None:

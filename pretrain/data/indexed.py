@@ -226,7 +226,7 @@ class IndexedDataset:
                 f"{data_file} is {bin_size} bytes but {index_file} describes {want} bytes of tokens: the .bin "
                 "is truncated or belongs to another index. Re-run preprocessing for this prefix."
             )
-        self._tokens = np.memmap(data_file, self.dtype, "r") if bin_size else np.empty(0, self.dtype)
+        self._tokens = _memmap(data_file, self.dtype, 0, bin_size // self.dtype.itemsize)
 
     # sizes -------------------------------------------------------------------------------------
     @property
@@ -283,9 +283,11 @@ class IndexedDataset:
 
 
 def _memmap(path: str, dtype: type, offset: int, count: int) -> np.ndarray:
+    """A read-only map of the file as a plain ndarray: slicing an ``np.memmap`` subclass costs
+    microseconds per call in ``__array_finalize__``, which adds up over millions of sample fetches."""
     if count == 0:
         return np.empty(0, dtype)
-    return np.memmap(path, dtype, "r", offset=offset, shape=(count,))
+    return np.memmap(path, dtype, "r", offset=offset, shape=(count,)).view(np.ndarray)
 
 
 def _missing_message(path: str) -> str:

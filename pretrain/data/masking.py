@@ -38,16 +38,22 @@ def mask_tokens(tokens: np.ndarray, maskable: np.ndarray, spec: MaskingSpec,
         word_of = np.cumsum(starts) - 1
         first = np.flatnonzero(starts)
         sizes = np.diff(np.append(first, len(candidates)))
-        chosen_words = []
-        total = 0
-        for word in rng.permutation(len(first)):
-            if total + sizes[word] > budget:
-                continue
-            chosen_words.append(word)
-            total += sizes[word]
+        chosen = np.zeros(len(first), dtype=bool)
+        # words in random order are taken while they fit the budget; one that would overshoot is
+        # skipped and the next tried. The leading run that fits is taken at once; the tail, a few
+        # words, is walked one by one.
+        order = rng.permutation(len(first))
+        running = np.cumsum(sizes[order])
+        fits = int(np.searchsorted(running, budget, side="right"))
+        chosen[order[:fits]] = True
+        total = int(running[fits - 1]) if fits else 0
+        for word in order[fits:]:
             if total >= budget:
                 break
-        positions = candidates[np.isin(word_of, chosen_words)]
+            if total + sizes[word] <= budget:
+                chosen[word] = True
+                total += int(sizes[word])
+        positions = candidates[chosen[word_of]]
     else:
         positions = np.sort(rng.choice(candidates, size=budget, replace=False))
     labels[positions] = tokens[positions]

@@ -83,36 +83,44 @@ class MLMDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])
         start, end = (int(v) for v in self.mapping[self.shuffle_index[index]])
-        sentences = [np.asarray(self.indexed[s], dtype=np.int64) for s in range(start, end)]
-        a, b, swapped = self._segments(sentences, rng)
+        # the sentences of a sample are contiguous in the .bin: read them as one block, cut where each begins
+        starts = self.indexed.sequence_pointers[start:end] // self.indexed.dtype.itemsize
+        length = int(starts[-1] - starts[0]) + int(self.indexed.sequence_lengths[end - 1])
+        block = self.indexed.get(start, 0, length).astype(np.int64)
+        a, b, swapped = self._segments(block, starts[1:] - starts[0], rng)
         a, b = _truncate_pair(a, b, self.seq_len - 3 if len(b) else self.seq_len - 2, rng)
-        tokens = np.concatenate([[self.cls], a, [self.sep]] + ([b, [self.sep]] if len(b) else []))
-        types = np.zeros(len(tokens), dtype=np.int64)
-        types[len(a) + 2:] = 1
-        maskable = np.ones(len(tokens), dtype=bool)
-        maskable[[0, len(a) + 1, len(tokens) - 1]] = False
+        length = len(a) + len(b) + (3 if len(b) else 2)
+        tokens = np.empty(length, dtype=np.int64)
+        tokens[0], tokens[1 : len(a) + 1], tokens[len(a) + 1] = self.cls, a, self.sep
+        if len(b):
+            tokens[len(a) + 2 : -1], tokens[-1] = b, self.sep
+        maskable = np.ones(length, dtype=bool)
+        maskable[[0, len(a) + 1, length - 1]] = False
         inputs, labels = mask_tokens(tokens, maskable, self.masking, rng)
-        pad = self.seq_len - len(tokens)
         sample = {
-            "input_ids": torch.from_numpy(np.pad(inputs, (0, pad), constant_values=self.pad)),
-            "token_type_ids": torch.from_numpy(np.pad(types, (0, pad))),
-            "attention_mask": torch.from_numpy(np.pad(np.ones(len(tokens), np.int64), (0, pad))),
-            "labels": torch.from_numpy(np.pad(labels, (0, pad), constant_values=IGNORE_INDEX)),
+            "input_ids": np.full(self.seq_len, self.pad, dtype=np.int64),
+            "token_type_ids": np.zeros(self.seq_len, dtype=np.int64),
+            "attention_mask": np.zeros(self.seq_len, dtype=np.int64),
+            "labels": np.full(self.seq_len, IGNORE_INDEX, dtype=np.int64),
         }
+        sample["input_ids"][:length] = inputs
+        sample["token_type_ids"][len(a) + 2 : length] = 1
+        sample["attention_mask"][:length] = 1
+        sample["labels"][:length] = labels
+        sample = {name: torch.from_numpy(array) for name, array in sample.items()}
         if self.sentence_order:
             sample["sop_label"] = torch.tensor(int(swapped))
         return sample
 
-    def _segments(self, sentences: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
-        if len(sentences) >= 2:
-            split = int(rng.integers(1, len(sentences)))
-            a, b = np.concatenate(sentences[:split]), np.concatenate(sentences[split:])
+    def _segments(self, block: np.ndarray, cuts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Split the sample's sentences (``block``, with sentence ends at ``cuts``) into A and B."""
+        if len(cuts):
+            split = int(cuts[int(rng.integers(0, len(cuts)))])
         elif self.sentence_order:  # one long sentence: cut it in two so there is an order to predict
-            whole = sentences[0]
-            split = int(rng.integers(1, len(whole)))
-            a, b = whole[:split], whole[split:]
+            split = int(rng.integers(1, len(block)))
         else:
-            return sentences[0], np.zeros(0, np.int64), False
+            return block, block[:0], False
+        a, b = block[:split], block[split:]
         swapped = self.sentence_order and bool(rng.random() < 0.5)
         return (b, a, True) if swapped else (a, b, False)
 
