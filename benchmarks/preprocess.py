@@ -66,7 +66,7 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, floa
     while proc.poll() is None:
         pss, rss = _tree_memory(proc.pid)
         peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
-        time.sleep(0.1)
+        time.sleep(0.5)  # reading smaps walks page tables: sampling faster steals a core from the run it measures
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-3000:]}")

@@ -21,6 +21,7 @@ import glob
 import os
 import shutil
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ DTYPE_CODES: dict[int, type[np.number]] = {
 }
 _CODE_OF = {np.dtype(dtype): code for code, dtype in DTYPE_CODES.items()}
 _HEADER = struct.Struct("<9sQBQQ")  # magic, version, dtype code, sequence count, document count
-_CHUNK = 1 << 22  # index entries handled at once when streaming (32 MiB of int64)
+_CHUNK = 1 << 20  # index entries handled at once when streaming (8 MiB of int64): memory stays flat
 
 
 class IndexFormatError(ValueError):
@@ -150,22 +151,34 @@ class IndexedDatasetWriter:
         remove_quietly(self._bin_temp, self._idx_temp, self._lengths_temp, self._documents_temp)
 
     def _write_index(self) -> None:
+        """Header, lengths, byte pointers, document indices: each streamed from the spill files a
+        chunk at a time (read, not mapped, so no index page lingers in the process's memory)."""
         itemsize = self.dtype.itemsize
-        lengths = np.memmap(self._lengths_temp, np.int32, "r") if self.sequence_count else np.empty(0, np.int32)
         with open(self._idx_temp, "wb", buffering=1 << 20) as out:
             out.write(_HEADER.pack(MAGIC, VERSION, _CODE_OF[self.dtype], self.sequence_count, self.document_count + 1))
-            for start in range(0, self.sequence_count, _CHUNK):
-                out.write(np.ascontiguousarray(lengths[start : start + _CHUNK]).data)
+            with open(self._lengths_temp, "rb") as lengths:
+                shutil.copyfileobj(lengths, out, 1 << 24)
             offset = 0
-            for start in range(0, self.sequence_count, _CHUNK):
-                sizes = lengths[start : start + _CHUNK].astype(np.int64) * itemsize
-                ends = np.cumsum(sizes) + offset
-                out.write((ends - sizes).data)
+            for lengths_chunk in _read_chunks(self._lengths_temp, np.int32):
+                ends = np.cumsum(lengths_chunk, dtype=np.int64)
+                ends *= itemsize
+                ends += offset
                 offset = int(ends[-1])
+                ends -= lengths_chunk.astype(np.int64) * itemsize  # the start of each sequence
+                out.write(ends.data)
             out.write(np.zeros(1, np.int64).data)
             with open(self._documents_temp, "rb") as documents:
                 shutil.copyfileobj(documents, out, 1 << 24)
-        del lengths
+
+
+def _read_chunks(path: str, dtype: type) -> Iterator[np.ndarray]:
+    """The array stored in ``path``, ``_CHUNK`` entries at a time."""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = np.fromfile(handle, dtype, _CHUNK)
+            if not len(chunk):
+                return
+            yield chunk
 
 
 class IndexedDataset:
