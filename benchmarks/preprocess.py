@@ -183,8 +183,9 @@ def main() -> None:
                      args.tokenizer, "--output-prefix", f"{out}-ours", "--workers", str(workers), "--no-progress",
                      "--overwrite"], env))
     limit = statistics.median(limits) if limits else None
-    print(f"\nmedian of {args.rounds} round(s); limit = one thread's bare encode_batch (median "
-          f"{limit or 0:.2f} MB/s over {min(args.limit_mb, mb):g} MB) x workers")
+    limit_note = (f"limit = one thread's bare encode_batch (median {limit:.2f} MB/s over {min(args.limit_mb, mb):g} MB)"
+                  " x workers" if limit else "limit not measured (--only)")
+    print(f"\nmedian of {args.rounds} round(s); {limit_note}")
     print(f"{'workers':>7} {'method':<9} {'MB/s':>7} {'% of limit':>10} {'peak PSS MiB':>12} {'peak RSS MiB':>12}")
     for workers in args.workers:
         if limit:
