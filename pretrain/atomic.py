@@ -28,12 +28,36 @@ def fsync_dir(path: str | os.PathLike) -> None:
             os.close(fd)
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
 def publish(temp: str | os.PathLike, final: str | os.PathLike) -> None:
     """fsync ``temp`` and rename it to ``final`` (atomic on POSIX filesystems)."""
-    with open(temp, "rb+") as handle:
-        os.fsync(handle.fileno())
+    fsync_file(temp)
     os.replace(temp, final)
     fsync_dir(Path(final).parent)
+
+
+def publish_pair(temps: tuple[Path, Path], finals: tuple[str, str]) -> None:
+    """Publish two files that only make sense together (a ``.bin`` and its ``.idx``).
+
+    Both are made durable first, so the two renames follow each other at once; an older second
+    file is removed before the first rename (an old ``.idx`` never sits beside a new ``.bin``); and
+    if the second rename does not happen (Ctrl-C, SIGTERM between them), the first is taken back.
+    """
+    for temp in temps:
+        fsync_file(temp)
+    remove_quietly(finals[1])
+    try:
+        os.replace(temps[0], finals[0])
+        os.replace(temps[1], finals[1])
+    except BaseException:
+        if not os.path.exists(temps[0]) and os.path.exists(temps[1]):
+            remove_quietly(finals[0])
+        raise
+    fsync_dir(Path(finals[1]).parent)
 
 
 def remove_quietly(*paths: str | os.PathLike) -> None:

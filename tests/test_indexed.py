@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 
@@ -133,3 +134,21 @@ def test_we_read_what_megatron_writes(tmp_path, megatron):
     assert (tmp_path / "m.bin").read_bytes() == (tmp_path / "o.bin").read_bytes()
     ours = IndexedDataset(tmp_path / "m")
     assert ours.document(1).tolist() == [4, 5, 6]
+
+
+def test_interrupt_between_the_two_renames_publishes_neither(tmp_path, monkeypatch):
+    """Ctrl-C after the .bin is renamed but before the .idx is: the .bin is taken back, and an
+    older pair being overwritten never leaves its .idx beside the new .bin."""
+    write(tmp_path / "d", DOCS)  # the older pair
+    real_replace, calls = os.replace, []
+
+    def replace_then_interrupt(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write(tmp_path / "d", [[[1, 2]]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -177,7 +177,8 @@ def big_corpus(tmp_path_factory, corpus_files):
 def test_interrupted_run_publishes_nothing(tmp_path, shared_bpe, big_corpus, sig):
     cmd = [sys.executable, str(ROOT / "tools" / "preprocess_data.py"), "--input", str(big_corpus), "--tokenizer",
            str(shared_bpe), "--output-prefix", str(tmp_path / "o"), "--workers", "2", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_like_a_terminal_job)
     deadline = time.time() + 60
     while not list(tmp_path.glob("o_text_document.bin.tmp-*")) and time.time() < deadline:
         time.sleep(0.1)
@@ -185,11 +186,18 @@ def test_interrupted_run_publishes_nothing(tmp_path, shared_bpe, big_corpus, sig
     assert proc.poll() is None, "the run ended before it could be interrupted"
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=60)
-    assert not (tmp_path / "o_text_document.bin").exists() and not (tmp_path / "o_text_document.idx").exists()
+    published = [name for name in ("o_text_document.bin", "o_text_document.idx") if (tmp_path / name).exists()]
+    assert not published, f"{published} published after {sig.name}; exit {proc.returncode}; {err.decode()[-2000:]}"
     if sig != signal.SIGKILL:  # a catchable signal also removes the temporary files
         assert proc.returncode == 130 and b"Traceback" not in err
         assert list(tmp_path.iterdir()) == []
     os.killpg(proc.pid, signal.SIGKILL) if _group_alive(proc.pid) else None
+
+
+def _like_a_terminal_job() -> None:
+    """SIGINT at its default, as for a command run in a terminal: a suite started in the background
+    by a shell without job control (``cmd &``) has SIGINT ignored, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrain.atomic import publish, remove_quietly, temp_path_for
+from pretrain.atomic import publish_pair, remove_quietly, temp_path_for
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
@@ -138,8 +138,7 @@ class IndexedDatasetWriter:
             for handle in (self._bin, self._lengths, self._documents):
                 handle.close()
             self._write_index()
-            publish(self._bin_temp, bin_path(self.prefix))
-            publish(self._idx_temp, idx_path(self.prefix))
+            publish_pair((self._bin_temp, self._idx_temp), (bin_path(self.prefix), idx_path(self.prefix)))
         finally:
             self.abort()
 
