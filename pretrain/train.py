@@ -54,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         validate(config, env.world_size)
         preflight(config)
     except ConfigError as exc:
-        # one message per node, not only from rank 0: srun kills the other ranks as soon as the
-        # first one exits, which may be before rank 0 got to print
-        if env.local_rank == 0:
+        if env.rank == 0:
             print(f"error: {exc}", file=sys.stderr)
         return 2
     return run(config, env)
