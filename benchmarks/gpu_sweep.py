@@ -146,7 +146,7 @@ def measure(preset: str, fused: bool, micro: int, seq: int, checkpointing: bool,
 def run_case(argv: list[str]) -> None:
     """Child process: one case, its record printed as a RESULT line (a fresh process per case keeps
     one case's memory from leaking into the next one's peak)."""
-    import deepspeed
+    from pretrain.distributed import init_process_group
 
     parser = argparse.ArgumentParser()
     parser.add_argument("preset")
@@ -164,7 +164,7 @@ def run_case(argv: list[str]) -> None:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=args.port)
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+    init_process_group()
     tokenizer = synthetic_tokenizer(Path(tempfile.mkdtemp(prefix="tok-")), 50257)
     record = measure(args.preset, args.variant == "fused", args.micro, args.seq, bool(args.checkpointing), args, tokenizer)
     print("RESULT " + json.dumps(record), flush=True)

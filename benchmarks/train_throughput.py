@@ -89,18 +89,18 @@ def hf_trainer(args, data: str, run_dir: Path) -> list[float]:
 
 def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
     """Inside a deepspeed-launched rank: the same model and samples through transformers.Trainer."""
-    import deepspeed
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, Trainer, TrainerCallback, TrainingArguments
 
     from pretrain.config import load_config
     from pretrain.data.builder import SplitSizes, build_datasets
+    from pretrain.distributed import init_process_group
     from pretrain.engine import deepspeed_config
     from pretrain.model import hf_config
     from pretrain.presets import get_preset
     from pretrain.tokenization import load_tokenizer
 
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+    init_process_group()
     args = argparse.Namespace(**json.loads(raw_args))
     config = load_config(None, [o for o in overrides(args, data, Path(run_dir)) if "=" in o][0:])
     world = int(os.environ.get("WORLD_SIZE", 1))

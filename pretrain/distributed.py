@@ -171,3 +171,20 @@ def _check_master_host(env: DistEnv, address: str, host: str) -> None:
         except OSError:
             raise RendezvousError(f"MASTER_PORT={env.master_port} is already in use on {host} (another job, or a "
                                   "process left over from an earlier run): set MASTER_PORT to a free port.") from None
+
+
+def init_process_group() -> None:
+    """DeepSpeed's process group (NCCL on GPUs, gloo on CPUs) from the exported environment.
+
+    On CPUs DeepSpeed first builds its shared-memory all-reduce op; that build goes through
+    ``jit_ops`` so that one killed earlier cannot hang this start.
+    """
+    import deepspeed
+    import torch
+
+    from pretrain.jit_ops import load_op
+
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu:
+        load_op("ShareMemCommBuilder")
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)

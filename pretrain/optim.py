@@ -8,6 +8,9 @@
     lamb, GPU              DeepSpeed's FusedLamb; else ``Lamb`` below
     lamb, CPU              ``Lamb`` below
 
+DeepSpeed's kernels are built just in time through ``jit_ops``, so that a build killed earlier cannot
+hang this run.
+
 LAMB scales each layer's update by ||weights|| / ||update||; ZeRO flattens and partitions parameters,
 so LAMB runs without ZeRO partitioning (train.ds_config=zero0), as NVIDIA's BERT recipe does.
 """
@@ -17,6 +20,8 @@ from __future__ import annotations
 import logging
 
 import torch
+
+from pretrain.jit_ops import load_op
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ def build_optimizer(param_groups: list[dict], name: str, hyper: dict, on_gpu: bo
             try:
                 from deepspeed.ops.lamb import FusedLamb
 
+                load_op("FusedLambBuilder")
                 return FusedLamb(param_groups, **lamb_hyper), "FusedLamb (DeepSpeed, CUDA)"
             except Exception as exc:  # noqa: BLE001 - any build or import failure means: fall back
                 return Lamb(param_groups, **lamb_hyper), f"Lamb (PyTorch; FusedLamb unavailable: {_short(exc)})"
@@ -79,6 +85,7 @@ def build_optimizer(param_groups: list[dict], name: str, hyper: dict, on_gpu: bo
         try:
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
+            load_op("CPUAdamBuilder")
             return DeepSpeedCPUAdam(param_groups, adamw_mode=True, **adam_hyper), "DeepSpeedCPUAdam (offloaded)"
         except Exception as exc:  # noqa: BLE001
             ds_config["zero_force_ds_cpu_optimizer"] = False
@@ -87,6 +94,7 @@ def build_optimizer(param_groups: list[dict], name: str, hyper: dict, on_gpu: bo
         try:
             from deepspeed.ops.adam import FusedAdam
 
+            load_op("FusedAdamBuilder")
             return FusedAdam(param_groups, adam_w_mode=True, **adam_hyper), "FusedAdam (DeepSpeed, CUDA)"
         except Exception as exc:  # noqa: BLE001
             return (torch.optim.AdamW(param_groups, fused=True, **adam_hyper),

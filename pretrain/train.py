@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 if __package__ in (None, ""):
     # Run as a script, Python puts pretrain/ first on sys.path, where config.py, model.py, data/ ...
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         if env.rank == 0:
             print(f"error: {exc}", file=sys.stderr)
+        else:
+            # every rank finds the same problems, but only rank 0 says them; srun --kill-on-bad-exit
+            # kills all ranks when the first exits, so the others give rank 0 time to print first
+            time.sleep(5)
         return 2
     return run(config, env)
 
@@ -76,11 +81,10 @@ def preflight(config) -> None:
 
 
 def run(config, env) -> int:
-    import deepspeed
     import torch
 
     from pretrain.data.builder import DataError
-    from pretrain.distributed import RendezvousError, check_rendezvous
+    from pretrain.distributed import RendezvousError, check_rendezvous, init_process_group
     from pretrain.trainer import Trainer, TrainingDiverged
 
     try:
@@ -88,7 +92,7 @@ def run(config, env) -> int:
     except RendezvousError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+    init_process_group()
     try:
         state = Trainer(config, env).train()
     except (DataError, TrainingDiverged) as exc:

@@ -17,13 +17,11 @@ def tensor_bytes(tensors) -> int:
 
 
 def main() -> None:
-    import deepspeed
-
     from pretrain.trainer import Trainer
 
     env = distributed.detect()
     env.export()
-    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+    distributed.init_process_group()
     args = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]  # the launcher adds --local_rank
     config = load_config(args[0], args[1:])
     trainer = Trainer(config, env)

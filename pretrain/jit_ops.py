@@ -1,0 +1,69 @@
+"""Load DeepSpeed's just-in-time built C++ ops without inheriting a hang from a build that was killed.
+
+torch builds an extension while holding a ``lock`` file in its build folder and deletes the file when
+done; every other process that wants the op waits, with no timeout and no message, until the file is
+gone. A build killed midway (a preempted Slurm job, Ctrl-C, a test's timeout) leaves the file behind,
+and from then on every run on that machine hangs at start-up. DeepSpeed loads such an op in every run:
+its shared-memory all-reduce on CPUs, FusedAdam/FusedLamb on GPUs, CPU Adam when offloading.
+
+Here each build runs under a kernel lock (``flock``), which the kernel drops when its holder dies. A
+process that holds it knows no other cooperating builder is alive, so a ``lock`` file it finds is a
+leftover: it removes it, says so, and builds. DeepSpeed caches loaded ops per process, so its own later
+``load()`` of the same op returns the module loaded here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+log = logging.getLogger(__name__)
+
+
+def load_op(builder_name: str) -> ModuleType | None:
+    """Build if needed and load DeepSpeed's op ``builder_name`` (e.g. "FusedAdamBuilder").
+
+    None when this accelerator has no such op or it cannot be built here (DeepSpeed's own compatibility
+    check); build errors are raised as DeepSpeed raises them.
+    """
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.git_version_info import installed_ops
+    from torch.utils.cpp_extension import _get_build_directory
+
+    builder = get_accelerator().create_op_builder(builder_name)
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        return None
+    if installed_ops.get(builder.NAME, False):
+        return builder.load(verbose=False)  # compiled when DeepSpeed was installed: no build, no lock
+    build_dir = Path(_get_build_directory(builder.NAME, verbose=False))
+    with _exclusive(build_dir / "pretrain-build.flock", builder.NAME):
+        leftover = build_dir / "lock"
+        if leftover.exists():
+            log.warning("removing %s, left by a build of %s that was killed (torch would wait for it forever)",
+                        leftover, builder.NAME)
+            leftover.unlink(missing_ok=True)
+        return builder.load(verbose=False)
+
+
+@contextmanager
+def _exclusive(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive flock on ``path``; where the filesystem has no flock, go on without it."""
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process that is building or loading %s", what)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:  # e.g. a network filesystem mounted without lock support
+            log.warning("cannot lock %s (%s); building %s without protection from a killed build", path, exc, what)
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
