@@ -96,7 +96,8 @@ def measure(preset: str, fused: bool, micro: int, seq: int, checkpointing: bool,
     config = load_config(None, [f"model.preset={preset}", f"data.seq_len={seq}", f"train.micro_batch={micro}",
                                 f"train.global_batch={micro}", f"train.precision={precision}", "train.ds_config=zero3_bf16",
                                 f"model.fused_loss={fused}", f"model.attention={'sdpa' if fused else 'eager'}",
-                                f"optim.fused={fused}", f"model.activation_checkpointing={checkpointing}",
+                                f"optim.fused={fused}", f"model.zero3_whole_blocks={fused}",
+                                f"model.activation_checkpointing={checkpointing}",
                                 "optim.warmup_steps=1", "train.steps=100"])
     ds = deepspeed_config(config, 1, shape.hidden)
     record = {"preset": preset, "variant": "fused" if fused else "unfused", "micro_batch": micro, "seq_len": seq,

@@ -10,7 +10,9 @@ tokenizer's vocabulary) with the same DeepSpeed ZeRO config, launched by the dee
 Baselines:
   hf        Hugging Face's Trainer with that DeepSpeed config (its own loss, data loader and loop);
   unfused   this trainer with the fused paths off (plain LM head + cross-entropy, eager attention,
-            no torch.compile);
+            no torch.compile, ZeRO-3 hooks on every layer);
+  layer-hooks  this trainer with only model.zero3_whole_blocks off (ZeRO-3 gathers parameters through
+            a hook on every linear and norm layer, DeepSpeed's default);
 A run's step time is the median over its steps after --warmup; the runs alternate --rounds times
 and the table shows the median over rounds (this machine's speed drifts by tens of percent).
 """
@@ -170,7 +172,7 @@ def main() -> None:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--ds-config", default="zero3_bf16")
     p.add_argument("--checkpointing", action="store_true")
-    p.add_argument("--baseline", choices=["hf", "unfused", "none"], default="hf")
+    p.add_argument("--baseline", choices=["hf", "unfused", "layer-hooks", "none"], default="hf")
     p.add_argument("--tokenizer", default=str(ROOT.parent / "shared" / "tokenizers" / "multilingual-bpe"))
     p.add_argument("--rounds", type=int, default=3, help="alternate the two runs this many times (noisy machines)")
     p.add_argument("--json", help="also write the results here")
@@ -197,9 +199,13 @@ def main() -> None:
             times = hf_trainer(args, data, work / f"hf{round_}")
             runs.setdefault("hf-trainer", []).append(statistics.median(times[args.warmup:]))
         elif args.baseline == "unfused":
-            off = ["model.fused_loss=false", "model.attention=eager", "model.compile=false"]
+            off = ["model.fused_loss=false", "model.attention=eager", "model.compile=false",
+                   "model.zero3_whole_blocks=false"]
             times = ours(args, data, work / f"unfused{round_}", off)
             runs.setdefault("unfused", []).append(statistics.median(times[args.warmup:]))
+        elif args.baseline == "layer-hooks":
+            times = ours(args, data, work / f"hooks{round_}", ["model.zero3_whole_blocks=false"])
+            runs.setdefault("layer-hooks", []).append(statistics.median(times[args.warmup:]))
     results = [report(args, name, [statistics.median(steps)], flops, peak) for name, steps in runs.items()]
     print(f"{args.preset}, {args.ranks} rank(s), micro batch {args.micro_batch} x {args.accumulation}, seq {args.seq_len}, "
           f"{args.precision}, {args.ds_config}; peak {peak:.3g} TFLOP/s per device")

@@ -43,6 +43,9 @@ class ModelConfig:
     """Compute the LM head and cross-entropy in chunks, never holding [tokens x vocab] logits at once."""
     compile: bool = False
     """torch.compile the transformer layers (GPU; ignored on CPU)."""
+    zero3_whole_blocks: bool = True
+    """ZeRO-3: gather each transformer block's parameters at once on entering it, instead of through a
+    hook on every linear and norm layer inside it; the same arithmetic with far fewer host-side hooks."""
 
 
 @dataclass

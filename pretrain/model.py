@@ -194,7 +194,21 @@ def build_model(config: Config, tokenizer: LoadedTokenizer, ds_config: dict | No
     model = PretrainModel(hf, preset.family, config.model.fused_loss)
     if zero3:
         model.head.register_with_zero3()
+        if config.model.zero3_whole_blocks:
+            blocks = deepspeed.utils.set_z3_leaf_modules(hf, [transformer_block_class(preset.family)])
+            log.info("ZeRO-3 gathers each of the %d transformer blocks' parameters at once", len(blocks))
     return model
+
+
+def transformer_block_class(family: str) -> type[nn.Module]:
+    """The class of one transformer layer: GPT2Block or BertLayer."""
+    if family == "gpt2":
+        from transformers.models.gpt2.modeling_gpt2 import GPT2Block
+
+        return GPT2Block
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    return BertLayer
 
 
 def _from_pretrained(cls, config: Config, tokenizer: LoadedTokenizer, ds_config: dict | None) -> nn.Module:

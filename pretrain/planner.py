@@ -66,11 +66,11 @@ def count_parameters(preset_name: str, vocab_size: int | None) -> tuple[int, int
 
 
 def parameter_sizes(preset_name: str, vocab_size: int | None) -> tuple[int, int, int]:
-    """(all parameters, the largest module's, those in tensors below ZeRO-3's persistence threshold)."""
+    """(all parameters, the largest unit ZeRO-3 gathers, those in tensors below its persistence threshold)."""
     import torch
 
     from pretrain.config import Config
-    from pretrain.model import create_uninitialized, hf_config, hf_model_class
+    from pretrain.model import create_uninitialized, hf_config, hf_model_class, transformer_block_class
     from pretrain.presets import PUBLISHED_VOCAB, get_preset
 
     preset = get_preset(preset_name)
@@ -86,7 +86,9 @@ def parameter_sizes(preset_name: str, vocab_size: int | None) -> tuple[int, int,
         model = create_uninitialized(hf_model_class(preset.family, False),
                                      hf_config(preset, config, _Vocabulary(vocab_size or PUBLISHED_VOCAB[preset.family])))
     total = sum(p.numel() for p in model.parameters())
-    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    # what ZeRO-3 gathers at once: one module's own tensors, or a whole transformer block (model.zero3_whole_blocks)
+    block = transformer_block_class(preset.family)
+    largest = max(sum(p.numel() for p in m.parameters(recurse=isinstance(m, block))) for m in model.modules())
     small = sum(p.numel() for p in model.parameters() if p.numel() < PERSISTENCE_THRESHOLD)
     return total, largest, small
 

@@ -37,7 +37,11 @@ def runs(request, tmp_path_factory, small_corpus, shared_bpe):
     launch(2, config, root / "resumed", *data)
     launch(1, config, root / "one_rank", *data)
     out["fresh_one_rank"] = launch(1, config, root / "fresh_one_rank", *data, "train.exit_interval=1", expect=75)
-    out["dirs"] = {name: root / name for name in ("full", "resumed", "one_rank", "fresh_one_rank")}
+    variants = {"layer_hooks": "model.zero3_whole_blocks=false", "checkpointed": "model.activation_checkpointing=true"}
+    for name, flags in variants.items():
+        launch(2, config, root / name, *data, flags, f"train.exit_interval={STOP}", expect=75)
+    out["dirs"] = {name: root / name for name in ("full", "resumed", "one_rank", "fresh_one_rank", "layer_hooks",
+                                                  "checkpointed")}
     return out
 
 
@@ -79,6 +83,18 @@ def test_resume_on_one_rank_from_two(runs):
     assert (runs["dirs"]["one_rank"] / "checkpoints" / f"step{STOP:08d}_universal").exists()
     for step in range(STOP + 1, STEPS + 1):
         assert one[step] == pytest.approx(full[step], rel=1e-4), step
+
+
+def test_whole_block_gathering_and_recompute_leave_the_curve_unchanged(runs):
+    """ZeRO-3 gathering a block at once (the default), through per-layer hooks, or with activation
+    checkpointing (its forward runs twice): the same arithmetic, the same losses."""
+    assert "ZeRO-3 gathers each of the 2 transformer blocks' parameters at once" in runs["full"].stderr
+    full, _ = metrics(runs["dirs"]["full"])
+    for name in ("layer_hooks", "checkpointed"):
+        other, _ = metrics(runs["dirs"][name])
+        assert sorted(other) == list(range(1, STOP + 1))
+        for step in other:
+            assert other[step] == pytest.approx(full[step], rel=1e-5, abs=1e-6), (name, step)
 
 
 def test_export_matches_the_trainers_eval_loss(runs, tmp_path):
