@@ -9,7 +9,6 @@ process group starts.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import types
 import typing
@@ -19,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from pretrain.ds_json import ds_config_problems, zero_stage
+
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"
-SHIPPED_DS_CONFIGS = Path(__file__).parent / "ds_configs"
 
 
 @dataclass
@@ -340,7 +340,7 @@ def validate(config: Config, world_size: int) -> None:
         problems.append(f"optim.warmup_steps={optim.warmup_steps} is longer than train.steps={train.steps}")
     problems += ds_config_problems(train.ds_config)
     if optim.optimizer == "lamb":
-        stage = _zero_stage(train.ds_config)
+        stage = zero_stage(train.ds_config)
         if stage not in (0, None) or train.precision == "bf16":
             problems.append(f"optim.optimizer=lamb needs whole, unpartitioned parameters for its per-layer trust ratio: "
                             f"use train.ds_config=zero0 (ZeRO stage {stage} now) and train.precision fp16 or fp32 "
@@ -359,44 +359,3 @@ def _validate_batch(train: TrainConfig, world_size: int, problems: list[str]) ->
             f"train.global_batch={train.global_batch} is not a multiple of train.micro_batch x data-parallel size = "
             f"{train.micro_batch} x {world_size} = {per_step}; use e.g. global_batch="
             f"{max(per_step, train.global_batch // per_step * per_step)}")
-
-
-DS_OWNED_KEYS = {  # set by the trainer from the config; a ds_configs JSON must leave them out or "auto"
-    "train_batch_size": "train.global_batch", "train_micro_batch_size_per_gpu": "train.micro_batch",
-    "gradient_accumulation_steps": "train.global_batch", "gradient_clipping": "optim.grad_clip",
-}
-
-
-def resolve_ds_config_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.exists():
-        return path
-    return SHIPPED_DS_CONFIGS / f"{name_or_path.removesuffix('.json')}.json"
-
-
-def _zero_stage(name_or_path: str) -> int | None:
-    try:
-        return json.loads(resolve_ds_config_path(name_or_path).read_text()).get("zero_optimization", {}).get("stage", 0)
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def ds_config_problems(name_or_path: str) -> list[str]:
-    path = resolve_ds_config_path(name_or_path)
-    if not path.exists():
-        names = ", ".join(sorted(p.stem for p in SHIPPED_DS_CONFIGS.glob("*.json")))
-        return [f"train.ds_config={name_or_path!r} not found (shipped: {names})"]
-    try:
-        ds = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        return [f"{path} is not valid JSON: {exc}"]
-    problems = [f"{path} sets {key}={ds[key]!r}; remove it (or write \"auto\"): it comes from {owner}"
-                for key, owner in DS_OWNED_KEYS.items() if key in ds and ds[key] != "auto"]
-    for section in ("bf16", "fp16"):
-        enabled = ds.get(section, {}).get("enabled", "auto")
-        if enabled != "auto":
-            problems.append(f"{path} sets {section}.enabled={enabled!r}; write \"auto\": precision comes from train.precision")
-    lr = ds.get("optimizer", {}).get("params", {}).get("lr", "auto")
-    if lr != "auto":
-        problems.append(f"{path} sets optimizer.params.lr={lr!r}; write \"auto\": it comes from optim.lr")
-    return problems

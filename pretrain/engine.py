@@ -7,14 +7,14 @@ optimizer is built by pretrain.optim and handed over.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
 
 import torch
 
-from pretrain.config import Config, gradient_accumulation, resolve_ds_config_path
+from pretrain.config import Config, gradient_accumulation
+from pretrain.ds_json import read_ds_config
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ AUTO_BUCKETS = {"reduce_bucket_size": 200_000_000, "allgather_bucket_size": 200_
 
 
 def deepspeed_config(config: Config, world_size: int, hidden_size: int) -> dict:
-    ds = json.loads(resolve_ds_config_path(config.train.ds_config).read_text())
+    ds = read_ds_config(config.train.ds_config)
     train, optim = config.train, config.optim
     ds["train_batch_size"] = train.global_batch
     ds["train_micro_batch_size_per_gpu"] = train.micro_batch

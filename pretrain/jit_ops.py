@@ -52,7 +52,7 @@ def load_op(builder_name: str) -> ModuleType | None:
 
 @contextmanager
 def _exclusive(path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive flock on ``path``; where the filesystem has no flock, go on without it."""
+    """Hold an exclusive flock on ``path`` (closing the file drops it); without flock support, go on unlocked."""
     with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -61,9 +61,4 @@ def _exclusive(path: Path, what: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError as exc:  # e.g. a network filesystem mounted without lock support
             log.warning("cannot lock %s (%s); building %s without protection from a killed build", path, exc, what)
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield

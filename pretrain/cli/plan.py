@@ -4,7 +4,6 @@ activations (with and without checkpointing), and the largest micro batch that f
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 
 from pretrain.cli.runner import run
@@ -29,11 +28,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def from_config(path: str):
-    from pretrain.config import load_config, resolve_ds_config_path
+    from pretrain.config import load_config
+    from pretrain.ds_json import read_ds_config
     from pretrain.planner import PlanInput
 
     config = load_config(path)
-    ds = json.loads(resolve_ds_config_path(config.train.ds_config).read_text()).get("zero_optimization", {})
+    ds = read_ds_config(config.train.ds_config).get("zero_optimization", {})
     offload = "all" if "offload_param" in ds else "optimizer" if "offload_optimizer" in ds else "none"
     return PlanInput(config.model.preset, seq_len=config.data.seq_len, micro_batch=config.train.micro_batch,
                      zero_stage=ds.get("stage", 0), offload=offload, precision=config.train.precision,
