@@ -34,10 +34,13 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "pretrain-train=pretrain.cli.train:cli",
             "pretrain-train-tokenizer=pretrain.cli.train_tokenizer:cli",
             "pretrain-preprocess=pretrain.cli.preprocess_data:cli",
             "pretrain-merge-datasets=pretrain.cli.merge_datasets:cli",
             "pretrain-inspect-dataset=pretrain.cli.inspect_dataset:cli",
+            "pretrain-export=pretrain.cli.export_hf:cli",
+            "pretrain-plan=pretrain.cli.plan:cli",
         ],
     },
 )

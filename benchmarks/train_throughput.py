@@ -9,6 +9,7 @@ Both runs train the same model on the same samples (random token documents, EOD-
 tokenizer's vocabulary) with the same DeepSpeed ZeRO config, launched by the deepspeed launcher.
 Baselines:
   hf        Hugging Face's Trainer with that DeepSpeed config (its own loss, data loader and loop);
+  zero3     this trainer with train.ds_config=zero3 (against the default parallel plan);
   unfused   this trainer with the fused paths off (plain LM head + cross-entropy, eager attention,
             no torch.compile, ZeRO-3 hooks on every layer);
   layer-hooks  this trainer with only model.zero3_whole_blocks off (ZeRO-3 gathers parameters through
@@ -53,6 +54,19 @@ def make_data(folder: Path, vocab_size: int, eod: int, tokens: int) -> str:
     return str(prefix)
 
 
+def default_tokenizer(work: Path) -> str:
+    """The shared multilingual BPE where ../shared is, else a byte-level BPE trained on the demo corpus."""
+    shared = ROOT.parent / "shared" / "tokenizers" / "multilingual-bpe"
+    if shared.exists():
+        return str(shared)
+    from pretrain.tokenization.training import TokenizerTrainingOptions, train_tokenizer
+
+    corpus = [str(p) for p in sorted((ROOT / "pretrain" / "demo" / "corpus").glob("*.txt"))]
+    train_tokenizer(TokenizerTrainingOptions(kind="bpe", inputs=corpus, output=str(work / "tok"), vocab_size=1024,
+                                             text_mode="paragraph"))
+    return str(work / "tok")
+
+
 def overrides(args, data: str, run_dir: Path) -> list[str]:
     config = "tiny_clm" if args.preset.startswith("tiny") else "gpt2_small"
     if "bert" in args.preset:
@@ -62,7 +76,7 @@ def overrides(args, data: str, run_dir: Path) -> list[str]:
             f"train.global_batch={args.micro_batch * args.ranks * args.accumulation}", f"train.steps={args.steps}",
             f"train.precision={args.precision}", f"train.ds_config={args.ds_config}", "train.log_interval=1",
             f"train.eval_interval={args.steps}", "train.eval_samples=8", f"train.save_interval={10 * args.steps}",
-            "optim.warmup_steps=2", f"model.activation_checkpointing={str(args.checkpointing).lower()}",
+            "optim.warmup_steps=2", f"model.activation_checkpointing={'full' if args.checkpointing else 'none'}",
             "data.split=99,1,0", "run.tensorboard=false", f"run.dir={run_dir}"]
 
 
@@ -79,7 +93,7 @@ def launch(args, script: list[str]) -> None:
 
 
 def ours(args, data: str, run_dir: Path, extra: list[str]) -> list[float]:
-    launch(args, [str(ROOT / "pretrain" / "train.py"), *overrides(args, data, run_dir), *extra])
+    launch(args, [str(ROOT / "tools" / "train.py"), *overrides(args, data, run_dir), *extra])
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r["step_time_s"] for r in records if "step_time_s" in r]
 
@@ -98,7 +112,9 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
     from pretrain.data.builder import SplitSizes, build_datasets
     from pretrain.distributed import init_process_group
     from pretrain.engine import deepspeed_config
-    from pretrain.model import hf_config
+    from pretrain.model.hf import hf_config, padded_vocab_size
+    from pretrain.parallel import choose_plan, request_from_config
+    from pretrain.planner import GIB, parameter_sizes
     from pretrain.presets import get_preset
     from pretrain.tokenization import load_tokenizer
 
@@ -107,8 +123,10 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
     config = load_config(None, [o for o in overrides(args, data, Path(run_dir)) if "=" in o][0:])
     world = int(os.environ.get("WORLD_SIZE", 1))
     preset = get_preset(config.model.preset)
-    ds = deepspeed_config(config, world, preset.hidden)
-    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+    tokenizer = load_tokenizer(config.data.tokenizer)
+    plan = choose_plan(request_from_config(config, tokenizer.vocab_size, world, world, 8 * GIB))  # the same plan as ours
+    ds = deepspeed_config(config.train, config.optim, plan, parameter_sizes(preset.name, tokenizer.vocab_size)[1])
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
         ds[key] = "auto"
     training = TrainingArguments(
         output_dir=run_dir, per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=args.accumulation,
@@ -117,11 +135,11 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
         max_grad_norm=config.optim.grad_clip, lr_scheduler_type="cosine", warmup_steps=2, logging_steps=10_000,
         save_strategy="no", report_to=[], deepspeed=ds, bf16=args.precision == "bf16", fp16=args.precision == "fp16",
         dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), gradient_checkpointing=args.checkpointing)
-    tokenizer = load_tokenizer(config.data.tokenizer)
-    model_config = hf_config(preset, config, tokenizer)
+    model_config = hf_config(preset, padded_vocab_size(tokenizer.vocab_size, 64), tokenizer.specials.ids)
     auto = AutoModelForCausalLM if preset.family == "gpt2" else AutoModelForMaskedLM
     model = auto.from_config(model_config)
-    dataset = build_datasets(config, tokenizer, SplitSizes(args.steps * config.train.global_batch, 0, 0), True)["train"]
+    dataset = build_datasets(config.data, tokenizer, preset.objective, config.run.seed,
+                             SplitSizes(args.steps * config.train.global_batch, 0, 0), True)["train"]
 
     class Shifted(torch.utils.data.Dataset):  # HF shifts labels itself: give it seq_len aligned tokens
         def __len__(self):
@@ -170,10 +188,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--precision", default="fp32")
-    p.add_argument("--ds-config", default="zero3_bf16")
+    p.add_argument("--ds-config", default="auto", help="this trainer's (and the hf baseline's, through the same plan)")
     p.add_argument("--checkpointing", action="store_true")
-    p.add_argument("--baseline", choices=["hf", "unfused", "layer-hooks", "none"], default="hf")
-    p.add_argument("--tokenizer", default=str(ROOT.parent / "shared" / "tokenizers" / "multilingual-bpe"))
+    p.add_argument("--baseline", choices=["hf", "zero3", "unfused", "layer-hooks", "none"], default="hf")
+    p.add_argument("--tokenizer", help="default: the shared multilingual BPE where ../shared has it, else one trained "
+                                       "on the demo corpus")
     p.add_argument("--rounds", type=int, default=3, help="alternate the two runs this many times (noisy machines)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
@@ -182,14 +201,15 @@ def main() -> None:
     from pretrain.presets import get_preset
     from pretrain.tokenization import load_tokenizer
 
+    work = Path(tempfile.mkdtemp(prefix="throughput-"))
+    args.tokenizer = args.tokenizer or default_tokenizer(work)
     tokenizer = load_tokenizer(args.tokenizer)
     preset = get_preset(args.preset)
-    work = Path(tempfile.mkdtemp(prefix="throughput-"))
     data = make_data(work, tokenizer.vocab_size, tokenizer.specials.eod,
                      2 * args.steps * args.micro_batch * args.ranks * args.accumulation * (args.seq_len + 1) + 100_000)
     tokens = args.micro_batch * args.ranks * args.accumulation * args.seq_len
     flops = transformer_flops(preset.layers, preset.hidden, args.seq_len, padded_vocab_size(tokenizer.vocab_size, 64),
-                              tokens, args.checkpointing)
+                              tokens, preset.layers if args.checkpointing else 0)
     peak = peak_tflops(None)
     runs: dict[str, list[float]] = {}
     for round_ in range(args.rounds):  # alternate, so slow phases of a shared machine hit both alike
@@ -198,8 +218,11 @@ def main() -> None:
         if args.baseline == "hf":
             times = hf_trainer(args, data, work / f"hf{round_}")
             runs.setdefault("hf-trainer", []).append(statistics.median(times[args.warmup:]))
+        elif args.baseline == "zero3":
+            times = ours(args, data, work / f"zero3{round_}", ["train.ds_config=zero3"])
+            runs.setdefault("zero3", []).append(statistics.median(times[args.warmup:]))
         elif args.baseline == "unfused":
-            off = ["model.fused_loss=false", "model.attention=eager", "model.compile=false",
+            off = ["model.lm_head=plain", "model.attention=eager", "model.compile=false",
                    "model.zero3_whole_blocks=false"]
             times = ours(args, data, work / f"unfused{round_}", off)
             runs.setdefault("unfused", []).append(statistics.median(times[args.warmup:]))

@@ -37,6 +37,7 @@ class TrainerState:
     consumed_samples: int = 0
     world_size: int = 1
     nonfinite_streak: int = 0
+    zero_stage: int | None = None  # the stage the checkpoint was saved with (a resumed run keeps it)
 
 
 def tag_for(step: int) -> str:
@@ -62,7 +63,12 @@ def latest_complete(checkpoint_dir: Path) -> str | None:
 
 def read_state(checkpoint_dir: Path, tag: str) -> TrainerState:
     raw = json.loads((checkpoint_dir / tag / "trainer_state.json").read_text())
-    return TrainerState(**{k: raw[k] for k in asdict(TrainerState()) if k in raw})
+    state = TrainerState(**{k: raw[k] for k in asdict(TrainerState()) if k in raw})
+    if state.zero_stage is None:  # saved before the state recorded it: the files tell ZeRO-3 from the rest
+        folder = checkpoint_dir / tag
+        state.zero_stage = 3 if any(folder.glob("zero_pp_rank_*_model_states.pt")) else (
+            1 if any(folder.glob("*optim_states.pt")) else 0)
+    return state
 
 
 def save(engine, checkpoint_dir: Path, state: TrainerState, config_yaml: str, keep_last: int) -> str:
@@ -97,7 +103,7 @@ def prepare_universal(checkpoint_dir: Path, tag: str, rank: int) -> str:
         log.info("the checkpoint was saved with another number of ranks: converting %s to the universal format", tag)
         command = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
                    str(checkpoint_dir / tag), "--output_folder", str(target), "--num_extract_workers", "1",
-                   "--num_merge_workers", "1"]
+                   "--num_merge_workers", "1", "--inject_missing_state"]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"converting {tag} to a universal checkpoint failed:\n{done.stderr[-3000:]}")

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -33,19 +33,33 @@ class ModelConfig:
     Its embedding is resized when the tokenizer has more tokens."""
     dropout: float = 0.0
     """Dropout on embeddings, attention and residuals (0 is the usual choice for pretraining)."""
-    activation_checkpointing: bool = False
-    """Recompute each layer's activations in backward: less memory, about a third more compute."""
+    activation_checkpointing: Literal["auto", "none", "selective", "full"] | bool = "auto"
+    """Recompute activations in backward: "none", "selective" (only model.checkpoint_layers blocks, or as few
+    as fit), "full" (every block: least memory, a third more compute), or "auto": the parallel plan picks the
+    least recompute that fits (true/false mean full/none)."""
+    checkpoint_layers: int | None = None
+    """With selective checkpointing: how many transformer blocks recompute (default: as few as fit)."""
     vocab_multiple: int = 64
     """Round the embedding up to a multiple of this many rows (tensor-core friendly); 1 keeps it exact."""
     attention: str = "sdpa"
     """Attention kernel: "sdpa" (PyTorch scaled_dot_product_attention: flash / memory-efficient) or "eager"."""
-    fused_loss: bool = True
-    """Compute the LM head and cross-entropy in chunks, never holding [tokens x vocab] logits at once."""
-    compile: bool = False
-    """torch.compile the transformer layers (GPU; ignored on CPU)."""
+    lm_head: Literal["auto", "liger", "chunked", "plain"] = "auto"
+    """LM head + cross-entropy: "chunked" (fused, in row chunks, never the whole [tokens x vocab] logits;
+    compiled on GPUs), "liger" (Liger-Kernel's fused linear cross-entropy, when installed), "plain"
+    (logits then cross-entropy: the reference), "auto": liger where installed on a GPU, else chunked."""
+    compile: Literal["auto"] | bool = "auto"
+    """torch.compile each transformer block (regional: one compilation shared by all blocks, ZeRO hooks
+    outside the graph), falling back to eager with a warning; "auto": on GPUs only."""
+    block: Literal["hf", "own"] = "hf"
+    """GPT-2 block implementation: transformers' GPT2Block, or this project's compact block with the same
+    parameter names and layout (exports as the same GPT2LMHeadModel checkpoint)."""
     zero3_whole_blocks: bool = True
     """ZeRO-3: gather each transformer block's parameters at once on entering it, instead of through a
     hook on every linear and norm layer inside it; the same arithmetic with far fewer host-side hooks."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.activation_checkpointing, bool):  # the YAML of earlier versions
+            self.activation_checkpointing = "full" if self.activation_checkpointing else "none"
 
 
 @dataclass
@@ -103,14 +117,19 @@ class OptimConfig:
 class TrainConfig:
     steps: int = 10000
     """Optimizer steps to train for."""
-    micro_batch: int = 8
-    """Samples per rank per forward/backward."""
     global_batch: int = 512
     """Samples per optimizer step: micro_batch x gradient accumulation x data-parallel size."""
+    micro_batch: Literal["auto"] | int = "auto"
+    """Samples per rank per forward/backward; "auto": the parallel plan picks the fastest that fits."""
     precision: str = "bf16"
-    """"bf16", "fp16" (dynamic loss scaling) or "fp32"."""
-    ds_config: str = "zero3_bf16"
-    """DeepSpeed JSON: a name in pretrain/ds_configs/ or a path. It must not set batch, lr or precision."""
+    """"bf16" (mixed precision), "fp16" (dynamic loss scaling) or "fp32"."""
+    ds_config: str = "auto"
+    """DeepSpeed JSON: "auto" (the parallel plan picks the ZeRO stage: the fastest that fits), a shipped name
+    (zero0, zero1, zero2, zero3, zero3_offload) or a path. It must not set batch, lr or precision."""
+    device_memory_gib: float | None = None
+    """Memory per device the plan may use; default: the GPU's total memory (on CPU: RAM / local ranks)."""
+    memory_margin: float = 0.1
+    """Share of device memory the plan leaves free (allocator fragmentation, CUDA context, workspaces)."""
     eval_interval: int = 500
     """Evaluate on the valid split every this many steps (and at the end)."""
     eval_samples: int = 256
@@ -129,6 +148,9 @@ class TrainConfig:
     """Stop after this many consecutive steps whose loss or gradient was not finite (inf/nan)."""
     peak_tflops: float | None = None
     """Peak TFLOP/s per device for MFU; default: looked up from the GPU name, measured matmul rate on CPU."""
+    stop_check_interval: int = 10
+    """Every this many steps the ranks agree on stopping (signal, run.dir/STOP, train.exit_minutes): the
+    one collective that reaches the host, kept out of the other steps."""
 
 
 @dataclass
@@ -236,6 +258,8 @@ def _coerce(value: Any, hint: Any) -> Any:
             if result is not _BAD:
                 return result
         return _BAD
+    if origin is Literal:
+        return value if any(value == option and type(value) is type(option) for option in typing.get_args(hint)) else _BAD
     if hint is type(None):
         return None if value is None else _BAD
     if hint is Any:
@@ -257,14 +281,19 @@ def _coerce(value: Any, hint: Any) -> Any:
 
 
 def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(hint))
+    if origin is Literal:
+        return " or ".join(repr(option) for option in typing.get_args(hint))
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 # ------------------------------------------------------------------------------------- validate
-def data_prefixes(config: Config) -> list[tuple[str, float]]:
+def data_prefixes(data: DataConfig) -> list[tuple[str, float]]:
     """(prefix, weight) pairs from data.prefixes; weights default to each dataset's share of 1."""
     pairs = []
-    for item in config.data.prefixes:
+    for item in data.prefixes:
         if isinstance(item, dict):
             pairs.append((str(item.get("prefix", "")), float(item.get("weight", 1.0))))
         else:
@@ -283,10 +312,6 @@ def split_fractions(split: str) -> list[float]:
     return [p / total for p in parts[:3]]
 
 
-def gradient_accumulation(config: Config, world_size: int) -> int:
-    return config.train.global_batch // (config.train.micro_batch * world_size)
-
-
 def validate(config: Config, world_size: int) -> None:
     """Raise ConfigError listing every problem; touches only the filesystem, never a process group."""
     from pretrain.presets import PRESETS
@@ -303,7 +328,7 @@ def validate(config: Config, world_size: int) -> None:
         problems.append("data.tokenizer is not set (the tokenizer folder used for preprocessing)")
     elif not Path(data.tokenizer).exists() and Path(data.tokenizer).is_absolute():
         problems.append(f"data.tokenizer={data.tokenizer} does not exist")
-    prefixes = data_prefixes(config)
+    prefixes = data_prefixes(data)
     if not prefixes:
         problems.append("data.prefixes is empty: list the dataset prefixes written by tools/preprocess_data.py")
     for prefix, weight in prefixes:
@@ -325,9 +350,11 @@ def validate(config: Config, world_size: int) -> None:
     if not 0 < data.mask_prob < 1:
         problems.append(f"data.mask_prob={data.mask_prob} must be between 0 and 1")
     _validate_batch(train, world_size, problems)
+    _validate_speed(config, problems)
     if train.precision not in ("bf16", "fp16", "fp32"):
         problems.append(f"train.precision={train.precision!r} must be bf16, fp16 or fp32")
-    for name in ("steps", "eval_interval", "log_interval", "save_interval", "keep_last", "eval_samples"):
+    for name in ("steps", "eval_interval", "log_interval", "save_interval", "keep_last", "eval_samples",
+                 "stop_check_interval"):
         if getattr(train, name) < 1:
             problems.append(f"train.{name} must be at least 1")
     if optim.optimizer not in ("adamw", "lamb"):
@@ -339,23 +366,42 @@ def validate(config: Config, world_size: int) -> None:
     if optim.warmup_steps > train.steps:
         problems.append(f"optim.warmup_steps={optim.warmup_steps} is longer than train.steps={train.steps}")
     problems += ds_config_problems(train.ds_config)
-    if optim.optimizer == "lamb":
-        stage = zero_stage(train.ds_config)
-        if stage not in (0, None) or train.precision == "bf16":
-            problems.append(f"optim.optimizer=lamb needs whole, unpartitioned parameters for its per-layer trust ratio: "
-                            f"use train.ds_config=zero0 (ZeRO stage {stage} now) and train.precision fp16 or fp32 "
-                            f"(not bf16, whose DeepSpeed optimizer partitions the fp32 master weights)")
+    stage = zero_stage(train.ds_config)
+    if optim.optimizer == "lamb" and stage not in (0, None):
+        problems.append(f"optim.optimizer=lamb needs whole, unpartitioned parameters for its per-layer trust ratio: "
+                        f"use train.ds_config=zero0 or auto (ZeRO stage {stage} now)")
     if problems:
         raise ConfigError(problems)
 
 
 def _validate_batch(train: TrainConfig, world_size: int, problems: list[str]) -> None:
-    if train.micro_batch < 1 or train.global_batch < 1:
+    micro = 1 if train.micro_batch == "auto" else train.micro_batch
+    if micro < 1 or train.global_batch < 1:
         problems.append("train.micro_batch and train.global_batch must be at least 1")
         return
-    per_step = train.micro_batch * world_size
+    per_step = micro * world_size
     if train.global_batch % per_step:
-        problems.append(
-            f"train.global_batch={train.global_batch} is not a multiple of train.micro_batch x data-parallel size = "
-            f"{train.micro_batch} x {world_size} = {per_step}; use e.g. global_batch="
-            f"{max(per_step, train.global_batch // per_step * per_step)}")
+        what = (f"train.micro_batch x data-parallel size = {micro} x {world_size} = {per_step}"
+                if train.micro_batch != "auto" else f"the data-parallel size {world_size}")
+        problems.append(f"train.global_batch={train.global_batch} is not a multiple of {what}; use e.g. global_batch="
+                        f"{max(per_step, train.global_batch // per_step * per_step)}")
+
+
+def _validate_speed(config: Config, problems: list[str]) -> None:
+    from pretrain.presets import PRESETS
+
+    model, train = config.model, config.train
+    layers = PRESETS[model.preset].layers if model.preset in PRESETS else None
+    if model.checkpoint_layers is not None:
+        if model.activation_checkpointing not in ("selective", "auto"):
+            problems.append(f"model.checkpoint_layers={model.checkpoint_layers} needs model.activation_checkpointing="
+                            f"selective (it is {model.activation_checkpointing!r})")
+        if layers and not 0 < model.checkpoint_layers <= layers:
+            problems.append(f"model.checkpoint_layers={model.checkpoint_layers} must be between 1 and {model.preset}'s "
+                            f"{layers} layers")
+    if model.block == "own" and model.preset in PRESETS and PRESETS[model.preset].family != "gpt2":
+        problems.append("model.block=own is a GPT-2 block; BERT presets use transformers' BertLayer (model.block=hf)")
+    if train.device_memory_gib is not None and train.device_memory_gib <= 0:
+        problems.append(f"train.device_memory_gib={train.device_memory_gib} must be positive")
+    if not 0 <= train.memory_margin < 0.9:
+        problems.append(f"train.memory_margin={train.memory_margin} must be between 0 and 0.9")

@@ -38,6 +38,21 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path, str]:
     return checkpoints.parent, checkpoints, tag
 
 
+def _full_state_dict(checkpoints: Path, tag: str, gather_zero) -> dict:
+    """The model's weights in fp32: gathered from the ZeRO partitions' fp32 master copies, or, for a run
+    without ZeRO (whose every rank held the whole model), read from the one model-states file."""
+    import torch
+
+    folder = checkpoints / tag
+    if any(folder.glob("*zero_pp_rank_*")):
+        return gather_zero(str(checkpoints), tag=tag)
+    states = folder / "mp_rank_00_model_states.pt"
+    if not states.exists():
+        raise ExportError(f"{folder} holds neither ZeRO partitions nor {states.name}: is it a DeepSpeed checkpoint?")
+    module = torch.load(states, map_location="cpu", weights_only=False)["module"]
+    return {key: tensor.float() for key, tensor in module.items()}
+
+
 def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from safetensors.torch import save_file
@@ -53,7 +68,7 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
     model_config = AutoConfig.from_pretrained(run_dir / "model")
     architecture = model_config.architectures[0]
     cls = getattr(hf_models.gpt2 if model_config.model_type == "gpt2" else hf_models.bert, architecture)
-    state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag)
+    state = _full_state_dict(checkpoints, tag, get_fp32_state_dict_from_zero_checkpoint)
     weights, seen = {}, set()
     for key, tensor in state.items():
         if key.startswith("hf.") and tensor.data_ptr() not in seen:  # tied weights are stored once

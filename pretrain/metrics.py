@@ -1,4 +1,4 @@
-"""Training metrics: FLOPs and MFU (Megatron's formula), and where metrics go (console, JSONL,
+"""Training metrics: FLOPs, MFU and HFU (Megatron's formula), and where metrics go (console, JSONL,
 TensorBoard). Only rank 0 writes."""
 
 from __future__ import annotations
@@ -18,19 +18,19 @@ PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, 
                "L4": 121.0, "V100": 125.0, "A6000": 155.0}
 
 
-def transformer_flops(layers: int, hidden: int, seq_len: int, vocab: int, tokens: int, recompute: bool,
+def transformer_flops(layers: int, hidden: int, seq_len: int, vocab: int, tokens: int, recomputed_layers: int = 0,
                       head_tokens: int | None = None) -> float:
     """FLOPs of one forward+backward over ``tokens`` tokens (Megatron-LM, Narayanan et al. 2021).
 
-    Per token, each layer costs 72 h^2 + 12 s h (QKV/projection/MLP matmuls and attention scores),
-    x4/3 when activations are recomputed (one more forward); the output projection costs 6 h V per
-    token that reaches it (every token for CLM, only masked ones for MLM).
+    Per token, each layer costs 72 h^2 + 12 s h (QKV/projection/MLP matmuls and attention scores: PaLM's
+    6N + 12 L h s), and each recomputed layer one more forward, a third of that again; the output
+    projection costs 6 h V per token that reaches it (every token for CLM, only masked ones for MLM).
+    Model FLOPs (for MFU) count no recompute; hardware FLOPs (for HFU) count ``recomputed_layers``.
     """
-    per_token_layers = layers * (72 * hidden * hidden + 12 * seq_len * hidden)
-    if recompute:
-        per_token_layers = per_token_layers * 4 / 3
+    per_layer = 72 * hidden * hidden + 12 * seq_len * hidden
+    body = (layers + recomputed_layers / 3) * per_layer
     head = 6 * hidden * vocab * (tokens if head_tokens is None else head_tokens)
-    return per_token_layers * tokens + head
+    return body * tokens + head
 
 
 def peak_tflops(configured: float | None) -> float:
@@ -96,7 +96,7 @@ class MetricsWriter:
             handle.write(json.dumps(record) + "\n")
         if self.tb is not None:
             for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and value is not None:
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.tb.add_scalar(key, value, record["step"])
             self.tb.flush()
 

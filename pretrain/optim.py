@@ -13,10 +13,15 @@ hang this run.
 
 LAMB scales each layer's update by ||weights|| / ||update||; ZeRO flattens and partitions parameters,
 so LAMB runs without ZeRO partitioning (train.ds_config=zero0), as NVIDIA's BERT recipe does.
+
+Without ZeRO the optimizer also clips: ``ClipsGradients`` takes the global norm with one foreach
+kernel and scales the gradients by min(1, max_norm / norm) on the device, so nothing waits for the
+GPU; the norm stays a tensor until the trainer logs it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -66,9 +71,46 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
+class ClipsGradients:
+    """Mixin for a torch optimizer: clip the global gradient norm at the start of ``step`` and keep it as
+    ``_global_grad_norm`` (a tensor; DeepSpeed's engine hands it on as ``get_global_grad_norm()``)."""
+
+    max_grad_norm: float = 0.0
+
+    def step(self, closure=None):
+        self.clip_gradients()
+        return super().step(closure)
+
+    def clip_gradients(self) -> None:
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        if self.max_grad_norm > 0:
+            self._global_grad_norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm, foreach=True)
+        else:
+            self._global_grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+
+
+@functools.cache
+def clipping(cls: type) -> type:
+    """``cls`` with ``ClipsGradients`` in front (one subclass per optimizer class)."""
+    return type(f"Clipped{cls.__name__}", (ClipsGradients, cls), {})
+
+
 def build_optimizer(param_groups: list[dict], name: str, hyper: dict, on_gpu: bool, offloaded: bool,
-                    ds_config: dict) -> tuple[torch.optim.Optimizer, str]:
-    """The optimizer instance for deepspeed.initialize, and what was chosen (for the log)."""
+                    ds_config: dict, clip: float | None = None) -> tuple[torch.optim.Optimizer, str]:
+    """The optimizer instance for deepspeed.initialize, and what was chosen (for the log). With ``clip``
+    (not None) the optimizer clips gradients to that norm itself (see ``ClipsGradients``)."""
+    optimizer, chosen = _build(param_groups, name, hyper, on_gpu, offloaded, ds_config)
+    if clip is not None:
+        optimizer.__class__ = clipping(type(optimizer))
+        optimizer.max_grad_norm = clip
+        chosen += f", clipping to {clip:g} on the device" if clip > 0 else ""
+    return optimizer, chosen
+
+
+def _build(param_groups: list[dict], name: str, hyper: dict, on_gpu: bool, offloaded: bool,
+           ds_config: dict) -> tuple[torch.optim.Optimizer, str]:
     if name == "lamb":
         lamb_hyper = {k: v for k, v in hyper.items() if k != "fused"}
         if on_gpu:

@@ -1,29 +1,41 @@
 """Memory planner: per-GPU memory of a run before launching it, and the largest micro batch that fits.
 
 Model states follow DeepSpeed's own accounting (``estimate_zero2/3_model_states_mem_needs``), so the
-two agree: with bf16/fp16 each parameter costs 2 bytes of weights, 2 (ZeRO-1/2; partitioned from
-stage 2) or 4 (ZeRO-3: an fp32 partition) bytes of gradients, and 12 bytes of optimizer state (fp32
-master copy + Adam's two moments; ZeRO-1/2 add their fp32 gradient partition there), divided by the
-data-parallel size as the stage partitions them; ZeRO-3 also holds the largest layer gathered
-(weights + gradients). fp32 runs pay 4 bytes per weight and keep the fp32 "master" copy beside them.
+two agree: with bf16/fp16 under ZeRO each parameter costs 2 bytes of weights, 2 (ZeRO-1/2; partitioned
+from stage 2) or 4 (ZeRO-3: an fp32 partition) bytes of gradients, and 12 bytes of optimizer state
+(fp32 master copy + Adam's two moments; ZeRO-1/2 add their fp32 gradient partition there), divided by
+the data-parallel size as the stage partitions them; ZeRO-3 also holds the largest unit it gathers at
+once (a whole transformer block with ``model.zero3_whole_blocks``). Without ZeRO (stage 0), bf16 runs
+keep fp32 weights under autocast: 4 bytes of weights, 4 of gradients, 8 of Adam moments, and the bf16
+copies autocast makes for the matmuls (2). fp32 runs: 4 + 4 + 8 without ZeRO, an fp32 master copy
+beside the partition with it.
 
-Activations were measured on these transformers classes with saved-tensor hooks (see
-tests/test_planner.py): per layer and per token of hidden size, a GPT-2 block (with PyTorch's fused
-tanh GELU; 28.1 with transformers' five-op gelu_new) and a BERT block save about 16 values with SDPA's
-flash / memory-efficient kernels (1.1 more outside the layers);
-eager attention adds the a x s x s attention probabilities per layer, and a materialized b x s x s mask
-(eager attention, or BERT's padding mask) is kept once. With activation checkpointing only each
-layer's input is kept, plus one layer recomputed at a time. The LM head adds the logits (or one chunk
-of them and an fp32 weight gradient with the fused loss).
+Activations were measured on these transformers classes with saved-tensor hooks (tests/test_planner.py),
+in bytes per layer per (token x hidden): with SDPA's flash / memory-efficient kernels a GPT-2 or BERT
+block saves 32.25 bytes with half-precision weights, 39.4 (GPT-2) / 43.4 (BERT) under bf16 autocast (the
+residual stream and the norms stay fp32), 64.4 in fp32; eager attention adds the heads x seq attention
+probabilities per token. A block that recomputes keeps only its input, and one block is recomputed at a
+time. The LM head adds the logits (one chunk of them with the fused head).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 
 GIB = 2**30
-SAVED_PER_TOKEN_HIDDEN = {"gpt2": 16.1, "bert": 16.0}  # values saved per layer per (token x hidden)
-SAVED_OUTSIDE_LAYERS = 1.1  # the embeddings' and the final norm's, per (token x hidden)
+# bytes saved for backward per layer per (token x hidden), by family and precision mode (see docstring)
+SAVED_PER_LAYER = {("gpt2", "half"): 32.25, ("gpt2", "autocast"): 39.4, ("gpt2", "fp32"): 64.4,
+                   ("bert", "half"): 32.25, ("bert", "autocast"): 43.4, ("bert", "fp32"): 64.4}
+SAVED_OUTSIDE_LAYERS = {"half": 2.2, "autocast": 4.3, "fp32": 4.4}  # embeddings and the final norm
+BLOCK_INPUT = {"half": 2, "autocast": 4, "fp32": 4}  # what a recomputing block keeps, per (token x hidden)
+ATTENTION_PROBABILITIES = {"half": 2, "autocast": 6, "fp32": 4}  # eager attention, per head x key x query
+def persistence_threshold(block_parameters: int) -> int:
+    """ZeRO-3 keeps tensors smaller than this whole on every GPU (DeepSpeed's default is 100k; a tenth of
+    a block for small models, whose every tensor would be under it and nothing would be partitioned)."""
+    return min(100_000, block_parameters // 10)
+
+CHUNK_ROWS = 8192  # the fused LM head's rows per chunk (pretrain.model.head.CHUNK_ROWS)
 
 
 @dataclass
@@ -35,10 +47,10 @@ class PlanInput:
     zero_stage: int = 3
     offload: str = "none"  # none | optimizer | all (optimizer and parameters)
     precision: str = "bf16"
-    activation_checkpointing: bool = False
+    recompute_layers: int = 0  # blocks that recompute their activations (all of them: full checkpointing)
     attention: str = "sdpa"
     fused_loss: bool = True
-    chunk_rows: int = 4096
+    predicted_per_sample: int | None = None  # MLM: positions the head sees per sample (default 15% of seq_len)
     gpus_per_node: int = 8
     nodes: int = 1
     gpu_memory_gib: float = 80.0
@@ -56,49 +68,47 @@ class Plan:
         return sum(self.per_gpu.values())
 
 
-PERSISTENCE_THRESHOLD = 100_000  # ZeRO-3 keeps tensors smaller than this whole on every GPU (engine.AUTO_BUCKETS)
+def precision_mode(precision: str, zero_stage: int) -> str:
+    """How a run holds its weights: "autocast" (fp32 weights, bf16 matmuls: bf16 without ZeRO), "half"
+    (bf16/fp16 weights with an fp32 master copy), or "fp32"."""
+    if precision == "fp32":
+        return "fp32"
+    return "autocast" if precision == "bf16" and zero_stage == 0 else "half"
 
 
-def count_parameters(preset_name: str, vocab_size: int | None) -> tuple[int, int]:
-    """(all parameters, the largest single module's) of the preset, built on the meta device."""
-    total, largest, _ = parameter_sizes(preset_name, vocab_size)
-    return total, largest
-
-
+@functools.lru_cache(maxsize=32)
 def parameter_sizes(preset_name: str, vocab_size: int | None) -> tuple[int, int, int]:
     """(all parameters, the largest unit ZeRO-3 gathers, those in tensors below its persistence threshold)."""
     import torch
 
-    from pretrain.config import Config
-    from pretrain.model import create_uninitialized, hf_config, hf_model_class, transformer_block_class
+    from pretrain.model.hf import create_uninitialized, hf_config, hf_model_class, padded_vocab_size, transformer_block_class
     from pretrain.presets import PUBLISHED_VOCAB, get_preset
 
     preset = get_preset(preset_name)
-
-    class _Vocabulary:
-        def __init__(self, size: int) -> None:
-            self.vocab_size = size
-            self.specials = type("Specials", (), {"ids": {"eod": 0, "pad": 0}})()
-
-    config = Config()
-    config.model.preset, config.model.vocab_multiple = preset_name, 64
+    vocab = padded_vocab_size(vocab_size or PUBLISHED_VOCAB[preset.family], 64)
     with torch.device("meta"):
-        model = create_uninitialized(hf_model_class(preset.family, False),
-                                     hf_config(preset, config, _Vocabulary(vocab_size or PUBLISHED_VOCAB[preset.family])))
+        model = create_uninitialized(hf_model_class(preset.family, False), hf_config(preset, vocab, {}))
     total = sum(p.numel() for p in model.parameters())
     # what ZeRO-3 gathers at once: one module's own tensors, or a whole transformer block (model.zero3_whole_blocks)
     block = transformer_block_class(preset.family)
     largest = max(sum(p.numel() for p in m.parameters(recurse=isinstance(m, block))) for m in model.modules())
-    small = sum(p.numel() for p in model.parameters() if p.numel() < PERSISTENCE_THRESHOLD)
+    small = sum(p.numel() for p in model.parameters() if p.numel() < persistence_threshold(largest))
     return total, largest, small
 
 
-def plan(spec: PlanInput) -> Plan:
+def count_parameters(preset_name: str, vocab_size: int | None) -> tuple[int, int]:
+    """(all parameters, the largest unit ZeRO-3 gathers) of the preset, built on the meta device."""
+    total, largest, _ = parameter_sizes(preset_name, vocab_size)
+    return total, largest
+
+
+def plan(spec: PlanInput, sizes: tuple[int, int, int] | None = None) -> Plan:
+    """The per-GPU memory of ``spec``; ``sizes`` (from ``parameter_sizes``) saves rebuilding the model."""
     from pretrain.presets import PUBLISHED_VOCAB, get_preset
 
     preset = get_preset(spec.preset)
     vocab = spec.vocab_size or PUBLISHED_VOCAB[preset.family]
-    params, largest, small = parameter_sizes(spec.preset, vocab)
+    params, largest, small = sizes or parameter_sizes(spec.preset, vocab)
     result = Plan(params, largest)
     result.per_gpu, result.cpu_per_node = model_states(params, largest, spec, small)
     result.per_gpu["activations"] = activation_bytes(spec, preset.family, preset.layers, preset.hidden, preset.heads, vocab)
@@ -108,21 +118,26 @@ def plan(spec: PlanInput) -> Plan:
 def model_states(params: int, largest: int, spec: PlanInput, small: int = 0) -> tuple[dict[str, float], float]:
     """Per-GPU bytes of weights, gradients and optimizer states, and CPU bytes per node when offloading.
 
-    ``small``: parameters in tensors ZeRO-3 keeps whole on every GPU (biases, norms), which
-    DeepSpeed's estimator leaves out; reported apart as "persistent small parameters"."""
+    ``small``: parameters in tensors ZeRO-3 keeps whole on every GPU (biases, norms; measured: beside their
+    partitions, not instead of them), which DeepSpeed's estimator leaves out; reported apart as "persistent
+    small parameters"."""
     gpus = spec.gpus_per_node * spec.nodes
-    half = spec.precision in ("bf16", "fp16")
-    weight = 2 if half else 4
+    mode = precision_mode(spec.precision, spec.zero_stage)
+    weight = 2 if mode == "half" else 4
     if spec.zero_stage == 3:
         states = {"parameters": weight * params / gpus, "gradients": 4 * params / gpus, "optimizer": 12 * params / gpus,
                   "gathered layer": 2 * weight * largest}
         if small and spec.offload != "all":
-            states["persistent small parameters"] = weight * small * (1 - 1 / gpus)
+            states["persistent small parameters"] = weight * small  # whole, beside their partitions
     elif spec.zero_stage in (1, 2):  # the fp32 gradient partition is counted with the optimizer, as DeepSpeed does
         grads = weight * params / gpus if spec.zero_stage == 2 else weight * params
         states = {"parameters": weight * params, "gradients": grads, "optimizer": 16 * params / gpus}
-    else:
-        states = {"parameters": weight * params, "gradients": weight * params, "optimizer": 12 * params}
+    elif mode == "half":  # DeepSpeed's fp16 optimizer: half weights and gradients, fp32 master + moments
+        states = {"parameters": 2 * params, "gradients": 2 * params, "optimizer": 12 * params}
+    else:  # the optimizer works on the fp32 weights themselves
+        states = {"parameters": 4 * params, "gradients": 4 * params, "optimizer": 8 * params}
+        if mode == "autocast":
+            states["bf16 weight copies"] = 2 * params
     cpu = 0.0
     if spec.offload in ("optimizer", "all") and spec.zero_stage > 0:  # gradient partitions go to the CPU too
         cpu += (states.pop("optimizer") + states.pop("gradients")) * spec.gpus_per_node
@@ -131,50 +146,52 @@ def model_states(params: int, largest: int, spec: PlanInput, small: int = 0) -> 
     return states, cpu
 
 
-def saved_in_forward(spec: PlanInput, family: str, layers: int, hidden: int, heads: int) -> float:
-    """Bytes the transformer body keeps from forward for backward."""
-    element = 2 if spec.precision in ("bf16", "fp16") else 4
-    tokens = spec.micro_batch * spec.seq_len
-    outside = SAVED_OUTSIDE_LAYERS * tokens * hidden * element
-    if spec.attention == "eager" or family == "bert":
-        outside += spec.seq_len * tokens * element  # the attention mask, built once and kept
-    if spec.activation_checkpointing:
-        return layers * tokens * hidden * element + outside  # each layer's input
-    return layers * layer_activations(spec, family, hidden, heads) + outside
-
-
 def layer_activations(spec: PlanInput, family: str, hidden: int, heads: int) -> float:
-    element = 2 if spec.precision in ("bf16", "fp16") else 4
+    """Bytes one block saves for backward."""
+    mode = precision_mode(spec.precision, spec.zero_stage)
     tokens = spec.micro_batch * spec.seq_len
-    per_layer = SAVED_PER_TOKEN_HIDDEN[family] * tokens * hidden * element
+    per_layer = SAVED_PER_LAYER[family, mode] * tokens * hidden
     if spec.attention == "eager":
-        per_layer += heads * spec.seq_len * tokens * element
+        per_layer += ATTENTION_PROBABILITIES[mode] * heads * spec.seq_len * tokens
     return per_layer
 
 
-def activation_bytes(spec: PlanInput, family: str, layers: int, hidden: int, heads: int, vocab: int) -> float:
-    """Peak activation bytes: what forward keeps, the layer being recomputed (with checkpointing),
-    and the LM head's logits."""
-    total = saved_in_forward(spec, family, layers, hidden, heads)
-    if spec.activation_checkpointing:
-        total += layer_activations(spec, family, hidden, heads)
+def saved_in_forward(spec: PlanInput, family: str, layers: int, hidden: int, heads: int) -> float:
+    """Bytes the transformer body keeps from forward for backward."""
+    mode = precision_mode(spec.precision, spec.zero_stage)
     tokens = spec.micro_batch * spec.seq_len
-    predicted = tokens if family == "gpt2" else tokens * 0.15
-    if spec.fused_loss:
-        total += min(spec.chunk_rows, predicted) * vocab * 4 + vocab * hidden * 4  # a chunk of logits + fp32 dW
+    outside = SAVED_OUTSIDE_LAYERS[mode] * tokens * hidden
+    if spec.attention == "eager" or family == "bert":
+        outside += spec.seq_len * tokens  # a padding mask, built once and kept (bool)
+    recomputing = min(max(spec.recompute_layers, 0), layers)
+    return (recomputing * BLOCK_INPUT[mode] * tokens * hidden
+            + (layers - recomputing) * layer_activations(spec, family, hidden, heads) + outside)
+
+
+def activation_bytes(spec: PlanInput, family: str, layers: int, hidden: int, heads: int, vocab: int) -> float:
+    """Peak activation bytes: what forward keeps, the block being recomputed, and the LM head's logits."""
+    total = saved_in_forward(spec, family, layers, hidden, heads)
+    if spec.recompute_layers > 0:
+        total += layer_activations(spec, family, hidden, heads)
+    predicted = spec.micro_batch * (spec.seq_len if family == "gpt2" else
+                                    spec.predicted_per_sample or round(0.15 * spec.seq_len))
+    compute = 4 if spec.precision == "fp32" else 2
+    if spec.fused_loss:  # one chunk of logits (+ fp32 softmax in the eager kernel) and the weight's gradient
+        total += min(CHUNK_ROWS, predicted) * vocab * (compute + 4) + vocab * hidden * compute
     else:
-        total += 2 * predicted * vocab * 4  # fp32 logits and their softmax kept for backward
+        total += predicted * vocab * (compute + 2 * 4)  # logits, their fp32 copy and softmax kept for backward
     return total
 
 
-def largest_micro_batch(spec: PlanInput, limit: int = 1024) -> int:
-    """The largest micro batch whose plan fits spec.gpu_memory_gib (0 if none does)."""
-    from dataclasses import replace
+def largest_micro_batch(spec: PlanInput, limit: int = 1024, usable: float = 0.95) -> int:
+    """The largest micro batch whose plan fits ``usable`` x spec.gpu_memory_gib (0 if none does)."""
+    from pretrain.presets import PUBLISHED_VOCAB, get_preset
 
+    sizes = parameter_sizes(spec.preset, spec.vocab_size or PUBLISHED_VOCAB[get_preset(spec.preset).family])
     best, low, high = 0, 1, limit
     while low <= high:
         middle = (low + high) // 2
-        if plan(replace(spec, micro_batch=middle)).total <= spec.gpu_memory_gib * GIB * 0.95:  # allocator slack
+        if plan(replace(spec, micro_batch=middle), sizes).total <= spec.gpu_memory_gib * GIB * usable:
             best, low = middle, middle + 1
         else:
             high = middle - 1

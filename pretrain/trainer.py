@@ -1,5 +1,5 @@
-"""The Trainer: one object that sets up the run, then ``train()`` -> ``train_step()`` / ``evaluate()``
-/ ``save()``, resuming from ``run.dir`` when a checkpoint is there."""
+"""The Trainer: set up the run in named steps, then ``train()`` -> ``train_step()`` / ``evaluate()`` /
+``save()``, resuming from ``run.dir`` when a checkpoint is there."""
 
 from __future__ import annotations
 
@@ -15,33 +15,57 @@ import torch
 
 from pretrain import checkpoint
 from pretrain.checkpoint import TrainerState
-from pretrain.config import Config, gradient_accumulation
+from pretrain.config import Config
 from pretrain.data.builder import SplitSizes, build_datasets
+from pretrain.data.collate import collate
+from pretrain.data.masking import max_predictions
 from pretrain.data.sampler import PretrainingBatchSampler
 from pretrain.distributed import DistEnv
-from pretrain.engine import create_engine, deepspeed_config
+from pretrain.engine import clips_in_optimizer, create_engine, deepspeed_config
 from pretrain.metrics import MetricsWriter, memory_gib, peak_tflops, transformer_flops
 from pretrain.model import build_model, count_parameters, parameter_groups
+from pretrain.parallel import choose_plan, device_memory_bytes, request_from_config
+from pretrain.planner import parameter_sizes
 from pretrain.presets import get_preset
+from pretrain.step_tracking import StepStats, ThroughputWindow, finite
 from pretrain.tokenization import load_tokenizer
 
 log = logging.getLogger(__name__)
+STOP_REASONS = ("a signal or run.dir/STOP", "train.exit_minutes")
 
 
 class TrainingDiverged(RuntimeError):
     pass
 
 
-def compile_engine(engine, device: torch.device) -> None:
-    """torch.compile through DeepSpeed (which keeps ZeRO-3's hooks working) on GPUs; said once."""
-    if device.type != "cuda":
-        log.info("model.compile is ignored on CPU (it pays off on GPUs only)")
-        return
-    try:
-        engine.compile()
-        log.info("model.compile: the model runs through torch.compile")
-    except Exception as exc:  # noqa: BLE001 - any failure: run eager, and say why
-        log.warning("torch.compile is unavailable (%s): running eager", str(exc).splitlines()[0][:160])
+def optimizer_step(engine, micro_batches: list[dict], device: torch.device,
+                   world_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimizer step: each micro batch forward and backward, then the update.
+
+    Every labelled token of the step weighs the same, whichever micro batch and rank it falls in (masked
+    LM batches hold different numbers): each micro batch's mean loss is scaled by its share of the step's
+    tokens, counted on the host (``num_labels``, from the loader) and summed over ranks on the device, so
+    the step's gradient and loss do not depend on how the global batch is split. Returns this rank's
+    share of the step's mean loss and the gradient norm as device tensors: nothing is read back to the
+    host here, so the next step is queued while this one runs."""
+    labelled = [batch.pop("num_labels") for batch in micro_batches]  # plain ints: no device sync
+    step_labels = torch.full((), float(sum(labelled)), device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(step_labels)
+    step_labels = step_labels.clamp(min=1)
+    undo_averaging = len(micro_batches) * world_size  # DeepSpeed divides by accumulation and averages over ranks
+    share = torch.zeros((), device=device)
+    for batch, count in zip(micro_batches, labelled):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        loss, _ = engine(batch)
+        weight = count / step_labels
+        engine.backward(loss * weight * undo_averaging)
+        engine.step()
+        share += loss.detach().float() * weight
+    norm = engine.get_global_grad_norm()
+    if norm is not None and not torch.is_tensor(norm):
+        norm = torch.full((), float(norm), device=device)
+    return share, norm
 
 
 class Trainer:
@@ -49,64 +73,125 @@ class Trainer:
         self.config, self.env = config, env
         self.run_dir = Path(config.run.dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
-        self.device = torch.device(f"cuda:{env.local_rank}" if torch.cuda.is_available() else "cpu")
         self.is_main = env.rank == 0
-        self.stop_signal: int | None = None
         self.preset = get_preset(config.model.preset)
-        torch.manual_seed(config.run.seed + env.rank)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (fp32 runs, upcast logits) on tensor cores
-        if self.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            # ranks share the cores: without this each would start one thread per core
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(env.local_world_size, 1)))
-
+        self.stop_signal: int | None = None
+        self._setup_device()
         self.tokenizer = load_tokenizer(config.data.tokenizer)
-        self.ds_config = deepspeed_config(config, env.world_size, self.preset.hidden)
-        self.state = TrainerState(world_size=env.world_size)
-        resume_tag = checkpoint.latest_complete(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
-        if resume_tag and checkpoint.read_state(self.checkpoint_dir, resume_tag).world_size != env.world_size:
-            resume_tag = checkpoint.prepare_universal(self.checkpoint_dir, resume_tag, env.rank)
-            self.ds_config["checkpoint"] = {"load_universal": True}
+        self.state, resume_tag = self._find_checkpoint()
+        self._plan_parallelism()
+        resume_tag = self._prepare_resume(resume_tag)
+        self._build_model_and_engine()
+        self._resume(resume_tag)
+        self._build_datasets()
+        self._setup_metrics()
+        self._write_run_files()
+        self._launch = (time.perf_counter(), self.state.step)  # train() restarts the clock
 
-        self.model = build_model(config, self.tokenizer, self.ds_config)
+    # ----------------------------------------------------------------------------------- setup
+    def _setup_device(self) -> None:
+        self.device = torch.device(f"cuda:{self.env.local_rank}" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(self.config.run.seed + self.env.rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (fp32 runs) on tensor cores
+        elif "OMP_NUM_THREADS" not in os.environ:
+            # ranks share the cores: without this each would start one thread per core
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(self.env.local_world_size, 1)))
+
+    def _find_checkpoint(self) -> tuple[TrainerState, str | None]:
+        tag = checkpoint.latest_complete(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
+        state = checkpoint.read_state(self.checkpoint_dir, tag) if tag else TrainerState()
+        return state, tag
+
+    def _plan_parallelism(self) -> None:
+        """ZeRO stage, micro batch, accumulation and recompute: the config's where it sets them, else the
+        fastest that fits (a resumed run keeps the stage its checkpoint was saved with)."""
+        config, env = self.config, self.env
+        resumed_stage = self.state.zero_stage if self.state.step else None
+        request = request_from_config(config, self.tokenizer.vocab_size, env.world_size, env.local_world_size,
+                                      device_memory_bytes(config.train.device_memory_gib, self.device,
+                                                          env.local_world_size), resumed_stage)
+        self.plan = choose_plan(request)
+        if self.is_main:
+            log.info("parallel plan: %s", self.plan.summary())
+            for reason in self.plan.rejected:
+                log.info("  a faster plan does not fit: %s", reason)
+            if not self.plan.fits:
+                log.warning("the configured plan needs %.1f GiB per device, more than the %.1f GiB usable: it may "
+                            "run out of memory", self.plan.planned_bytes / 2**30, self.plan.budget_bytes / 2**30)
+        _, block, _ = parameter_sizes(config.model.preset, self.tokenizer.vocab_size)
+        self.ds_config = deepspeed_config(config.train, config.optim, self.plan, block)
+        self.state.zero_stage = self.plan.zero_stage
+
+    def _prepare_resume(self, tag: str | None) -> str | None:
+        """A ZeRO checkpoint saved on another number of ranks is converted to the universal format first
+        (without ZeRO every rank saved the same whole states, which load on any number)."""
+        if tag and self.state.world_size != self.env.world_size and self.plan.zero_stage > 0:
+            tag = checkpoint.prepare_universal(self.checkpoint_dir, tag, self.env.rank)
+            self.ds_config["checkpoint"] = {"load_universal": True}
+        self.state.world_size = self.env.world_size
+        return tag
+
+    def _build_model_and_engine(self) -> None:
+        config, on_gpu = self.config, self.device.type == "cuda"
+        compile_blocks = on_gpu if config.model.compile == "auto" else bool(config.model.compile)
+        if compile_blocks and not on_gpu:
+            log.info("model.compile is ignored on CPU (it pays off on GPUs only)")
+            compile_blocks = False
+        self.model = build_model(config.model, self.tokenizer.vocab_size, self.tokenizer.specials.ids,
+                                 sentence_order=config.data.sentence_order_prediction, seed=config.run.seed,
+                                 ds_config=self.ds_config, recompute_layers=self.plan.recompute_layers,
+                                 compile_blocks=compile_blocks, on_gpu=on_gpu)
         self.parameters = count_parameters(self.model)
         local = sum(getattr(p, "ds_tensor", p).numel() for p in self.model.parameters())
         node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-        log.info("rank %d on %s (launcher: %s) holds %s of %s parameters", env.rank, node, env.launcher, f"{local:,}",
-                 f"{self.parameters:,}")
+        log.info("rank %d on %s (launcher: %s) holds %s of %s parameters", self.env.rank, node, self.env.launcher,
+                 f"{local:,}", f"{self.parameters:,}")
         groups = parameter_groups(self.model, config.optim.weight_decay)
-        self.engine, self.scheduler = create_engine(self.model, groups, config, self.ds_config, self.device.type == "cuda")
-        if config.model.compile:
-            compile_engine(self.engine, self.device)
-        if resume_tag:
-            checkpoint.load(self.engine, self.checkpoint_dir, resume_tag, env.rank, [g["weight_decay"] for g in groups])
-            self.state = checkpoint.read_state(self.checkpoint_dir, resume_tag)
-            self.state.world_size = env.world_size
-            log.info("resumed from %s: step %d, %d samples consumed", resume_tag, self.state.step,
-                     self.state.consumed_samples)
+        self.weight_decays = [group["weight_decay"] for group in groups]
+        self.engine, self.scheduler = create_engine(self.model, groups, config.optim, config.train.steps, self.ds_config,
+                                                    on_gpu, clips_in_optimizer(self.plan, config.train.precision))
 
-        self.accumulation = gradient_accumulation(config, env.world_size)
-        block = config.train.micro_batch * env.world_size
+    def _resume(self, tag: str | None) -> None:
+        if not tag:
+            return
+        checkpoint.load(self.engine, self.checkpoint_dir, tag, self.env.rank, self.weight_decays)
+        log.info("resumed from %s: step %d, %d samples consumed", tag, self.state.step, self.state.consumed_samples)
+
+    def _build_datasets(self) -> None:
+        config = self.config
+        block = self.plan.micro_batch * self.env.world_size
         eval_samples = math.ceil(config.train.eval_samples / block) * block
-        datasets = build_datasets(config, self.tokenizer, SplitSizes(config.train.steps * config.train.global_batch,
-                                                                      eval_samples, 0), may_build_index=env.local_rank == 0)
+        sizes = SplitSizes(config.train.steps * config.train.global_batch, eval_samples, 0)
+        datasets = build_datasets(config.data, self.tokenizer, self.preset.objective, config.run.seed, sizes,
+                                  may_build_index=self.env.local_rank == 0)
         self.train_data, self.valid_data = datasets["train"], datasets["valid"]
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
+
+    def _setup_metrics(self) -> None:
+        config = self.config
         self.metrics = MetricsWriter(self.run_dir, self.is_main, config.run.tensorboard)
         self.metrics.truncate_after(self.state.step)
         self.peak = peak_tflops(config.train.peak_tflops)
         tokens = config.train.global_batch * config.data.seq_len
-        head_tokens = round(tokens * config.data.mask_prob) if self.preset.objective == "mlm" else None
-        self.flops_per_step = transformer_flops(self.preset.layers, self.preset.hidden, config.data.seq_len,
-                                                self.model.hf.config.vocab_size, tokens,
-                                                config.model.activation_checkpointing, head_tokens)
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(config.to_yaml())
-            self.tokenizer.save(self.run_dir / "tokenizer")
-            self.model.hf.config.architectures = [type(self.model.hf).__name__]
-            self.model.hf.config.save_pretrained(self.run_dir / "model")  # what export rebuilds
+        shape, vocab = self.preset, self.model.hf.config.vocab_size
+        head_rows = None  # CLM: every token; MLM: the fixed number of predicted positions per sample
+        if shape.objective == "mlm":
+            head_rows = config.train.global_batch * max_predictions(config.data.seq_len, config.data.mask_prob)
+        self.model_flops = transformer_flops(shape.layers, shape.hidden, config.data.seq_len, vocab, tokens, 0, head_rows)
+        self.hardware_flops = transformer_flops(shape.layers, shape.hidden, config.data.seq_len, vocab, tokens,
+                                                self.plan.recompute_layers, head_rows)
+
+    def _write_run_files(self) -> None:
+        if not self.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
+        self.tokenizer.save(self.run_dir / "tokenizer")
+        self.model.hf.config.architectures = [type(self.model.hf).__name__]
+        self.model.hf.config.save_pretrained(self.run_dir / "model")  # what export rebuilds
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> TrainerState:
@@ -115,74 +200,69 @@ class Trainer:
             signal.signal(signum, self._on_signal)
         batches = iter(self._loader(self.train_data, self.state.consumed_samples))
         self._launch = (time.perf_counter(), self.state.step)
-        window_start, window_steps = time.perf_counter(), 0
+        stats, window = StepStats(self.device, self.env.world_size), ThroughputWindow(self.device)
         saved_at = self.state.step
         if self.state.step == 0:
             self.evaluate()  # the untrained baseline: a fresh model should be near ln(vocabulary)
         while self.state.step < train.steps:
-            record = self.train_step(batches)
-            window_steps += 1
+            loss, grad_norm = self.train_step(batches)
+            self.state.step += 1
+            self.state.consumed_samples += train.global_batch
+            window.count_step()
+            window.open()  # after the launch's first step: compilation and warm-up stay out of tokens/s
+            stats.push(self.state.step, loss, grad_norm)
             step = self.state.step
-            if step % train.log_interval == 0 or step == train.steps:
-                elapsed = time.perf_counter() - window_start
-                self._log(record, elapsed / window_steps)
-                window_start, window_steps = time.perf_counter(), 0
+            is_log = step % train.log_interval == 0 or step == train.steps
+            for numbers in stats.collect(keep_last=0 if is_log else 1):  # one step late, all at log steps
+                self._check_finite(numbers)
+                if is_log and numbers.step == step:
+                    self._log(numbers, window.lap())
+            stop = self._stop_reason()
             if step % train.eval_interval == 0 or step == train.steps:
+                window.pause()
                 self.evaluate()
-            stop = record.pop("stop")
             if step % train.save_interval == 0 or step == train.steps or stop:
+                window.pause()
                 self.save()
                 saved_at = step
+            window.open()
             if stop:
                 log.info("stopping at step %d (%s); the next launch resumes from here", step, stop)
                 break
+        for numbers in stats.collect(keep_last=0):
+            self._check_finite(numbers)
         if saved_at != self.state.step:
             self.save()
         self.metrics.close()
         return self.state
 
-    def train_step(self, batches) -> dict:
-        """One optimizer step: ``accumulation`` micro-batches forward and backward, then the update.
+    def train_step(self, batches) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step over the next ``accumulation`` micro batches (see ``optimizer_step``)."""
+        micro_batches = [next(batches) for _ in range(self.plan.accumulation)]
+        return optimizer_step(self.engine, micro_batches, self.device, self.env.world_size)
 
-        One all-reduce per step carries the loss and every rank's reasons to stop, so all ranks
-        agree on both."""
-        losses = []
-        for _ in range(self.accumulation):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
-            loss, _ = self.engine(batch)
-            self.engine.backward(loss)
-            self.engine.step()
-            losses.append(loss.detach().float())
-        shared = torch.cat([torch.stack(losses).mean().reshape(1), self._stop_flags()])
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(shared)
-        loss = float(shared[0]) / self.env.world_size
-        grad_norm = self.engine.get_global_grad_norm()
-        grad_norm = None if grad_norm is None else float(grad_norm)
-        self.state.step += 1
-        self.state.consumed_samples += self.config.train.global_batch
-        self._check_finite(loss, grad_norm)
-        reasons = ("a signal or run.dir/STOP", "train.exit_interval", "train.exit_minutes")
-        stop = next((reason for reason, flag in zip(reasons, shared[1:]) if flag > 0), None)
-        return {"step": self.state.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                "stop": stop}
-
-    def _stop_flags(self) -> torch.Tensor:
-        """This rank's reasons to stop after the step in progress: a signal, or the launch's limits."""
+    def _stop_reason(self) -> str | None:
+        """Why to stop after this step, the same on every rank: the launch's step limit is counted locally;
+        signals, run.dir/STOP and the time limit are agreed on every train.stop_check_interval steps."""
         train = self.config.train
         started, first_step = self._launch
-        steps = self.state.step + 1 - first_step
+        if train.exit_interval and self.state.step - first_step >= train.exit_interval:
+            return "train.exit_interval"
+        if self.state.step % train.stop_check_interval:
+            return None
         asked = self.stop_signal is not None or (self.run_dir / "STOP").exists()
-        flags = [asked, bool(train.exit_interval) and steps >= train.exit_interval,
-                 bool(train.exit_minutes) and time.perf_counter() - started >= train.exit_minutes * 60]
-        return torch.tensor([float(f) for f in flags], device=self.device)
+        late = bool(train.exit_minutes) and time.perf_counter() - started >= train.exit_minutes * 60
+        flags = torch.tensor([float(asked), float(late)], device=self.device)
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        return next((reason for reason, flag in zip(STOP_REASONS, flags.tolist()) if flag > 0), None)
 
     @torch.no_grad()
     def evaluate(self) -> dict:
         self.engine.eval()
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
         for batch in self._loader(self.valid_data, 0, workers=0):
-            batch = {k: v.to(self.device) for k, v in batch.items()}
+            batch = {k: v.to(self.device) for k, v in batch.items() if k != "num_labels"}
             loss, count = self.engine(batch)
             total += torch.stack([loss.double() * count, count.double()])
         if torch.distributed.is_initialized():
@@ -203,40 +283,48 @@ class Trainer:
 
     # --------------------------------------------------------------------------------- helpers
     def _loader(self, dataset, consumed: int, workers: int | None = None) -> torch.utils.data.DataLoader:
-        sampler = PretrainingBatchSampler(len(dataset), consumed, self.config.train.micro_batch, self.env.rank,
+        sampler = PretrainingBatchSampler(len(dataset), consumed, self.plan.micro_batch, self.env.rank,
                                           self.env.world_size)
         workers = self.config.data.num_workers if workers is None else workers
-        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                                            pin_memory=self.device.type == "cuda", persistent_workers=False)
 
-    def _check_finite(self, loss: float, grad_norm: float | None) -> None:
-        if math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm)):
+    def _check_finite(self, numbers) -> None:
+        if finite(numbers):
             self.state.nonfinite_streak = 0
             return
         self.state.nonfinite_streak += 1
         limit = self.config.train.max_nonfinite_steps
         log.warning("step %d: loss %s, gradient norm %s are not finite (%d in a row, stopping at %d)",
-                    self.state.step, loss, grad_norm, self.state.nonfinite_streak, limit)
+                    numbers.step, numbers.loss, numbers.grad_norm, self.state.nonfinite_streak, limit)
         if self.state.nonfinite_streak >= limit:
             latest = checkpoint.latest_complete(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
             raise TrainingDiverged(
-                f"the loss or gradient was not finite for {limit} steps in a row (last: step {self.state.step}, "
-                f"loss {loss}). Lower optim.lr, raise optim.warmup_steps, use bf16 instead of fp16, or check the "
-                f"data. The last good checkpoint is {latest or 'none'}; nothing after it was saved.")
+                f"the loss or gradient was not finite for {limit} steps in a row (last: step {numbers.step}, "
+                f"loss {numbers.loss}). Lower optim.lr, raise optim.warmup_steps, use bf16 instead of fp16, or check "
+                f"the data. The last good checkpoint is {latest or 'none'}; nothing after it was saved.")
 
-    def _log(self, record: dict, seconds_per_step: float) -> None:
+    def _log(self, numbers, seconds_per_step: float | None) -> None:
         train, data = self.config.train, self.config.data
-        tflops = self.flops_per_step / seconds_per_step / self.env.world_size / 1e12
-        record.update(tokens_per_s=train.global_batch * data.seq_len / seconds_per_step,
-                      samples_per_s=train.global_batch / seconds_per_step, tflops_per_device=tflops,
-                      mfu=tflops / self.peak, memory_gib=memory_gib(), step_time_s=seconds_per_step)
+        record = {"step": numbers.step, "loss": numbers.loss, "lr": self.scheduler.get_last_lr()[0],
+                  "grad_norm": numbers.grad_norm}
+        if seconds_per_step:  # None until a step after the launch's first has been timed
+            tflops = self.model_flops / seconds_per_step / self.env.world_size / 1e12
+            record.update(tokens_per_s=train.global_batch * data.seq_len / seconds_per_step,
+                          samples_per_s=train.global_batch / seconds_per_step, tflops_per_device=tflops,
+                          mfu=tflops / self.peak,
+                          hfu=self.hardware_flops / seconds_per_step / self.env.world_size / 1e12 / self.peak,
+                          step_time_s=seconds_per_step)
+        record["memory_gib"] = memory_gib()
         if self.is_main:
-            log.info("step %d/%d | loss %.4f | lr %.3g | grad norm %s | %s tok/s | %.3g TFLOP/s | MFU %.2f%% | "
-                     "mem %.2f GiB", record["step"], train.steps, record["loss"], record["lr"],
-                     "-" if record["grad_norm"] is None else f"{record['grad_norm']:.3f}",
-                     f"{record['tokens_per_s']:,.0f}", tflops, 100 * record["mfu"], record["memory_gib"])
+            speed = (f"{record['tokens_per_s']:,.0f} tok/s | {record['tflops_per_device']:.3g} TFLOP/s | MFU "
+                     f"{100 * record['mfu']:.2f}% | HFU {100 * record['hfu']:.2f}%" if "mfu" in record else "warming up")
+            log.info("step %d/%d | loss %.4f | lr %.3g | grad norm %s | %s | mem %.2f GiB", numbers.step, train.steps,
+                     numbers.loss, record["lr"], "-" if numbers.grad_norm is None else f"{numbers.grad_norm:.3f}",
+                     speed, record["memory_gib"])
         self.metrics.write(record)
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum
-        log.warning("received signal %d: saving a checkpoint after this step, then exiting", signum)
+        log.warning("received signal %d: saving a checkpoint within %d steps, then exiting", signum,
+                    self.config.train.stop_check_interval)

@@ -5,7 +5,7 @@
 #   bash slurm/submit_preprocess.sh 64 -p cpu -- --input 'corpus/*.jsonl.zst' --tokenizer TOK \
 #       --output-prefix data/ko --append-eod
 #
-# Prints the two job ids. The merged dataset is PREFIX_<key>_document (one per --json-keys key).
+# Prints the job ids: the array, then one merge job per --json-keys key (PREFIX_<key>_document).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDS=$1; shift
@@ -27,8 +27,9 @@ done
 mkdir -p logs
 array=$(sbatch --parsable "${SBATCH_OPTS[@]}" --array="0-$((SHARDS - 1))" slurm/preprocess.sbatch "${ARGS[@]}")
 inputs=(); for key in "${keys[@]}"; do inputs+=("${prefix}_${key}_${level}"); done
-merge=""
+merges=()
 for input in "${inputs[@]}"; do
   merge=$(sbatch --parsable "${SBATCH_OPTS[@]}" --dependency="afterok:${array%%;*}" slurm/merge.sbatch --input "$input")
+  merges+=("${merge%%;*}")
 done
-echo "preprocess array job ${array%%;*} ($SHARDS shards), merge job $merge"
+echo "preprocess array job ${array%%;*} ($SHARDS shards), merge jobs ${merges[*]}"

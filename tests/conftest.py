@@ -1,9 +1,13 @@
-"""Shared fixtures: paths to the real corpora and tokenizer in ../shared, small corpus slices."""
+"""Shared fixtures. Everything the suite needs is made here from the repository: a corpus of Korean and
+German documents grown from the demo corpus, and a byte-level BPE trained on it. The real corpora and
+tokenizer in ../shared (``shared_bpe``, ``corpus_files``) feed extra tests that run where they are
+present (and must, under PRETRAIN_REQUIRE_SHARED=1, as in CI)."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_CORPUS = ROOT / "pretrain" / "demo" / "corpus"
 SHARED = Path(os.environ.get("PRETRAIN_SHARED", ROOT.parent / "shared"))
 CORPORA = SHARED / "corpora"
 SHARED_BPE = SHARED / "tokenizers" / "multilingual-bpe"
@@ -24,7 +29,55 @@ def require_shared() -> None:
     if not CORPORA.exists():
         if os.environ.get("PRETRAIN_REQUIRE_SHARED") == "1":
             pytest.fail(f"{CORPORA} is missing but PRETRAIN_REQUIRE_SHARED=1")
-        pytest.skip(f"real corpora not found at {CORPORA}")
+        pytest.skip(f"an extra test on the real corpora in {CORPORA}, which this checkout does not have")
+
+
+def demo_documents() -> list[str]:
+    """The demo corpus's documents (paragraphs), Korean then German."""
+    docs = []
+    for path in sorted(DEMO_CORPUS.glob("*.txt")):
+        docs += [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    return docs
+
+
+def grown_documents(count: int = 400, seed: int = 0) -> list[str]:
+    """The demo documents, then ``count`` more made of their sentences recombined within a language
+    (seeded): real Korean and German sentences in new orders, enough text to train on."""
+    from pretrain.data.sentences import split_sentences
+
+    docs = demo_documents()
+    by_language: dict[bool, list[str]] = {True: [], False: []}
+    for doc in docs:
+        by_language[any("\uac00" <= ch <= "\ud7a3" for ch in doc)].extend(split_sentences(doc))
+    rng = random.Random(seed)
+    for index in range(count):
+        sentences = by_language[index % 2 == 0]
+        docs.append(" ".join(rng.sample(sentences, rng.randint(3, 9))))
+    return docs
+
+
+def write_jsonl(path: Path, texts: list[str], **extra) -> Path:
+    with open(path, "w", encoding="utf-8") as handle:
+        for text in texts:
+            handle.write(json.dumps({"text": text, **extra}, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """A jsonl of ~440 Korean and German documents grown from the demo corpus."""
+    return write_jsonl(tmp_path_factory.mktemp("corpus") / "mixed.jsonl", grown_documents())
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory, small_corpus) -> Path:
+    """A byte-level BPE of 1,024 tokens (+ specials) trained on ``small_corpus`` by this project."""
+    from pretrain.tokenization.training import TokenizerTrainingOptions, train_tokenizer
+
+    folder = tmp_path_factory.mktemp("tok") / "bpe"
+    train_tokenizer(TokenizerTrainingOptions(kind="bpe", inputs=[str(small_corpus)], output=str(folder),
+                                             vocab_size=1024))
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +106,9 @@ def read_documents(path: Path, limit: int | None = None) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def small_corpus(tmp_path_factory, corpus_files) -> Path:
+def real_corpus(tmp_path_factory, corpus_files) -> Path:
     """A plain jsonl of ~400 real documents: Korean help pages, German help pages and quotations."""
-    out = tmp_path_factory.mktemp("corpus") / "mixed.jsonl"
+    out = tmp_path_factory.mktemp("real") / "mixed.jsonl"
     with open(out, "w", encoding="utf-8") as handle:
         for name, limit in (("ko.libreoffice-help-ko", 150), ("de.libreoffice-help-de", 100), ("de.fortunes-de", 150)):
             for text in read_documents(corpus_files[name], limit):

@@ -14,14 +14,19 @@ from pretrain.distributed import free_port
 from tests.conftest import ROOT, run_tool
 
 
+LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
 def train_env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    """This environment for a launched run, without launcher variables a library may have set in it."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
+    return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
 
 
 def launch(ranks: int, config: str, run_dir: Path, *overrides: str, check: bool = True, expect: int = 0,
            timeout: int = 600) -> subprocess.CompletedProcess:
     """Train with ``ranks`` processes: the deepspeed launcher for 2+, plain python for 1."""
-    args = ["pretrain/train.py", "--config", config, f"run.dir={run_dir}", *overrides]
+    args = ["tools/train.py", "--config", config, f"run.dir={run_dir}", *overrides]
     if ranks > 1:
         deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
         command = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port()), *args]

@@ -13,7 +13,7 @@ from pretrain.data.blend import build_blend
 from pretrain.data.gpt_dataset import GPTDataset, build_gpt_indices, epochs_needed, samples_per_epoch
 from pretrain.data.index_cache import load_or_build
 from pretrain.data.indexed import IndexedDataset, IndexedDatasetWriter
-from pretrain.data.masking import IGNORE_INDEX, MaskingSpec
+from pretrain.data.masking import IGNORE_INDEX, MaskingSpec, max_predictions
 from pretrain.data.mlm_dataset import MLMDataset, build_mlm_indices
 from pretrain.data.sampler import PretrainingBatchSampler
 from tests.conftest import run_tool
@@ -106,12 +106,20 @@ def test_index_cache_is_built_once_while_others_wait(tmp_path):
     assert len(built) == 1 and not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob("*.tmp-*"))
 
 
-@pytest.fixture(scope="module")
-def sentence_data(tmp_path_factory, small_corpus, shared_bpe):
+@pytest.fixture(scope="module", params=["grown", "real"])
+def sentence_data(request, tmp_path_factory):
+    """Sentence datasets of the corpus grown from the demo (with this project's BPE), and of the real
+    corpora (with the shared multilingual BPE) where ../shared is present: (dataset, tokenizer)."""
+    from pretrain.tokenization import load_tokenizer
+
+    if request.param == "grown":
+        corpus, tokenizer = request.getfixturevalue("small_corpus"), request.getfixturevalue("tokenizer_dir")
+    else:
+        corpus, tokenizer = request.getfixturevalue("real_corpus"), request.getfixturevalue("shared_bpe")
     out = tmp_path_factory.mktemp("sentences")
-    run_tool("preprocess_data", "--input", small_corpus, "--tokenizer", shared_bpe, "--output-prefix", out / "s",
+    run_tool("preprocess_data", "--input", corpus, "--tokenizer", tokenizer, "--output-prefix", out / "s",
              "--split-sentences", "--no-progress")
-    return IndexedDataset(out / "s_text_sentence")
+    return IndexedDataset(out / "s_text_sentence"), load_tokenizer(tokenizer)
 
 
 def mlm_dataset(indexed, tokenizer, whole_word=True, sentence_order=False, samples=400, seq_len=128):
@@ -123,11 +131,9 @@ def mlm_dataset(indexed, tokenizer, whole_word=True, sentence_order=False, sampl
 
 
 @pytest.mark.parametrize("whole_word", [True, False])
-def test_masking_statistics_on_real_text(sentence_data, shared_bpe, whole_word):
-    from pretrain.tokenization import load_tokenizer
-
-    tokenizer = load_tokenizer(shared_bpe)
-    dataset = mlm_dataset(sentence_data, tokenizer, whole_word)
+def test_masking_statistics(sentence_data, whole_word):
+    indexed, tokenizer = sentence_data
+    dataset = mlm_dataset(indexed, tokenizer, whole_word)
     special = set(tokenizer.specials.ids.values())
     starts = tokenizer.word_starts()
     chosen = maskable = masked = randomized = kept = 0
@@ -140,6 +146,10 @@ def test_masking_statistics_on_real_text(sentence_data, shared_bpe, whole_word):
         assert not np.any((labels[:length] != IGNORE_INDEX) & is_special), "a special token was masked"
         assert np.all(labels[length:] == IGNORE_INDEX)
         picked = labels[:length] != IGNORE_INDEX
+        positions = sample["masked_positions"]  # every labelled position, then zeros, at a fixed width
+        assert len(positions) == max_predictions(128, 0.15) >= picked.sum()
+        assert sorted(positions[: picked.sum()]) == list(np.flatnonzero(picked))
+        assert not positions[picked.sum():].any() and labels[0] == IGNORE_INDEX
         chosen += picked.sum()
         maskable += (~is_special).sum()
         masked += (inputs[:length][picked] == tokenizer.specials.mask).sum()
@@ -155,11 +165,9 @@ def test_masking_statistics_on_real_text(sentence_data, shared_bpe, whole_word):
     assert 0.77 < masked / chosen < 0.83 and 0.08 < randomized / chosen < 0.12 and 0.08 < kept / chosen < 0.12
 
 
-def test_mlm_samples_are_pairs_and_deterministic(sentence_data, shared_bpe):
-    from pretrain.tokenization import load_tokenizer
-
-    tokenizer = load_tokenizer(shared_bpe)
-    dataset = mlm_dataset(sentence_data, tokenizer, sentence_order=True)
+def test_mlm_samples_are_pairs_and_deterministic(sentence_data):
+    indexed, tokenizer = sentence_data
+    dataset = mlm_dataset(indexed, tokenizer, sentence_order=True)
     ids = tokenizer.specials.ids
     swapped = 0
     for i in range(100):
@@ -174,10 +182,27 @@ def test_mlm_samples_are_pairs_and_deterministic(sentence_data, shared_bpe):
     assert 30 < swapped < 70
 
 
-def test_korean_eojeol_is_one_word(shared_bpe):
+def test_batches_without_padding_carry_no_mask(sentence_data):
+    """A batch whose samples all fill seq_len needs no attention mask (SDPA's flash kernel); one with
+    padding keeps it."""
+    from pretrain.data.collate import collate
+
+    indexed, tokenizer = sentence_data
+    dataset = mlm_dataset(indexed, tokenizer)
+    samples = [dataset[i] for i in range(len(dataset))]
+    full = [s for s in samples if bool(s["attention_mask"].all())]
+    short = [s for s in samples if not bool(s["attention_mask"].all())]
+    assert full and short
+    assert "attention_mask" not in collate(full[:4])
+    padded = collate(full[:3] + short[:1])
+    assert padded["attention_mask"].shape == (4, 128) and padded["masked_positions"].shape == (4, max_predictions(128, 0.15))
+
+
+@pytest.mark.parametrize("which", ["tokenizer_dir", "shared_bpe"])
+def test_korean_eojeol_is_one_word(request, which):
     from pretrain.tokenization import load_tokenizer
 
-    tokenizer = load_tokenizer(shared_bpe)
+    tokenizer = load_tokenizer(request.getfixturevalue(which))
     starts = tokenizer.word_starts()
     text = "한국어 위키백과는 누구나 자유롭게 쓸 수 있는 백과사전입니다"
     ids = tokenizer.encode([text])[0]

@@ -1,8 +1,9 @@
-"""The memory planner against DeepSpeed's own estimators, and against memory measured on CPU runs of
-the tiny presets (ZeRO-3 partitions on 2 ranks, saved activations)."""
+"""The memory planner against DeepSpeed's own estimators and against memory measured on CPU runs of the
+tiny presets (model states on 2 ranks, saved activations); the parallel plan's choices."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pretrain.config import ModelConfig
+from pretrain.parallel import PlanError, PlanRequest, choose_plan
 from pretrain.planner import (
     GIB,
     PlanInput,
@@ -54,27 +57,72 @@ def test_model_states_equal_deepspeeds_estimators(preset, gpus, nodes):
         assert sum(states.values()) == pytest.approx(ds_gpu, rel=1e-6)
 
 
-def test_model_states_measured_on_two_cpu_ranks(tmp_path, small_corpus, shared_bpe):
-    """fp32 ZeRO-3: each rank's partitions and Adam moments, as counted in the live engine."""
-    preprocess(small_corpus, shared_bpe, tmp_path / "d", "--append-eod")
+def probe(mode: str, tmp_path: Path, data: Path, tokenizer: Path, *overrides: str, ranks: int = 2) -> list[dict]:
     deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
     from pretrain.distributed import free_port
 
-    proc = subprocess.run([deepspeed, "--num_gpus", "2", "--master_port", str(free_port()), "tests/measure_model_states.py",
-                           "tiny_clm", f"data.tokenizer={shared_bpe}", f"data.prefixes=[{tmp_path}/d_text_document]",
-                           f"run.dir={tmp_path}/run", "data.split=90,10,0", "train.eval_samples=8"],
-                          cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=600)
-    found = [json.loads(m) for m in re.findall(r"MEASURED (\{[^}]*\})", proc.stdout + proc.stderr)]
-    assert len(found) == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    command = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port())] if ranks > 1 else [sys.executable]
+    proc = subprocess.run([*command, "tests/probe.py", mode, "tiny_clm", f"data.tokenizer={tokenizer}",
+                           f"data.prefixes=[{data}]", f"run.dir={tmp_path}/run-{mode}", "data.split=90,10,0",
+                           "train.eval_samples=8", *overrides], cwd=ROOT, env={**train_env(), "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    tag = "MEASURED" if mode == "states" else "SYNCS"
+    found = [json.loads(m) for m in re.findall(rf"^{tag} (.*)$", proc.stdout + proc.stderr, flags=re.MULTILINE)]
+    assert len(found) == ranks, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return found
+
+
+@pytest.fixture(scope="module")
+def clm_data(tmp_path_factory, small_corpus, tokenizer_dir) -> Path:
+    folder = tmp_path_factory.mktemp("plandata")
+    preprocess(small_corpus, tokenizer_dir, folder / "d", "--append-eod")
+    return folder / "d_text_document"
+
+
+@pytest.mark.parametrize("zero", [0, 3])
+def test_model_states_measured_on_two_cpu_ranks(tmp_path, clm_data, tokenizer_dir, zero):
+    """fp32 on 2 ranks: the weights, gradients and Adam states each rank holds, counted in the live engine,
+    without ZeRO (whole on each rank) and with ZeRO-3 (partitioned)."""
+    from pretrain.tokenization import load_tokenizer
+
+    found = probe("states", tmp_path, clm_data, tokenizer_dir, f"train.ds_config=zero{zero}")
     total = found[0]["total_parameters"]
-    _, largest, small = parameter_sizes("tiny-gpt2", 50261)
-    predicted, _ = model_states(total, largest, PlanInput("tiny-gpt2", zero_stage=3, precision="fp32", gpus_per_node=2),
-                                small)
+    vocab = load_tokenizer(tokenizer_dir).vocab_size
+    _, largest, small = parameter_sizes("tiny-gpt2", vocab)
+    predicted, _ = model_states(total, largest, PlanInput("tiny-gpt2", zero_stage=zero, precision="fp32",
+                                                          gpus_per_node=2), small)
     for rank in found:
-        held = predicted["parameters"] + predicted["persistent small parameters"]
+        assert rank["zero_stage"] == zero
+        held = predicted["parameters"] + predicted.get("persistent small parameters", 0)
         assert rank["parameters"] == pytest.approx(held, rel=0.05)
         assert rank["gradients"] == pytest.approx(predicted["gradients"], rel=0.05)
         assert rank["master"] + rank["moments"] == pytest.approx(predicted["optimizer"], rel=0.05)
+
+
+def test_auto_plan_takes_zero3_where_nothing_else_fits_and_the_margin_holds(tmp_path, clm_data, tokenizer_dir):
+    """With memory for ZeRO-3 but not for the whole model states, two CPU ranks run ZeRO-3; what they
+    hold (measured) stays within the plan, and the plan within the memory less its margin."""
+    from pretrain.tokenization import load_tokenizer
+
+    vocab = load_tokenizer(tokenizer_dir).vocab_size
+    base = PlanInput("tiny-gpt2", vocab_size=vocab, seq_len=64, micro_batch=1, precision="fp32", gpus_per_node=2)
+    without = plan(replace(base, zero_stage=0, recompute_layers=2)).total
+    with_zero3 = plan(replace(base, zero_stage=3)).total
+    assert with_zero3 < without
+    memory_gib = (with_zero3 + without) / 2 / 0.9 / GIB  # between the two, before the 10% margin
+    found = probe("states", tmp_path, clm_data, tokenizer_dir, f"train.device_memory_gib={memory_gib}")
+    for rank in found:
+        assert rank["zero_stage"] == 3
+        held = rank["parameters"] + rank["gradients"] + rank["master"] + rank["moments"]
+        assert held <= rank["planned_gib"] * GIB <= 0.9 * memory_gib * GIB * (1 + 1e-9)
+
+
+def test_a_steady_state_step_never_waits_for_the_device(tmp_path, clm_data, tokenizer_dir):
+    """The whole train_step of the default plan (DeepSpeed engine, model, loss, clipping optimizer): no
+    operator that would make the host wait for a GPU (the GPU check repeats this with
+    torch.cuda.set_sync_debug_mode("error"))."""
+    found = probe("syncs", tmp_path, clm_data, tokenizer_dir, ranks=1)
+    assert found == [[]]
 
 
 def saved_activation_bytes(model: torch.nn.Module, run) -> int:
@@ -94,38 +142,37 @@ def saved_activation_bytes(model: torch.nn.Module, run) -> int:
     return total[0]
 
 
-@pytest.mark.parametrize("preset,attention", [("tiny-gpt2", "sdpa"), ("tiny-gpt2", "eager"), ("tiny-bert", "eager")])
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_activation_memory_measured_on_cpu(preset, attention, checkpointing):
-    """(BERT's padding mask sends SDPA to its math kernel on CPU, which stores the attention
-    probabilities as eager attention does; the planner's SDPA figure is the GPU kernels'.)"""
-    from pretrain.config import Config
-    from pretrain.model import create_uninitialized, hf_config, hf_model_class
+@pytest.mark.parametrize("preset,attention", [("tiny-gpt2", "sdpa"), ("tiny-gpt2", "eager"), ("tiny-bert", "sdpa")])
+@pytest.mark.parametrize("recompute", [0, 1, 2])
+@pytest.mark.parametrize("mode", ["fp32", "autocast", "half"])
+def test_activation_memory_measured_on_cpu(preset, attention, recompute, mode):
+    """Each precision mode (fp32; bf16 autocast over fp32 weights; bf16 weights), each attention kernel,
+    no / selective / full recompute, on 4-layer tiny models."""
+    from pretrain.model.build import set_recompute
+    from pretrain.model.hf import create_uninitialized, hf_config, hf_model_class
 
-    family = get_preset(preset).family
-
-    class _Vocabulary:
-        vocab_size = 1000
-        specials = type("S", (), {"ids": {"eod": 0, "pad": 0}})()
-
-    config = Config()
-    config.model.preset, config.model.attention = preset, attention
-    model = create_uninitialized(hf_model_class(family, False), hf_config(get_preset(preset), config, _Vocabulary()))
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # as build_model
+    shape = dataclasses.replace(get_preset(preset), layers=4)
+    family = shape.family
+    model = create_uninitialized(hf_model_class(family, False), hf_config(shape, 1024, {}, attention=attention))
+    if mode == "half":
+        model = model.bfloat16()
+    set_recompute(model, recompute)
     model.train()
     batch, seq = 4, 128
     ids = torch.randint(0, 1000, (batch, seq))
-    if family == "gpt2":
-        measured = saved_activation_bytes(model, lambda: model.transformer(input_ids=ids).last_hidden_state.sum())
-    else:  # as in training: padded batches come with an attention mask
-        mask = torch.ones(batch, seq, dtype=torch.long)
-        mask[:, -9:] = 0
-        measured = saved_activation_bytes(model, lambda: model.bert(input_ids=ids, attention_mask=mask).last_hidden_state.sum())
-    spec = PlanInput(preset, vocab_size=1000, seq_len=seq, micro_batch=batch, precision="fp32", attention=attention,
-                     activation_checkpointing=checkpointing)
-    shape = get_preset(preset)
-    predicted = saved_in_forward(spec, family, shape.layers, shape.hidden, shape.heads)
+
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"):
+            trunk = model.transformer if family == "gpt2" else model.bert
+            trunk(input_ids=ids).last_hidden_state.float().sum()
+
+    measured = saved_activation_bytes(model, run)
+    spec = PlanInput(preset, vocab_size=1000, seq_len=seq, micro_batch=batch, attention=attention,
+                     recompute_layers=recompute, precision="fp32" if mode == "fp32" else "bf16",
+                     zero_stage=0 if mode == "autocast" else 3)
+    predicted = saved_in_forward(spec, family, 4, shape.hidden, shape.heads)
+    if family == "bert" or attention == "eager":  # no padding here: no mask was built or kept
+        predicted -= seq * batch * seq
     assert measured == pytest.approx(predicted, rel=0.1), (measured, predicted)
 
 
@@ -137,8 +184,66 @@ def test_largest_micro_batch_is_the_edge():
     assert plan(replace(spec, micro_batch=best + 1)).total > 0.95 * 80 * GIB
 
 
-def test_plan_cli(tmp_path):
-    proc = subprocess.run([sys.executable, "tools/plan.py", "--preset", "gpt2-xl", "--zero", "3", "--gpus-per-node", "8",
-                           "--nodes", "2", "--micro-batch", "8"], cwd=ROOT, capture_output=True, text=True, env=train_env())
+def request(preset: str, memory_gib: float, world: int = 1, **fixed) -> PlanRequest:
+    vocab = 50257 if preset.startswith("gpt2") else 30522
+    seq = 1024 if preset.startswith("gpt2") else 512
+    return PlanRequest(preset, vocab, seq, fixed.pop("global_batch", 512), world, min(world, 8), memory_gib * GIB,
+                       predicted_per_sample=77 if preset.startswith("bert") else None, **fixed)
+
+
+@pytest.mark.parametrize("preset", ["gpt2-small", "gpt2-medium", "gpt2-xl", "bert-base", "bert-large"])
+def test_models_that_fit_one_80_gb_gpu_run_without_zero3_or_full_recompute(preset):
+    chosen = choose_plan(request(preset, 80))
+    assert chosen.zero_stage == 0 and chosen.recompute_layers < chosen.layers and chosen.fits
+    assert chosen.micro_batch * chosen.accumulation == 512
+    assert plan(PlanInput(preset, seq_len=1024 if "gpt2" in preset else 512, micro_batch=chosen.micro_batch,
+                          zero_stage=0, recompute_layers=chosen.recompute_layers, gpus_per_node=1,
+                          predicted_per_sample=77 if "bert" in preset else None)).total <= 0.9 * 80 * GIB
+
+
+def test_a_model_too_big_for_whole_states_gets_zero3_and_says_why():
+    chosen = choose_plan(request("gpt2-xl", 10, world=4))  # 1.56 B parameters: 9.8 GB of states even with ZeRO-2
+    assert chosen.zero_stage == 3 and chosen.fits
+    assert any(reason.startswith("ZeRO-0") for reason in chosen.rejected)
+    assert any(reason.startswith("ZeRO-1") for reason in chosen.rejected)
+
+
+def test_less_memory_buys_selective_recompute_before_full():
+    chosen = choose_plan(request("gpt2-xl", 40))
+    assert 0 < chosen.recompute_layers < chosen.layers and chosen.recompute.startswith("selective")
+
+
+def test_explicit_choices_win_and_nothing_fitting_is_an_error():
+    fixed = choose_plan(request("gpt2-small", 80, zero_stage=3, micro_batch=4, recompute="full"))
+    assert (fixed.zero_stage, fixed.micro_batch, fixed.accumulation, fixed.recompute) == (3, 4, 128, "full")
+    assert choose_plan(request("gpt2-small", 80, whole_stage_only=(0,), world=8)).zero_stage == 0  # LAMB
+    assert choose_plan(request("gpt2-small", 80, zero_stage=0, world=8)).zero_stage == 0
+    with pytest.raises(PlanError, match="no parallel plan fits 8.0 GiB .*zero3_offload"):
+        choose_plan(request("gpt2-xl", 8))
+    too_big = choose_plan(request("gpt2-xl", 8, zero_stage=0, micro_batch=16, recompute="none"))
+    assert not too_big.fits  # fully fixed by the config: run as asked, the trainer warns
+
+
+def test_config_keys_reach_the_plan(tmp_path):
+    from pretrain.config import load_config
+    from pretrain.parallel import request_from_config
+
+    config = load_config("gpt2_xl", ["model.activation_checkpointing=selective", "model.checkpoint_layers=6",
+                                     "train.ds_config=zero3_offload", "train.micro_batch=2"])
+    made = request_from_config(config, 50257, 8, 8, 80 * GIB)
+    assert (made.zero_stage, made.offload, made.micro_batch, made.recompute, made.recompute_layers) == (
+        3, "all", 2, "selective", 6)
+    with pytest.raises(PlanError, match="saved with ZeRO stage 0"):
+        request_from_config(config, 50257, 8, 8, 80 * GIB, resumed_stage=0)
+    assert request_from_config(load_config("gpt2_xl"), 50257, 8, 8, 80 * GIB, resumed_stage=1).zero_stage == 1
+    assert ModelConfig(activation_checkpointing=True).activation_checkpointing == "full"
+
+
+def test_plan_cli():
+    proc = subprocess.run([sys.executable, "tools/plan.py", "--config", "gpt2_xl", "--gpus-per-node", "8", "--nodes", "2"],
+                          cwd=ROOT, capture_output=True, text=True, env=train_env())
     assert proc.returncode == 0, proc.stderr
-    assert "1,557.7M parameters" in proc.stdout and "largest micro batch in 80 GiB with checkpointing" in proc.stdout
+    assert "1,557.7M parameters" in proc.stdout and "plan: ZeRO-0, micro batch 8 x accumulation 4" in proc.stdout
+    small = subprocess.run([sys.executable, "tools/plan.py", "--config", "gpt2_xl", "--gpus-per-node", "1",
+                            "--gpu-memory", "8"], cwd=ROOT, capture_output=True, text=True, env=train_env())
+    assert small.returncode == 2 and "no parallel plan fits" in small.stderr and "Traceback" not in small.stderr

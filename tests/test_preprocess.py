@@ -1,4 +1,5 @@
-"""preprocess_data end to end on real Korean and German text: exact ids, shards, bad input, kills."""
+"""preprocess_data end to end on Korean and German text (the corpus grown from the demo, and the real
+corpora where ../shared is present): exact ids, shards, bad input, kills."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from pretrain.data.indexed import IndexedDataset
-from tests.conftest import ROOT, read_documents, run_tool
+from tests.conftest import ROOT, grown_documents, read_documents, run_tool, write_jsonl
 
 
 def preprocess(tmp_path, *args, name="out", tokenizer=None, check=True):
@@ -24,38 +25,57 @@ def preprocess(tmp_path, *args, name="out", tokenizer=None, check=True):
     return prefix, proc
 
 
-def test_ids_equal_the_tokenizers_own_encoding(tmp_path, shared_bpe, corpus_files):
+@pytest.fixture(params=["grown", "real"])
+def corpus_and_tokenizer(request, tmp_path_factory):
+    """(input files, their documents, a GPT-2-layout tokenizer folder): the grown corpus with this project's
+    BPE, and the real ko/de corpora with the shared multilingual BPE where ../shared is present."""
+    if request.param == "grown":
+        corpus = request.getfixturevalue("small_corpus")
+        return [corpus], [json.loads(line)["text"] for line in corpus.open(encoding="utf-8")], \
+            request.getfixturevalue("tokenizer_dir")
+    files = request.getfixturevalue("corpus_files")
+    chosen = [files["ko.debian-faq-ko"], files["de.fortunes-de"]]
+    return chosen, [d for f in chosen for d in read_documents(f)], request.getfixturevalue("shared_bpe")
+
+
+def test_ids_equal_the_tokenizers_own_encoding(tmp_path, corpus_and_tokenizer):
     from transformers import GPT2Tokenizer
 
-    files = [corpus_files["ko.debian-faq-ko"], corpus_files["de.fortunes-de"]]
-    prefix, proc = preprocess(tmp_path, "--input", *files, "--append-eod", "--workers", "2", "--chunk-mb", "0.25",
-                              tokenizer=shared_bpe)
+    from pretrain.tokenization import load_tokenizer
+
+    files, docs, tokenizer = corpus_and_tokenizer
+    prefix, proc = preprocess(tmp_path, "--input", *files, "--append-eod", "--workers", "2", "--chunk-mb", "0.01",
+                              tokenizer=tokenizer)
     ds = IndexedDataset(f"{prefix}_text_document")
-    docs = [d for f in files for d in read_documents(f)]
     assert ds.num_documents == len(docs) == ds.num_sequences
-    reference = GPT2Tokenizer.from_pretrained(str(shared_bpe))
+    reference = GPT2Tokenizer.from_pretrained(str(tokenizer))  # transformers' own reading of vocab.json + merges.txt
+    eod = load_tokenizer(tokenizer).specials.eod
     for k in list(range(0, len(docs), 97)) + [0, 1, len(docs) - 1]:
-        assert ds.document(k).tolist() == reference(docs[k])["input_ids"] + [50256], k
+        assert ds.document(k).tolist() == reference(docs[k])["input_ids"] + [eod], k
     assert ds.dtype == np.uint16
     assert f"{len(docs):,} documents" in proc.stdout and "MB/s" in proc.stdout
 
 
-def test_worker_count_and_chunk_size_do_not_change_the_output(tmp_path, shared_bpe, small_corpus):
+def test_worker_count_and_chunk_size_do_not_change_the_output(tmp_path, tokenizer_dir, small_corpus):
     outputs = []
     for workers, chunk in (("1", "1"), ("2", "0.01"), ("3", "0.1")):
         prefix, _ = preprocess(tmp_path, "--input", small_corpus, "--workers", workers, "--chunk-mb", chunk,
-                               name=f"w{workers}", tokenizer=shared_bpe)
+                               name=f"w{workers}", tokenizer=tokenizer_dir)
         outputs.append([(tmp_path / f"w{workers}_text_document{s}").read_bytes() for s in (".bin", ".idx")])
     assert outputs[0] == outputs[1] == outputs[2]
 
 
-def test_shards_merged_equal_a_single_run(tmp_path, shared_bpe, small_corpus, corpus_files):
-    inputs = [small_corpus, corpus_files["ko.debian-faq-ko"], small_corpus]
-    single, _ = preprocess(tmp_path, "--input", *inputs, "--append-eod", name="single", tokenizer=shared_bpe)
+def test_shards_merged_equal_a_single_run(tmp_path, tokenizer_dir, small_corpus):
+    import zstandard
+
+    compressed = tmp_path / "whole.jsonl.zst"  # a compressed file goes whole to one shard
+    compressed.write_bytes(zstandard.ZstdCompressor().compress(small_corpus.read_bytes()))
+    inputs = [small_corpus, compressed, small_corpus]
+    single, _ = preprocess(tmp_path, "--input", *inputs, "--append-eod", name="single", tokenizer=tokenizer_dir)
     shards = 5
     for i in range(shards):
         preprocess(tmp_path, "--input", *inputs, "--append-eod", "--shard-index", str(i), "--num-shards", str(shards),
-                   "--workers", "1", name="sharded", tokenizer=shared_bpe)
+                   "--workers", "1", name="sharded", tokenizer=tokenizer_dir)
     names = sorted(p.name for p in tmp_path.glob("sharded_text_document.shard-*.idx"))
     assert names[0] == "sharded_text_document.shard-00000-of-00005.idx" and len(names) == shards
     out = run_tool("merge_datasets", "--input", tmp_path / "sharded_text_document")
@@ -66,41 +86,45 @@ def test_shards_merged_equal_a_single_run(tmp_path, shared_bpe, small_corpus, co
     (tmp_path / "sharded_text_document.shard-00003-of-00005.idx").unlink()
     missing = run_tool("merge_datasets", "--input", tmp_path / "sharded_text_document", "--output-prefix",
                        tmp_path / "again", check=False)
-    assert missing.returncode == 1 and "shard-00003-of-00005.idx" in missing.stderr and "rerun" in missing.stderr
+    assert missing.returncode == 2 and "shard-00003-of-00005.idx" in missing.stderr and "rerun" in missing.stderr
 
 
-def test_megatron_core_reads_sentence_datasets(tmp_path, shared_bpe, corpus_files):
+def test_megatron_core_reads_sentence_datasets(tmp_path, corpus_and_tokenizer):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from megatron.core.datasets.indexed_dataset import IndexedDataset as MegatronIndexedDataset
     from pretrain.data.sentences import split_sentences
     from pretrain.tokenization import load_tokenizer
 
-    source = corpus_files["ko.debian-faq-ko"]
-    prefix, _ = preprocess(tmp_path, "--input", source, "--split-sentences", "--json-keys", "text", "source",
-                           tokenizer=shared_bpe)
+    files, docs, tokenizer = corpus_and_tokenizer
+    source, docs = files[0], docs[: len(read_jsonl_or_zst(files[0]))]
+    prefix, _ = preprocess(tmp_path, "--input", source, "--split-sentences", "--json-keys", "text", tokenizer=tokenizer)
     ds = IndexedDataset(f"{prefix}_text_sentence")
     theirs = MegatronIndexedDataset(f"{prefix}_text_sentence")
-    docs = read_documents(source)
-    assert ds.num_documents == len(docs) and ds.num_sequences > 10 * len(docs)
+    assert ds.num_documents == len(docs) and ds.num_sequences > 3 * len(docs)
     assert list(theirs.document_indices) == list(ds.document_indices)
-    tok = load_tokenizer(shared_bpe)
+    tok = load_tokenizer(tokenizer)
     first = split_sentences(docs[0])
     assert [ds[s].tolist() for s in ds.document_sequences(0)] == tok.encode(first)
     assert [theirs[s].tolist() for s in ds.document_sequences(0)] == tok.encode(first)
-    assert IndexedDataset(f"{prefix}_source_sentence").num_documents == len(docs)
 
 
-def test_text_and_parquet_inputs(tmp_path, shared_bpe):
+def read_jsonl_or_zst(path) -> list[str]:
+    if str(path).endswith(".zst"):
+        return read_documents(path)
+    return [json.loads(line)["text"] for line in open(path, encoding="utf-8")]
+
+
+def test_text_and_parquet_inputs(tmp_path, tokenizer_dir):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     (tmp_path / "a.txt").write_text("Erster Absatz,\nnoch Zeile.\n\n둘째 문서입니다.\n", encoding="utf-8")
-    prefix, _ = preprocess(tmp_path, "--input", tmp_path / "a.txt", "--text-mode", "paragraph", tokenizer=shared_bpe)
+    prefix, _ = preprocess(tmp_path, "--input", tmp_path / "a.txt", "--text-mode", "paragraph", tokenizer=tokenizer_dir)
     assert IndexedDataset(f"{prefix}_text_document").num_documents == 2
     pq.write_table(pa.Table.from_pylist([{"content": "Hallo Welt"}, {"content": "안녕"}]), tmp_path / "b.parquet")
     prefix, _ = preprocess(tmp_path, "--input", tmp_path / "b.parquet", "--json-keys", "content", name="pq",
-                           tokenizer=shared_bpe)
+                           tokenizer=tokenizer_dir)
     assert IndexedDataset(f"{prefix}_content_document").num_documents == 2
 
 
@@ -114,69 +138,63 @@ BAD_LINES = {
 
 
 @pytest.mark.parametrize("reason", list(BAD_LINES))
-def test_bad_records_stop_with_file_line_and_fix_or_are_counted(tmp_path, shared_bpe, reason):
+def test_bad_records_stop_with_file_line_and_fix_or_are_counted(tmp_path, tokenizer_dir, reason):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(BAD_LINES[reason])
-    prefix, proc = preprocess(tmp_path, "--input", path, tokenizer=shared_bpe, check=False)
-    assert proc.returncode == 1, proc.stderr
+    prefix, proc = preprocess(tmp_path, "--input", path, tokenizer=tokenizer_dir, check=False)
+    assert proc.returncode == 2, proc.stderr
     assert f"{path}:2: {reason}" in proc.stderr and "--skip-bad-input" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("out*")), "nothing may be published after an error"
-    prefix, proc = preprocess(tmp_path, "--input", path, "--skip-bad-input", tokenizer=shared_bpe)
+    prefix, proc = preprocess(tmp_path, "--input", path, "--skip-bad-input", tokenizer=tokenizer_dir)
     assert f"skipped 1 records: {reason}" in proc.stdout
     ds = IndexedDataset(f"{prefix}_text_document")
     assert ds.num_documents == BAD_LINES[reason].count(b"gut")
 
 
-def test_empty_documents_are_skipped_and_counted(tmp_path, shared_bpe):
+def test_empty_documents_are_skipped_and_counted(tmp_path, tokenizer_dir):
     path = tmp_path / "e.jsonl"
     path.write_text('{"text": "a"}\n{"text": ""}\n{"text": "  \\n "}\n\n{"text": "b"}\n')
-    prefix, proc = preprocess(tmp_path, "--input", path, tokenizer=shared_bpe)
+    prefix, proc = preprocess(tmp_path, "--input", path, tokenizer=tokenizer_dir)
     assert "2 empty documents skipped" in proc.stdout
     assert IndexedDataset(f"{prefix}_text_document").num_documents == 2
 
 
-def test_truncated_compressed_file(tmp_path, shared_bpe):
+def test_truncated_compressed_file(tmp_path, tokenizer_dir):
     import zstandard
 
     lines = "".join(json.dumps({"text": f"Dokument Nummer {i}"}) + "\n" for i in range(60000)).encode()
     blob = zstandard.ZstdCompressor().compress(lines)
     path = tmp_path / "cut.jsonl.zst"
     path.write_bytes(blob[: len(blob) // 2])
-    prefix, proc = preprocess(tmp_path, "--input", path, tokenizer=shared_bpe, check=False)
-    assert proc.returncode == 1 and "ends early after line" in proc.stderr and "Traceback" not in proc.stderr
-    prefix, proc = preprocess(tmp_path, "--input", path, "--skip-bad-input", tokenizer=shared_bpe)
+    prefix, proc = preprocess(tmp_path, "--input", path, tokenizer=tokenizer_dir, check=False)
+    assert proc.returncode == 2 and "ends early after line" in proc.stderr and "Traceback" not in proc.stderr
+    prefix, proc = preprocess(tmp_path, "--input", path, "--skip-bad-input", tokenizer=tokenizer_dir)
     assert f"truncated (kept its complete records): {path}" in proc.stdout
     kept = IndexedDataset(f"{prefix}_text_document").num_documents
     assert 20000 < kept < 40000
 
 
-def test_existing_output_and_bad_tokenizer(tmp_path, shared_bpe, small_corpus):
-    preprocess(tmp_path, "--input", small_corpus, tokenizer=shared_bpe)
-    _, again = preprocess(tmp_path, "--input", small_corpus, tokenizer=shared_bpe, check=False)
-    assert again.returncode == 1 and "already exist" in again.stderr and "--overwrite" in again.stderr
-    preprocess(tmp_path, "--input", small_corpus, "--overwrite", tokenizer=shared_bpe)
+def test_existing_output_and_bad_tokenizer(tmp_path, tokenizer_dir, small_corpus):
+    preprocess(tmp_path, "--input", small_corpus, tokenizer=tokenizer_dir)
+    _, again = preprocess(tmp_path, "--input", small_corpus, tokenizer=tokenizer_dir, check=False)
+    assert again.returncode == 2 and "already exist" in again.stderr and "--overwrite" in again.stderr
+    preprocess(tmp_path, "--input", small_corpus, "--overwrite", tokenizer=tokenizer_dir)
     (tmp_path / "empty").mkdir()
     _, bad = preprocess(tmp_path, "--input", small_corpus, name="x", tokenizer=tmp_path / "empty", check=False)
-    assert bad.returncode == 1 and "is not a tokenizer folder" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "is not a tokenizer folder" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.fixture(scope="module")
-def big_corpus(tmp_path_factory, corpus_files):
-    """~25 MB of real text: long enough to kill a run in the middle."""
-    path = tmp_path_factory.mktemp("big") / "big.jsonl"
-    docs = read_documents(corpus_files["de.libreoffice-help-de"])
-    with open(path, "w", encoding="utf-8") as handle:
-        for _ in range(4):
-            for doc in docs:
-                handle.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
-    return path
+def big_corpus(tmp_path_factory):
+    """~20 MB of Korean and German text: long enough to kill a run in the middle."""
+    return write_jsonl(tmp_path_factory.mktemp("big") / "big.jsonl", grown_documents(count=40_000, seed=1))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_interrupted_run_publishes_nothing(tmp_path, shared_bpe, big_corpus, sig):
+def test_interrupted_run_publishes_nothing(tmp_path, tokenizer_dir, big_corpus, sig):
     cmd = [sys.executable, str(ROOT / "tools" / "preprocess_data.py"), "--input", str(big_corpus), "--tokenizer",
-           str(shared_bpe), "--output-prefix", str(tmp_path / "o"), "--workers", "2", "--no-progress"]
+           str(tokenizer_dir), "--output-prefix", str(tmp_path / "o"), "--workers", "2", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=_like_a_terminal_job)
     deadline = time.time() + 60

@@ -38,10 +38,10 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def data(cluster, tmp_path_factory, small_corpus, shared_bpe):
+def data(cluster, tmp_path_factory, small_corpus, tokenizer_dir):
     folder = tmp_path_factory.mktemp("slurm")
-    preprocess(small_corpus, shared_bpe, folder / "d", "--append-eod")
-    return {"folder": folder, "prefix": folder / "d_text_document", "tokenizer": shared_bpe}
+    preprocess(small_corpus, tokenizer_dir, folder / "d", "--append-eod")
+    return {"folder": folder, "prefix": folder / "d_text_document", "tokenizer": tokenizer_dir}
 
 
 def sbatch(script: str, *args: str, options: tuple[str, ...] = (), env: dict | None = None) -> str:
@@ -81,7 +81,8 @@ def train_job(data, name: str, launcher: str, *overrides: str, env: dict | None 
     job = sbatch("slurm/train.sbatch", "--config", "tiny_clm", f"data.tokenizer={data['tokenizer']}",
                  f"data.prefixes=[{data['prefix']}]", f"train.steps={STEPS}", "optim.warmup_steps=3",
                  "train.log_interval=1", "data.split=80,20,0", "train.eval_samples=16", "train.eval_interval=6",
-                 *overrides, options=("-N2", "--ntasks-per-node=1", f"--output={log}"),
+                 "train.ds_config=zero3", "train.stop_check_interval=1", *overrides,
+                 options=("-N2", "--ntasks-per-node=1", f"--output={log}"),
                  env={"LAUNCHER": launcher, "PRETRAIN_DEVICE": "cpu", "RUN_DIR": str(run_dir), **(env or {})})
     return job, run_dir, Path(str(log).replace("%j", job))
 
@@ -150,21 +151,32 @@ def test_half_written_checkpoint_is_never_resumed(data, reference, tmp_path):
     assert latest_complete(ckpt) == f"step{STEPS:08d}"
 
 
-def test_preprocess_array_and_merge_equal_one_process(data, small_corpus, shared_bpe):
-    folder = data["folder"]
+def test_preprocess_array_and_merge_equal_one_process(data, tmp_path):
+    """Two JSON keys: one merge job per key, every one of them reported and waited for."""
+    from tests.conftest import grown_documents
+
+    folder, tokenizer = data["folder"], data["tokenizer"]
+    corpus = tmp_path / "two_keys.jsonl"
+    with open(corpus, "w", encoding="utf-8") as handle:
+        for doc in grown_documents(count=200, seed=5):
+            handle.write(json.dumps({"text": doc, "title": doc[:20]}, ensure_ascii=False) + "\n")
     single = folder / "single"
-    run_tool("preprocess_data", "--input", small_corpus, small_corpus, "--tokenizer", shared_bpe, "--output-prefix",
+    keys = ("--json-keys", "text", "title")
+    run_tool("preprocess_data", "--input", corpus, corpus, *keys, "--tokenizer", tokenizer, "--output-prefix",
              single, "--append-eod", "--no-progress")
-    out = subprocess.run(["bash", "slurm/submit_preprocess.sh", "3", "--cpus-per-task=1", f"--output={folder}/pp-%A_%a.out", "--",
-                          "--input", str(small_corpus), str(small_corpus), "--tokenizer", str(shared_bpe),
+    out = subprocess.run(["bash", "slurm/submit_preprocess.sh", "3", "--cpus-per-task=1", f"--output={folder}/pp-%A_%a.out",
+                          "--", "--input", str(corpus), str(corpus), *keys, "--tokenizer", str(tokenizer),
                           "--output-prefix", str(folder / "sharded"), "--append-eod"],
                          cwd=ROOT, capture_output=True, text=True, env=train_env())
     assert out.returncode == 0, out.stderr
-    merge_job = out.stdout.split()[-1]
-    state = wait(merge_job)
-    assert state["JobState"] == "COMPLETED", out.stdout
-    for suffix in (".bin", ".idx"):
-        assert (folder / f"sharded_text_document{suffix}").read_bytes() == (folder / f"single_text_document{suffix}").read_bytes()
+    merge_jobs = out.stdout.split("merge jobs")[-1].split()
+    assert len(merge_jobs) == 2, out.stdout
+    for job in merge_jobs:
+        assert wait(job)["JobState"] == "COMPLETED", out.stdout
+    for key in ("text", "title"):
+        for suffix in (".bin", ".idx"):
+            assert (folder / f"sharded_{key}_document{suffix}").read_bytes() == \
+                (folder / f"single_{key}_document{suffix}").read_bytes()
 
 
 def test_unreachable_master_fails_with_a_clear_message(data):

@@ -10,13 +10,20 @@ import pytest
 
 from pretrain.tokenization import TokenizerError, load_tokenizer
 from pretrain.tokenization.training import TokenizerTrainingOptions, train_tokenizer
-from tests.conftest import read_documents, run_tool
+from tests.conftest import grown_documents, read_documents, run_tool
+
+VOCAB = 1500  # what the corpus grown from the demo supports for every kind (unigram stops short of 2000)
 
 
-@pytest.fixture(scope="module")
-def sample_docs(corpus_files) -> list[str]:
-    return (read_documents(corpus_files["ko.libreoffice-help-ko"], 120) + read_documents(corpus_files["de.fortunes-de"], 200)
-            + read_documents(corpus_files["de.libreoffice-help-de"], 60))
+@pytest.fixture(scope="module", params=["grown", "real"])
+def sample_docs(request) -> list[str]:
+    """Korean and German documents the tokenizers did not train on: new recombinations of the demo's
+    sentences, and real help pages and quotations where ../shared is present."""
+    if request.param == "grown":
+        return grown_documents(count=300, seed=7)[-300:]
+    files = request.getfixturevalue("corpus_files")
+    return (read_documents(files["ko.libreoffice-help-ko"], 120) + read_documents(files["de.fortunes-de"], 200)
+            + read_documents(files["de.libreoffice-help-de"], 60))
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +32,7 @@ def trained(tmp_path_factory, small_corpus) -> dict:
     for kind in ("bpe", "wordpiece", "spm-unigram", "spm-bpe"):
         folder = tmp_path_factory.mktemp("tok") / kind
         train_tokenizer(TokenizerTrainingOptions(kind=kind, inputs=[str(small_corpus)], output=str(folder),
-                                                 vocab_size=3000, max_bytes=2 << 20))
+                                                 vocab_size=VOCAB, max_bytes=2 << 20))
         out[kind] = folder
     return out
 
@@ -36,7 +43,7 @@ def test_trained_tokenizer_loads_in_transformers_with_same_ids(trained, kind, sa
 
     ours = load_tokenizer(trained[kind])
     theirs = AutoTokenizer.from_pretrained(str(trained[kind]))
-    assert ours.vocab_size == len(theirs) == 3000
+    assert ours.vocab_size == len(theirs) == VOCAB
     assert ours.specials.added == []  # training put every special token in the vocabulary
     assert ours.encode(sample_docs) == [theirs(d, add_special_tokens=False)["input_ids"] for d in sample_docs]
     assert theirs.eos_token == ours.specials.tokens["eod"] and theirs.mask_token == ours.specials.tokens["mask"]
@@ -70,7 +77,22 @@ def test_nfc_normalization_makes_decomposed_korean_identical(trained):
         assert tok.encode([decomposed]) == tok.encode([text]), kind
 
 
-def test_sample_is_capped_and_spread_over_files(tmp_path, corpus_files):
+def test_sample_is_capped_and_spread_over_files(tmp_path):
+    from pretrain.tokenization.training import SampleStats, sample_texts
+    from tests.conftest import write_jsonl
+
+    docs = grown_documents(count=4000, seed=3)
+    korean = write_jsonl(tmp_path / "ko.jsonl", [d for d in docs if "다" in d])
+    german = write_jsonl(tmp_path / "de.jsonl", [d for d in docs if "다" not in d])
+    stats = SampleStats()
+    options = TokenizerTrainingOptions(kind="bpe", inputs=[str(korean), str(german)], output="unused", max_bytes=1 << 18)
+    texts = list(sample_texts(options, stats))
+    assert stats.text_bytes < 1.3 * (1 << 18)  # the cap, plus at most one document per file
+    assert sum(korean.stat().st_size + german.stat().st_size for _ in [0]) > 4 * (1 << 18)
+    assert any("다" in t for t in texts) and any("die" in t for t in texts)  # both files, read from their starts
+
+
+def test_real_corpora_sample_is_capped_and_spread_over_files(corpus_files):
     from pretrain.tokenization.training import SampleStats, sample_texts
 
     stats = SampleStats()
@@ -81,34 +103,50 @@ def test_sample_is_capped_and_spread_over_files(tmp_path, corpus_files):
     assert any("Fontwork" in t or "폰트" in t for t in texts) and any("--" in t for t in texts)  # ko and de files
 
 
-def test_shared_gpt2_layout_gets_special_tokens_added(shared_bpe):
+@pytest.fixture(scope="module")
+def gpt2_layout(tmp_path_factory, tokenizer_dir):
+    """Only vocab.json + merges.txt, as GPT-2 and many German GPT-2s ship: this project's BPE without
+    its tokenizer.json and configs."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("gpt2_layout")
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tokenizer_dir / name, folder / name)
+    return folder
+
+
+def test_gpt2_layout_gets_special_tokens_added(gpt2_layout):
     from transformers import GPT2Tokenizer
 
-    tok = load_tokenizer(shared_bpe)
+    tok = load_tokenizer(gpt2_layout)
+    vocab = json.loads((gpt2_layout / "vocab.json").read_text())
     assert tok.family == "byte_bpe"
-    assert tok.specials.ids["eod"] == 50256 and tok.specials.tokens["eod"] == "<|endoftext|>"
-    assert tok.specials.ids["unk"] == 50256  # GPT-2's convention
-    assert len(tok.specials.added) == 5 and tok.vocab_size == 50261
-    reference = GPT2Tokenizer.from_pretrained(str(shared_bpe))
+    assert tok.specials.tokens["eod"] == "<|endoftext|>" and tok.specials.ids["eod"] == vocab["<|endoftext|>"]
+    assert tok.specials.ids["unk"] == tok.specials.ids["eod"]  # GPT-2's convention
+    # the other roles' tokens are in vocab.json already: registered as special, the vocabulary does not grow
+    assert tok.specials.added == [] and tok.vocab_size == len(vocab)
+    assert [tok.specials.ids[r] for r in ("pad", "cls", "sep", "mask")] == [vocab[t] for t in ("<pad>", "<s>", "</s>", "<mask>")]
+    reference = GPT2Tokenizer.from_pretrained(str(gpt2_layout))
     for text in ["안녕하세요, 세계!", "Grüß Gott, Straße <|endoftext|> Ende", "  spaces\n\tand tabs "]:
         assert tok.encode([text])[0] == reference(text)["input_ids"]
 
 
-def test_saved_folder_round_trips_with_added_tokens(tmp_path, shared_bpe):
+@pytest.mark.parametrize("which", ["gpt2_layout", "shared_bpe"])
+def test_saved_folder_round_trips_with_added_tokens(tmp_path, request, which):
     from transformers import AutoTokenizer
 
-    tok = load_tokenizer(shared_bpe)
+    tok = load_tokenizer(request.getfixturevalue(which))
     tok.save(tmp_path / "saved")
     again = load_tokenizer(tmp_path / "saved")
     assert again.specials.ids == tok.specials.ids and again.specials.added == []
     hf = AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
-    assert hf.mask_token_id == tok.specials.ids["mask"] and hf.eos_token_id == 50256
+    assert hf.mask_token_id == tok.specials.ids["mask"] and hf.eos_token_id == tok.specials.eod
     assert hf("Hallo Welt")["input_ids"] == tok.encode(["Hallo Welt"])[0]
 
 
-def test_kogpt2_style_folder_keeps_its_own_specials(tmp_path, shared_bpe):
+def test_kogpt2_style_folder_keeps_its_own_specials(tmp_path, gpt2_layout):
     """A tokenizer.json with its special tokens declared in tokenizer_config.json gets nothing added."""
-    base = load_tokenizer(shared_bpe)
+    base = load_tokenizer(gpt2_layout)
     base.save(tmp_path / "ko")
     config = json.loads((tmp_path / "ko" / "tokenizer_config.json").read_text())
     config.update(eos_token="</s>", bos_token="</s>", pad_token="<pad>")
@@ -117,8 +155,8 @@ def test_kogpt2_style_folder_keeps_its_own_specials(tmp_path, shared_bpe):
     assert tok.specials.added == [] and tok.specials.tokens["eod"] == "</s>"
 
 
-def test_word_starts(trained, shared_bpe):
-    bpe = load_tokenizer(shared_bpe)
+def test_word_starts(trained):
+    bpe = load_tokenizer(trained["bpe"])
     starts = bpe.word_starts()
     ids = bpe.encode(["한국어 위키백과는 자유"])[0]
     assert [bool(starts[i]) for i in ids][1:] == [bpe.backend.id_to_token(i).startswith("Ġ") for i in ids][1:]
@@ -140,4 +178,16 @@ def test_cli_trains_and_refuses_to_overwrite(tmp_path, small_corpus):
     out = tmp_path / "tok"
     run_tool("train_tokenizer", "--type", "bpe", "--input", small_corpus, "--output", out, "--vocab-size", "1000")
     again = run_tool("train_tokenizer", "--type", "bpe", "--input", small_corpus, "--output", out, check=False)
-    assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_shared_gpt2_layout_gets_special_tokens_added(shared_bpe):
+    """The real multilingual BPE (GPT-2's layout and its 50,257 tokens)."""
+    from transformers import GPT2Tokenizer
+
+    tok = load_tokenizer(shared_bpe)
+    assert tok.specials.ids["eod"] == 50256 and tok.specials.ids["unk"] == 50256
+    assert len(tok.specials.added) == 5 and tok.vocab_size == 50261
+    reference = GPT2Tokenizer.from_pretrained(str(shared_bpe))
+    for text in ["안녕하세요, 세계!", "Grüß Gott, Straße <|endoftext|> Ende"]:
+        assert tok.encode([text])[0] == reference(text)["input_ids"]

@@ -1,4 +1,13 @@
-"""What every command does around its work: logging, clean errors, and cleanup on SIGTERM."""
+"""What every command does around its work: logging, clean errors, cleanup on SIGTERM, exit codes.
+
+Exit codes, the same for every ``pretrain-*`` command:
+
+    0    done
+    1    failure (a bug, a crash, a diverged run)
+    2    bad input or configuration: the message says what to fix (argparse's usage errors are 2 too)
+    75   stopped early and saved (training: a signal, run.dir/STOP, train.exit_*); run it again to resume
+    130  interrupted (Ctrl-C, SIGTERM) with nothing published
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,11 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 75
+EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
@@ -27,7 +41,7 @@ def _terminate(signum, frame) -> None:
 
 
 def run(main: Callable[[], int | None]) -> None:
-    """Run ``main`` and exit: 0 on success, 1 on a user error (message only), 130 on interrupt.
+    """Run ``main`` and exit: 0 on success, 2 on bad input (message only), 130 on interrupt.
 
     SIGTERM (what Slurm and ``kill`` send) is turned into KeyboardInterrupt so that temporary
     outputs are removed exactly as on Ctrl-C.
@@ -38,14 +52,14 @@ def run(main: Callable[[], int | None]) -> None:
         code = main() or 0
     except KeyboardInterrupt:
         print("\ninterrupted: temporary outputs removed, nothing was published", file=sys.stderr)
-        code = 130
+        code = EXIT_INTERRUPTED
     except _user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
-        code = 1
+        code = EXIT_BAD_INPUT
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
         print(f"error: the disk is full ({exc.filename or exc}); temporary outputs were removed. "
               "Free space or choose another output folder.", file=sys.stderr)
-        code = 1
+        code = EXIT_FAILURE
     sys.exit(code)

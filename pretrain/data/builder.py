@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pretrain.config import Config, data_prefixes, split_fractions
+from pretrain.config import DataConfig, data_prefixes, split_fractions
 from pretrain.data.blend import BlendedDataset, blend_counts
 from pretrain.data.gpt_dataset import GPTDataset, build_gpt_indices, documents_end_with, epochs_needed
 from pretrain.data.index_cache import dataset_identity, load_or_build
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import MaskingSpec
 from pretrain.data.mlm_dataset import MLMDataset, build_mlm_mapping, serving_order
-from pretrain.presets import get_preset
 from pretrain.tokenization import LoadedTokenizer
 
 log = logging.getLogger(__name__)
@@ -44,11 +43,10 @@ def split_ranges(num_documents: int, split: str) -> dict[str, range]:
     return {name: range(bounds[i], bounds[i + 1]) for i, name in enumerate(SPLITS)}
 
 
-def check_datasets(config: Config, tokenizer: LoadedTokenizer) -> list[str]:
+def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str) -> list[str]:
     """Problems that would make the data unusable with this tokenizer and objective (all of them)."""
     problems = []
-    objective = get_preset(config.model.preset).objective
-    for prefix, _ in data_prefixes(config):
+    for prefix, _ in data_prefixes(data):
         try:
             indexed = IndexedDataset(prefix)
         except ValueError as exc:
@@ -78,15 +76,18 @@ def _highest_token(indexed: IndexedDataset, windows: int = 64) -> int:
     return max(int(indexed.tokens(int(s), int(s) + width).max()) for s in starts)
 
 
-def build_datasets(config: Config, tokenizer: LoadedTokenizer, sizes: SplitSizes, may_build_index: bool) -> dict:
-    """{split: dataset} for every split with samples requested (blended when several prefixes)."""
-    objective = get_preset(config.model.preset).objective
-    pairs = data_prefixes(config)
+def build_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str, seed: int, sizes: SplitSizes,
+                   may_build_index: bool) -> dict:
+    """{split: dataset} for every split with samples requested (blended when several prefixes).
+
+    ``objective``: "clm" (packed GPT samples) or "mlm" (BERT sentence pairs with masking); ``seed``: the
+    run's, from which each split's shuffling and masking are drawn."""
+    pairs = data_prefixes(data)
     per_prefix: dict[str, list] = {name: [] for name in SPLITS}
     weights = [w for _, w in pairs]
     for prefix, _ in pairs:
         indexed = IndexedDataset(prefix)
-        ranges = split_ranges(indexed.num_documents, config.data.split)
+        ranges = split_ranges(indexed.num_documents, data.split)
         for name in SPLITS:
             wanted = getattr(sizes, name)
             if wanted == 0:
@@ -95,9 +96,9 @@ def build_datasets(config: Config, tokenizer: LoadedTokenizer, sizes: SplitSizes
             count = blend_counts(weights, wanted)[len(per_prefix[name])] if len(pairs) > 1 else wanted
             if len(ranges[name]) == 0:
                 raise DataError(f"{prefix}: the {name} split has no documents ({indexed.num_documents} documents, "
-                                f"data.split={config.data.split}); use more data or change data.split.")
-            per_prefix[name].append(_split_dataset(config, tokenizer, indexed, ranges[name], count, objective, name,
-                                                   may_build_index))
+                                f"data.split={data.split}); use more data or change data.split.")
+            per_prefix[name].append(_split_dataset(data, tokenizer, indexed, ranges[name], count, objective,
+                                                   seed + SPLITS.index(name), name, may_build_index))
     out = {}
     for name in SPLITS:
         wanted = getattr(sizes, name)
@@ -107,9 +108,8 @@ def build_datasets(config: Config, tokenizer: LoadedTokenizer, sizes: SplitSizes
     return out
 
 
-def _split_dataset(config: Config, tokenizer: LoadedTokenizer, indexed: IndexedDataset, documents: range,
-                   num_samples: int, objective: str, split: str, may_build: bool) -> torch.utils.data.Dataset:
-    data, seed = config.data, config.run.seed + SPLITS.index(split)
+def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: IndexedDataset, documents: range,
+                   num_samples: int, objective: str, seed: int, split: str, may_build: bool) -> torch.utils.data.Dataset:
     key = {"dataset": dataset_identity(indexed.prefix), "documents": [documents.start, documents.stop],
            "seq_len": data.seq_len, "seed": seed, "objective": objective}
     cache_dir = Path(data.cache_dir) if data.cache_dir else Path(f"{indexed.prefix}.cache")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pretrain.data.indexed import IndexedDataset
-from pretrain.data.masking import IGNORE_INDEX, MaskingSpec, mask_tokens
+from pretrain.data.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, max_predictions
 
 
 def build_mlm_mapping(indexed: IndexedDataset, documents: range, seq_len: int, short_seq_prob: float,
@@ -61,7 +61,11 @@ def build_mlm_indices(indexed: IndexedDataset, documents: range, num_samples: in
 
 
 class MLMDataset(torch.utils.data.Dataset):
-    """``dataset[i]`` -> input_ids, token_type_ids, attention_mask, labels (+ sop_label)."""
+    """``dataset[i]`` -> input_ids, token_type_ids, attention_mask, labels, masked_positions (+ sop_label).
+
+    ``masked_positions`` lists the positions to predict, padded with 0 (the [CLS] position, whose label is
+    -100) to the fixed width ``max_predictions(seq_len, mask_prob)``: the model gathers that many rows per
+    sample, a shape known before the batch reaches the GPU."""
 
     def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, specials: dict[str, int],
                  masking: MaskingSpec, sentence_order: bool, seed: int, num_samples: int) -> None:
@@ -74,6 +78,7 @@ class MLMDataset(torch.utils.data.Dataset):
         self.seq_len = seq_len
         self.cls, self.sep, self.pad = specials["cls"], specials["sep"], specials["pad"]
         self.masking = masking
+        self.predictions = max_predictions(seq_len, masking.mask_prob)
         self.sentence_order = sentence_order
         self.seed = seed
 
@@ -107,6 +112,9 @@ class MLMDataset(torch.utils.data.Dataset):
         sample["token_type_ids"][len(a) + 2 : length] = 1
         sample["attention_mask"][:length] = 1
         sample["labels"][:length] = labels
+        chosen = np.flatnonzero(labels != IGNORE_INDEX)
+        sample["masked_positions"] = np.zeros(self.predictions, dtype=np.int64)
+        sample["masked_positions"][: len(chosen)] = chosen
         sample = {name: torch.from_numpy(array) for name, array in sample.items()}
         if self.sentence_order:
             sample["sop_label"] = torch.tensor(int(swapped))

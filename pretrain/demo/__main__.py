@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-TRAIN = HERE.parent / "train.py"
+TRAIN = HERE.parent.parent / "tools" / "train.py"
 
 
 def step(title: str, command: list[str]) -> None:
@@ -48,7 +48,7 @@ def main() -> int:
     step("3. inspect the dataset", [python, tools / "inspect_dataset.py", prefix, "--document", "0", "--tokenizer",
                                     out / "tokenizer", "--bins", "6"])
     deepspeed = shutil.which("deepspeed") or str(Path(python).parent / "deepspeed")
-    step(f"4. train a tiny {'GPT-2' if clm else 'BERT'} with DeepSpeed ZeRO-3 on {args.ranks} CPU ranks",
+    step(f"4. train a tiny {'GPT-2' if clm else 'BERT'} with DeepSpeed on {args.ranks} CPU ranks",
          [deepspeed, "--num_gpus", str(args.ranks), TRAIN, "--config", "tiny_clm" if clm else "tiny_mlm",
           f"data.tokenizer={out / 'tokenizer'}", f"data.prefixes=[{prefix}]", f"run.dir={out / 'run'}",
           f"train.steps={args.steps}", "train.eval_interval=20", "train.log_interval=20", "train.save_interval=60"])

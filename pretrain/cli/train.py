@@ -1,34 +1,26 @@
-"""Pretrain a GPT-2 causal LM or a BERT masked LM with DeepSpeed ZeRO-3.
+"""Pretrain a GPT-2 causal LM or a BERT masked LM with DeepSpeed (the ZeRO stage the parallel plan picks).
 
-    deepspeed --num_gpus N pretrain/train.py --config tiny_clm data.tokenizer=TOK data.prefixes=[P] run.dir=R
-    torchrun --nproc_per_node N pretrain/train.py --config CONFIG.yaml [section.key=value ...]
-    srun python pretrain/train.py --config CONFIG.yaml          (one task per GPU; also mpirun)
+    deepspeed --num_gpus N tools/train.py --config tiny_clm data.tokenizer=TOK data.prefixes=[P] run.dir=R
+    torchrun --nproc_per_node N -m pretrain.cli.train --config CONFIG.yaml [section.key=value ...]
+    srun pretrain-train --config CONFIG.yaml          (one task per GPU; also mpirun)
 
 Restarting the same command with the same run.dir resumes from its latest complete checkpoint.
+Exit codes: 0 done, 2 bad configuration or data, 75 stopped early and saved (relaunch to resume),
+1 any other failure.
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import logging
 import sys
 import time
+import warnings
 
-if __package__ in (None, ""):
-    # Run as a script, Python puts pretrain/ first on sys.path, where config.py, model.py, data/ ...
-    # would shadow top-level modules of the same names. Put the repository root there instead.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    if sys.path and os.path.abspath(sys.path[0]) == _here:
-        sys.path[0] = os.path.dirname(_here)
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import warnings  # noqa: E402
+from pretrain.cli.runner import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STOPPED
 
 # torch.distributed deprecation notices, raised inside DeepSpeed on every collective
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
-
-
-STOPPED_EARLY = 75  # saved and stopped before train.steps (signal, STOP file, exit limits): relaunch to resume
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,27 +47,33 @@ def main(argv: list[str] | None = None) -> int:
         validate(config, env.world_size)
         preflight(config)
     except ConfigError as exc:
-        if env.rank == 0:
-            print(f"error: {exc}", file=sys.stderr)
-        else:
-            # every rank finds the same problems, but only rank 0 says them; srun --kill-on-bad-exit
-            # kills all ranks when the first exits, so the others give rank 0 time to print first
-            time.sleep(5)
-        return 2
+        report_once_per_node(env, f"error: {exc}")
+        return EXIT_BAD_INPUT
     return run(config, env)
+
+
+def report_once_per_node(env, message: str) -> None:
+    """Every rank finds the same problem; the first rank of each node says it. A launcher that kills all
+    ranks when the first one exits (srun --kill-on-bad-exit) must not swallow it, so the other ranks wait
+    a little before they exit too."""
+    if env.local_rank == 0:
+        print(message, file=sys.stderr, flush=True)
+    else:
+        time.sleep(5)
 
 
 def preflight(config) -> None:
     """Checks that need the tokenizer: the data was made with it and suits the objective."""
     from pretrain.config import ConfigError
     from pretrain.data.builder import check_datasets
+    from pretrain.presets import get_preset
     from pretrain.tokenization import TokenizerError, load_tokenizer
 
     try:
         tokenizer = load_tokenizer(config.data.tokenizer)
     except TokenizerError as exc:
         raise ConfigError([f"data.tokenizer: {exc}"]) from None
-    problems = check_datasets(config, tokenizer)
+    problems = check_datasets(config.data, tokenizer, get_preset(config.model.preset).objective)
     if problems:
         raise ConfigError(problems)
 
@@ -85,24 +83,32 @@ def run(config, env) -> int:
 
     from pretrain.data.builder import DataError
     from pretrain.distributed import RendezvousError, check_rendezvous, init_process_group
+    from pretrain.parallel import PlanError
     from pretrain.trainer import Trainer, TrainingDiverged
 
     try:
         check_rendezvous(env)
     except RendezvousError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     init_process_group()
     try:
         state = Trainer(config, env).train()
-    except (DataError, TrainingDiverged) as exc:
+    except (DataError, PlanError) as exc:
+        report_once_per_node(env, f"error: {exc}")
+        return EXIT_BAD_INPUT
+    except TrainingDiverged as exc:
         print(f"error (rank {env.rank}): {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    return 0 if state.step >= config.train.steps else STOPPED_EARLY
+    return 0 if state.step >= config.train.steps else EXIT_STOPPED
+
+
+def cli() -> None:
+    sys.exit(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
