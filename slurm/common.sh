@@ -11,10 +11,15 @@ fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
 # Hosts of this job, and the master: the first of them; the port follows from the job id so that
-# two jobs sharing a node do not collide (override with MASTER_ADDR / MASTER_PORT).
+# two jobs sharing a node do not collide (pretrain.distributed.port_for_job, the one formula; override
+# with MASTER_ADDR / MASTER_PORT).
 mapfile -t JOB_HOSTS < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 export MASTER_ADDR=${MASTER_ADDR:-${JOB_HOSTS[0]}}
-export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
+if [ -z "${MASTER_PORT:-}" ]; then
+  MASTER_PORT=$(python -c 'import os; from pretrain.distributed import port_for_job; print(port_for_job(os.environ))') \
+    || { echo "cannot import pretrain from $(command -v python): set PRETRAIN_VENV or activate its environment" >&2; exit 1; }
+  export MASTER_PORT
+fi
 NNODES=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
 
 # Ranks per node: one per GPU; with no GPU (CPU mode, for tests) CPU_RANKS_PER_NODE (default 1).

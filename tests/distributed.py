@@ -13,7 +13,6 @@ from pathlib import Path
 from pretrain.distributed import free_port
 from tests.conftest import ROOT, run_tool
 
-
 LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 

@@ -18,6 +18,7 @@ from tests.conftest import ROOT, run_tool
 from tests.distributed import metrics, partition_sizes, preprocess, train_env
 
 STEPS = 12
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pretrain.data import records
-from pretrain.data.parsing import parse_chunk
-from pretrain.data.sources import InputError, plan_shard, read_chunks, resolve_inputs
+from pretrain.corpus import records
+from pretrain.corpus.parsing import parse_chunk
+from pretrain.corpus.sources import plan_shard, read_chunks, resolve_inputs
+from pretrain.corpus.types import InputError
 
 
 def read_all(specs, shard=0, shards=1, mode="line", chunk=64, keys=("text",)):

@@ -14,6 +14,7 @@ import torch
 from tests.distributed import launch, metrics, partition_sizes, preprocess
 
 STEPS, STOP = 10, 5
+pytestmark = pytest.mark.slow
 COMMON = (f"train.steps={STEPS}", "train.log_interval=1", f"train.eval_interval={STOP}", f"train.save_interval={STOP}",
           "optim.warmup_steps=3", "train.eval_samples=16", "data.split=80,20,0", "train.stop_check_interval=1")
 

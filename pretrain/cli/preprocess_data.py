@@ -6,8 +6,8 @@ import argparse
 import os
 
 from pretrain.cli.runner import run
+from pretrain.corpus.sources import FORMATS
 from pretrain.data.preprocess import PreprocessOptions, preprocess
-from pretrain.data.sources import FORMATS
 
 
 def parser() -> argparse.ArgumentParser:

@@ -28,9 +28,9 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from pretrain.corpus.types import InputError
     from pretrain.data.indexed import IndexFormatError
     from pretrain.data.preprocess import PreprocessError
-    from pretrain.data.sources import InputError
     from pretrain.tokenization import TokenizerError
 
     return UserError, IndexFormatError, PreprocessError, InputError, TokenizerError

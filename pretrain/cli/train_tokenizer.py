@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pretrain.cli.runner import run
-from pretrain.data.sources import FORMATS
+from pretrain.corpus.sources import FORMATS
 from pretrain.tokenization.training import KINDS, NORMALIZATIONS, TokenizerTrainingOptions, train_tokenizer
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pretrain.data.parsing import Problem, find_unencodable, parse_chunk
+from pretrain.corpus.parsing import Problem, find_unencodable, parse_chunk
+from pretrain.corpus.sources import Chunk
 from pretrain.data.sentences import split_sentences
-from pretrain.data.sources import Chunk
 
 
 @dataclass(frozen=True)

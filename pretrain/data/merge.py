@@ -7,8 +7,8 @@ import glob
 import os
 import re
 
+from pretrain.corpus.types import InputError
 from pretrain.data import indexed
-from pretrain.data.sources import InputError
 
 SHARD_SUFFIX = re.compile(r"\.shard-(\d{5})-of-(\d{5})$")
 

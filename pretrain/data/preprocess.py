@@ -18,7 +18,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pretrain.data import indexed, sources
+from pretrain.corpus import sources
+from pretrain.corpus.types import Chunk, TruncatedFile
+from pretrain.data import indexed
 from pretrain.data.encoding import EncodedChunk, EncodeSettings, encode_in_worker, init_worker
 from pretrain.progress import Progress
 
@@ -126,11 +128,11 @@ def preprocess(options: PreprocessOptions) -> Summary:
     return summary
 
 
-def _chunks(plan, options: PreprocessOptions, summary: Summary) -> Iterator[sources.Chunk]:
+def _chunks(plan, options: PreprocessOptions, summary: Summary) -> Iterator[Chunk]:
     for file, start, end in plan:
         try:
             yield from sources.read_chunks(file, start, end, options.text_mode, options.chunk_bytes, options.json_keys)
-        except sources.TruncatedFile as exc:
+        except TruncatedFile as exc:
             if not options.skip_bad_input:
                 raise PreprocessError(
                     f"{file.path}: the compressed data ends early after line {exc.line} ({exc.cause}): the file is "

@@ -20,8 +20,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pretrain.data import sources
-from pretrain.data.parsing import parse_chunk
+from pretrain.corpus import sources
+from pretrain.corpus.parsing import parse_chunk
+from pretrain.corpus.types import InputError, InputFile
 from pretrain.tokenization.loading import LoadedTokenizer, from_backend, sentencepiece_to_tokenizers
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,14 @@ def sample_texts(options: TokenizerTrainingOptions, stats: SampleStats) -> Itera
         yield from _sample_file(file, budget, options, stats)
 
 
-def _sample_file(file: sources.InputFile, budget: int, options: TokenizerTrainingOptions,
+def _sample_file(file: InputFile, budget: int, options: TokenizerTrainingOptions,
                  stats: SampleStats) -> Iterator[str]:
     taken = 0
     for chunk in sources.read_chunks(file, 0, file.size, options.text_mode, min(1 << 20, budget), options.json_keys):
         parsed = parse_chunk(chunk, options.json_keys)
         for problem in parsed.problems:
             if not options.skip_bad_input:
-                raise sources.InputError(str(problem))
+                raise InputError(str(problem))
             stats.skipped[problem.reason] += 1
         for index in range(len(parsed.lines)):
             for key in options.json_keys:
@@ -97,7 +98,7 @@ def train_tokenizer(options: TokenizerTrainingOptions) -> LoadedTokenizer:
         raise ValueError(f"unknown normalization {options.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
     output = Path(options.output)
     if output.exists() and any(output.iterdir()) and not options.overwrite:
-        raise sources.InputError(f"{output} already exists and is not empty: pass --overwrite or choose another --output.")
+        raise InputError(f"{output} already exists and is not empty: pass --overwrite or choose another --output.")
     vocab_size = options.vocab_size or DEFAULT_VOCAB_SIZE[options.kind]
     stats = SampleStats()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,7 @@ def train_tokenizer(options: TokenizerTrainingOptions) -> LoadedTokenizer:
         else:
             tokenizer = _train_hf(options, texts, vocab_size)
         if stats.documents == 0:
-            raise sources.InputError(f"no text found in {options.inputs} (check --json-keys / --input-format).")
+            raise InputError(f"no text found in {options.inputs} (check --json-keys / --input-format).")
         tokenizer.save(staging)
         if output.exists():
             shutil.rmtree(output)
@@ -196,4 +197,4 @@ def _train_sentencepiece(options: TokenizerTrainingOptions, texts: Iterator[str]
 
 
 def _empty_guard(options: TokenizerTrainingOptions):
-    raise sources.InputError(f"no text found in {options.inputs} (check --json-keys / --input-format).")
+    raise InputError(f"no text found in {options.inputs} (check --json-keys / --input-format).")

@@ -11,8 +11,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pretrain.data import records
-from pretrain.data.sources import Chunk
+from pretrain.corpus import records
+from pretrain.corpus.types import Chunk
 
 SKIP_HINT = "or pass --skip-bad-input to skip such records and count them"
 

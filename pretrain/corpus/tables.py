@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from pretrain.data.sources import Chunk, InputError, InputFile
+from pretrain.corpus.types import Chunk, InputError, InputFile
 
 
 def table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: Sequence[str]) -> Iterator[Chunk]:

@@ -16,46 +16,18 @@ import glob
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pretrain.data import records
-from pretrain.data.compression import COMPRESSIONS, open_decompressed, truncation_errors
+from pretrain.corpus import records
+from pretrain.corpus.compression import COMPRESSIONS, open_decompressed, truncation_errors
+from pretrain.corpus.tables import table_chunks
+from pretrain.corpus.types import Chunk, InputError, InputFile, TruncatedFile
 
 FORMATS = ("jsonl", "text", "parquet", "arrow")
 _FORMAT_OF_SUFFIX = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
     ".txt": "text", ".text": "text", ".parquet": "parquet", ".arrow": "arrow",
 }
-
-
-class InputError(ValueError):
-    """Bad input the user must fix; the message names the file (and line) and the fix."""
-
-
-@dataclass(frozen=True)
-class InputFile:
-    path: str
-    format: str
-    compression: str | None
-    size: int
-
-    @property
-    def splittable(self) -> bool:
-        return self.compression is None and self.format in ("jsonl", "text")
-
-
-@dataclass
-class Chunk:
-    """A block of whole records from one file, for one worker."""
-
-    source: str
-    first_line: int  # 1-based line (or row) number of the chunk's first byte (or row)
-    mode: str  # "jsonl", records.LINE, records.PARAGRAPH or "table"
-    data: Any  # bytes, or a pyarrow RecordBatch for "table"
-    disk_bytes: int  # on-disk bytes this chunk accounts for (progress and ETA)
-    truncated: bool = False  # the file ended early here; the partial record after it was dropped
 
 
 # ------------------------------------------------------------------------------------ resolving
@@ -143,8 +115,6 @@ def plan_shard(files: Sequence[InputFile], shard_index: int, num_shards: int) ->
 def read_chunks(file: InputFile, start: int, end: int, text_mode: str, chunk_bytes: int, keys: Sequence[str]) -> Iterator[Chunk]:
     """Chunks of the records of ``file`` that start in ``[start, end)``."""
     if file.format in ("parquet", "arrow"):
-        from pretrain.data.tables import table_chunks
-
         yield from table_chunks(file, start, end, chunk_bytes, keys)
         return
     mode = records.LINE if file.format == "jsonl" else text_mode
@@ -190,12 +160,3 @@ def _cut(file, handle, position, limit, mode, kind, line, chunk_bytes) -> Iterat
             buf = buf[cut:]
     if buf:
         yield Chunk(file.path, line, kind, buf, position() - reported)
-
-
-class TruncatedFile(Exception):
-    """A compressed file ends early. ``rest`` holds its last complete records; ``line`` is the last
-    complete line. Preprocessing turns this into an error or, when asked, a counted skip."""
-
-    def __init__(self, file: InputFile, line: int, cause: BaseException, rest: Chunk) -> None:
-        super().__init__(str(cause))
-        self.file, self.line, self.cause, self.rest = file, line, cause, rest

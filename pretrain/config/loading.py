@@ -1,0 +1,118 @@
+"""Loading a configuration: a YAML file (a shipped name or a path), ``section.key=value`` overrides,
+types checked field by field, every problem collected before raising."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pretrain.config.schema import SHIPPED_CONFIGS, Config, ConfigError
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A path, or the name of a shipped config (``tiny_clm`` -> pretrain/configs/tiny_clm.yaml)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = SHIPPED_CONFIGS / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if shipped.exists():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml")))
+    raise ConfigError([f"config {name_or_path!r} not found (shipped configs: {names})"])
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
+    raw: dict = {}
+    if name_or_path:
+        raw = yaml.safe_load(resolve_config_path(name_or_path).read_text(encoding="utf-8")) or {}
+    problems: list[str] = []
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            problems.append(f"override {item!r} must look like section.key=value")
+            continue
+        section, _, name = key.partition(".")
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raw[section] = {}
+        raw[section][name] = yaml.safe_load(value) if value != "" else None
+    config = from_dict(raw, problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def from_dict(raw: dict, problems: list[str]) -> Config:
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    hints = typing.get_type_hints(Config)
+    built = {}
+    for section, value in raw.items():
+        if section not in sections:
+            problems.append(f"unknown section {section!r} (sections: {', '.join(sections)})")
+            continue
+        built[section] = _build_section(hints[section], value or {}, section, problems)
+    return Config(**built)
+
+
+def _build_section(cls: type, values: dict, section: str, problems: list[str]):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            problems.append(f"unknown key {section}.{key} (keys: {', '.join(hints)})")
+            continue
+        checked = _coerce(value, hints[key])
+        if checked is _BAD:
+            problems.append(f"{section}.{key}={value!r} is not a {_type_name(hints[key])}")
+        else:
+            kwargs[key] = checked
+    return cls(**kwargs)
+
+
+_BAD = object()
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            result = _coerce(value, option)
+            if result is not _BAD:
+                return result
+        return _BAD
+    if origin is Literal:
+        return value if any(value == option and type(value) is type(option) for option in typing.get_args(hint)) else _BAD
+    if hint is type(None):
+        return None if value is None else _BAD
+    if hint is Any:
+        return value
+    if origin is list:
+        return list(value) if isinstance(value, list) else _BAD
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            return _BAD
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    return _BAD
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(hint))
+    if origin is Literal:
+        return " or ".join(repr(option) for option in typing.get_args(hint))
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+

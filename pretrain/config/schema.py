@@ -1,0 +1,178 @@
+"""The run configuration's schema: typed dataclasses with a docstring per field (the YAML files in
+pretrain/configs/ mirror them)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+SHIPPED_CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "gpt2-small"
+    """Model shape from pretrain/presets.py: gpt2-small/medium/large/xl, bert-base/large, tiny-gpt2, tiny-bert.
+    The family (GPT-2 or BERT) decides the objective: causal LM or masked LM."""
+    init_from: str | None = None
+    """Continue pretraining from this Hugging Face model folder (or hub name) instead of a fresh init.
+    Its embedding is resized when the tokenizer has more tokens."""
+    dropout: float = 0.0
+    """Dropout on embeddings, attention and residuals (0 is the usual choice for pretraining)."""
+    activation_checkpointing: Literal["auto", "none", "selective", "full"] | bool = "auto"
+    """Recompute activations in backward: "none", "selective" (only model.checkpoint_layers blocks, or as few
+    as fit), "full" (every block: least memory, a third more compute), or "auto": the parallel plan picks the
+    least recompute that fits (true/false mean full/none)."""
+    checkpoint_layers: int | None = None
+    """With selective checkpointing: how many transformer blocks recompute (default: as few as fit)."""
+    vocab_multiple: int = 64
+    """Round the embedding up to a multiple of this many rows (tensor-core friendly); 1 keeps it exact."""
+    attention: str = "sdpa"
+    """Attention kernel: "sdpa" (PyTorch scaled_dot_product_attention: flash / memory-efficient) or "eager"."""
+    lm_head: Literal["auto", "liger", "chunked", "plain"] = "auto"
+    """LM head + cross-entropy: "chunked" (fused, in row chunks, never the whole [tokens x vocab] logits;
+    compiled on GPUs), "liger" (Liger-Kernel's fused linear cross-entropy, when installed), "plain"
+    (logits then cross-entropy: the reference), "auto": liger where installed on a GPU, else chunked."""
+    compile: Literal["auto"] | bool = "auto"
+    """torch.compile each transformer block (regional: one compilation shared by all blocks, ZeRO hooks
+    outside the graph), falling back to eager with a warning; "auto": on GPUs only."""
+    block: Literal["hf", "own"] = "hf"
+    """GPT-2 block implementation: transformers' GPT2Block, or this project's compact block with the same
+    parameter names and layout (exports as the same GPT2LMHeadModel checkpoint)."""
+    zero3_whole_blocks: bool = True
+    """ZeRO-3: gather each transformer block's parameters at once on entering it, instead of through a
+    hook on every linear and norm layer inside it; the same arithmetic with far fewer host-side hooks."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.activation_checkpointing, bool):  # the YAML of earlier versions
+            self.activation_checkpointing = "full" if self.activation_checkpointing else "none"
+
+
+@dataclass
+class DataConfig:
+    tokenizer: str = ""
+    """Tokenizer folder used for preprocessing (vocabulary size and special token ids come from it)."""
+    prefixes: list[Any] = field(default_factory=list)
+    """Dataset prefixes (PREFIX.bin/.idx). Blend with weights: ["0.7 ko_text_document", "0.3 news_text_document"]
+    or [{prefix: ..., weight: ...}]. MLM needs _sentence datasets (preprocess with --split-sentences)."""
+    seq_len: int = 1024
+    """Tokens per sample (CLM reads seq_len + 1 to shift targets; MLM: the maximum, [CLS]/[SEP] included)."""
+    split: str = "969,30,1"
+    """Train/valid/test proportions, split by documents (Megatron's --split)."""
+    mask_prob: float = 0.15
+    """MLM: share of tokens to predict; of those 80% become [MASK], 10% a random token, 10% stay."""
+    whole_word_masking: bool = True
+    """MLM: mask whole words (a Korean eojeol is one word) instead of single tokens."""
+    sentence_order_prediction: bool = False
+    """MLM: add ALBERT's sentence-order prediction (segments swapped half the time)."""
+    short_seq_prob: float = 0.1
+    """MLM: share of samples built to a random shorter length, as BERT does."""
+    num_workers: int = 2
+    """DataLoader worker processes per rank."""
+    cache_dir: str | None = None
+    """Where sample indices are cached; default: a folder next to each dataset."""
+    index_wait_minutes: float = 120.0
+    """How long a rank waits for another rank (or node) to build a sample index before giving up."""
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"
+    """"adamw" (DeepSpeed's FusedAdam on GPUs, CPU Adam when offloaded) or "lamb" (large-batch BERT; needs
+    train.ds_config=zero0 and fp16 or fp32, since ZeRO's flat partitions break LAMB's per-layer trust ratio)."""
+    lr: float = 6e-4
+    """Peak learning rate."""
+    min_lr: float = 6e-5
+    """Learning rate at the end of the decay (the floor)."""
+    warmup_steps: int = 2000
+    """Linear warmup from 0 to lr over these optimizer steps."""
+    decay: str = "cosine"
+    """Decay after warmup to min_lr: "cosine", "linear" or "constant"."""
+    weight_decay: float = 0.1
+    """AdamW weight decay; never applied to biases, norms or embeddings' position rows."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    fused: bool = True
+    """Use fused optimizer kernels on GPUs (DeepSpeed FusedAdam / FusedLamb); false: plain torch (baseline)."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10000
+    """Optimizer steps to train for."""
+    global_batch: int = 512
+    """Samples per optimizer step: micro_batch x gradient accumulation x data-parallel size."""
+    micro_batch: Literal["auto"] | int = "auto"
+    """Samples per rank per forward/backward; "auto": the parallel plan picks the fastest that fits."""
+    precision: str = "bf16"
+    """"bf16" (mixed precision), "fp16" (dynamic loss scaling) or "fp32"."""
+    ds_config: str = "auto"
+    """DeepSpeed JSON: "auto" (the parallel plan picks the ZeRO stage: the fastest that fits), a shipped name
+    (zero0, zero1, zero2, zero3, zero3_offload) or a path. It must not set batch, lr or precision."""
+    device_memory_gib: float | None = None
+    """Memory per device the plan may use; default: the GPU's total memory (on CPU: RAM / local ranks)."""
+    memory_margin: float = 0.1
+    """Share of device memory the plan leaves free (allocator fragmentation, CUDA context, workspaces)."""
+    eval_interval: int = 500
+    """Evaluate on the valid split every this many steps (and at the end)."""
+    eval_samples: int = 256
+    """Valid samples per evaluation (a fixed set, so evaluations compare)."""
+    log_interval: int = 10
+    """Log metrics every this many steps."""
+    save_interval: int = 1000
+    """Save a checkpoint every this many steps (and at the end)."""
+    keep_last: int = 3
+    """Keep this many most recent complete checkpoints."""
+    exit_interval: int | None = None
+    """Save and exit after this many steps of this launch (Megatron's --exit-interval); a relaunch resumes."""
+    exit_minutes: float | None = None
+    """Save and exit once this launch has run this long (fit a Slurm time limit); a relaunch resumes."""
+    max_nonfinite_steps: int = 5
+    """Stop after this many consecutive steps whose loss or gradient was not finite (inf/nan)."""
+    peak_tflops: float | None = None
+    """Peak TFLOP/s per device for MFU; default: looked up from the GPU name, measured matmul rate on CPU."""
+    stop_check_interval: int = 10
+    """Every this many steps the ranks agree on stopping (signal, run.dir/STOP, train.exit_minutes): the
+    one collective that reaches the host, kept out of the other steps."""
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"
+    """Run folder: config.yaml, metrics.jsonl, tensorboard/, checkpoints/. Restarting with the same dir resumes."""
+    seed: int = 1234
+    """Seeds initialization, data order and masking."""
+    tensorboard: bool = True
+    """Write TensorBoard event files under run.dir/tensorboard."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+class ConfigError(ValueError):
+    """Every problem found in a configuration, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+

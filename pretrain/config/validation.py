@@ -1,0 +1,127 @@
+"""Validating a configuration: every problem (batch arithmetic, missing files, bad ranges, DeepSpeed
+JSON that sets what the config owns) listed at once, before any process group starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pretrain.config.schema import Config, ConfigError, DataConfig, TrainConfig
+from pretrain.ds_json import ds_config_problems, zero_stage
+
+
+def data_prefixes(data: DataConfig) -> list[tuple[str, float]]:
+    """(prefix, weight) pairs from data.prefixes; weights default to each dataset's share of 1."""
+    pairs = []
+    for item in data.prefixes:
+        if isinstance(item, dict):
+            pairs.append((str(item.get("prefix", "")), float(item.get("weight", 1.0))))
+        else:
+            parts = str(item).split()
+            if len(parts) == 2:
+                pairs.append((parts[1], float(parts[0])))
+            else:
+                pairs.append((str(item), 1.0))
+    return pairs
+
+
+def split_fractions(split: str) -> list[float]:
+    parts = [float(p) for p in split.replace("/", ",").split(",")]
+    parts += [0.0] * (3 - len(parts))
+    total = sum(parts)
+    return [p / total for p in parts[:3]]
+
+
+def validate(config: Config, world_size: int) -> None:
+    """Raise ConfigError listing every problem; touches only the filesystem, never a process group."""
+    from pretrain.presets import PRESETS
+
+    problems: list[str] = []
+    model, data, optim, train = config.model, config.data, config.optim, config.train
+    if model.preset not in PRESETS:
+        problems.append(f"model.preset={model.preset!r} is unknown (presets: {', '.join(PRESETS)})")
+    if model.attention not in ("sdpa", "eager"):
+        problems.append(f"model.attention={model.attention!r} must be sdpa or eager")
+    if model.vocab_multiple < 1:
+        problems.append("model.vocab_multiple must be at least 1")
+    if not data.tokenizer:
+        problems.append("data.tokenizer is not set (the tokenizer folder used for preprocessing)")
+    elif not Path(data.tokenizer).exists() and Path(data.tokenizer).is_absolute():
+        problems.append(f"data.tokenizer={data.tokenizer} does not exist")
+    prefixes = data_prefixes(data)
+    if not prefixes:
+        problems.append("data.prefixes is empty: list the dataset prefixes written by tools/preprocess_data.py")
+    for prefix, weight in prefixes:
+        missing = [s for s in (".bin", ".idx") if not os.path.exists(prefix + s)]
+        if missing:
+            problems.append(f"dataset {prefix} is missing ({prefix}{missing[0]} not found); check data.prefixes or "
+                            "run tools/preprocess_data.py (outputs are named PREFIX_<key>_document)")
+        if weight <= 0:
+            problems.append(f"dataset {prefix} has weight {weight}; weights must be positive")
+    try:
+        if any(f < 0 for f in split_fractions(data.split)) or split_fractions(data.split)[0] <= 0:
+            problems.append(f"data.split={data.split!r} needs a positive train share")
+    except (ValueError, ZeroDivisionError):
+        problems.append(f"data.split={data.split!r} must look like 969,30,1")
+    if data.seq_len < 8:
+        problems.append(f"data.seq_len={data.seq_len} is too short")
+    elif model.preset in PRESETS and data.seq_len > PRESETS[model.preset].max_positions and not model.init_from:
+        problems.append(f"data.seq_len={data.seq_len} exceeds {model.preset}'s {PRESETS[model.preset].max_positions} positions")
+    if not 0 < data.mask_prob < 1:
+        problems.append(f"data.mask_prob={data.mask_prob} must be between 0 and 1")
+    _validate_batch(train, world_size, problems)
+    _validate_speed(config, problems)
+    if train.precision not in ("bf16", "fp16", "fp32"):
+        problems.append(f"train.precision={train.precision!r} must be bf16, fp16 or fp32")
+    for name in ("steps", "eval_interval", "log_interval", "save_interval", "keep_last", "eval_samples",
+                 "stop_check_interval"):
+        if getattr(train, name) < 1:
+            problems.append(f"train.{name} must be at least 1")
+    if optim.optimizer not in ("adamw", "lamb"):
+        problems.append(f"optim.optimizer={optim.optimizer!r} must be adamw or lamb")
+    if optim.decay not in ("cosine", "linear", "constant"):
+        problems.append(f"optim.decay={optim.decay!r} must be cosine, linear or constant")
+    if optim.min_lr > optim.lr:
+        problems.append(f"optim.min_lr={optim.min_lr} is above optim.lr={optim.lr}")
+    if optim.warmup_steps > train.steps:
+        problems.append(f"optim.warmup_steps={optim.warmup_steps} is longer than train.steps={train.steps}")
+    problems += ds_config_problems(train.ds_config)
+    stage = zero_stage(train.ds_config)
+    if optim.optimizer == "lamb" and stage not in (0, None):
+        problems.append(f"optim.optimizer=lamb needs whole, unpartitioned parameters for its per-layer trust ratio: "
+                        f"use train.ds_config=zero0 or auto (ZeRO stage {stage} now)")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _validate_batch(train: TrainConfig, world_size: int, problems: list[str]) -> None:
+    micro = 1 if train.micro_batch == "auto" else train.micro_batch
+    if micro < 1 or train.global_batch < 1:
+        problems.append("train.micro_batch and train.global_batch must be at least 1")
+        return
+    per_step = micro * world_size
+    if train.global_batch % per_step:
+        what = (f"train.micro_batch x data-parallel size = {micro} x {world_size} = {per_step}"
+                if train.micro_batch != "auto" else f"the data-parallel size {world_size}")
+        problems.append(f"train.global_batch={train.global_batch} is not a multiple of {what}; use e.g. global_batch="
+                        f"{max(per_step, train.global_batch // per_step * per_step)}")
+
+
+def _validate_speed(config: Config, problems: list[str]) -> None:
+    from pretrain.presets import PRESETS
+
+    model, train = config.model, config.train
+    layers = PRESETS[model.preset].layers if model.preset in PRESETS else None
+    if model.checkpoint_layers is not None:
+        if model.activation_checkpointing not in ("selective", "auto"):
+            problems.append(f"model.checkpoint_layers={model.checkpoint_layers} needs model.activation_checkpointing="
+                            f"selective (it is {model.activation_checkpointing!r})")
+        if layers and not 0 < model.checkpoint_layers <= layers:
+            problems.append(f"model.checkpoint_layers={model.checkpoint_layers} must be between 1 and {model.preset}'s "
+                            f"{layers} layers")
+    if model.block == "own" and model.preset in PRESETS and PRESETS[model.preset].family != "gpt2":
+        problems.append("model.block=own is a GPT-2 block; BERT presets use transformers' BertLayer (model.block=hf)")
+    if train.device_memory_gib is not None and train.device_memory_gib <= 0:
+        problems.append(f"train.device_memory_gib={train.device_memory_gib} must be positive")
+    if not 0 <= train.memory_margin < 0.9:
+        problems.append(f"train.memory_margin={train.memory_margin} must be between 0 and 0.9")
