@@ -27,20 +27,30 @@ setup(
         "pyyaml>=6",
         "tensorboard>=2.15",
         "safetensors>=0.4",
+        "orjson>=3.9",  # JSONL parsing in preprocessing workers, 3x json
+        "mwparserfromhell>=0.6",  # wikitext of Wikipedia dumps
+        "ijson>=3.2",  # Namuwiki's one-array dump, streamed
+        "datasketch>=1.6",  # MinHash near-duplicate removal
+        "xxhash>=3.0",  # checkpoint manifests' checksums
+        "matplotlib>=3.7",  # run plots
     ],
     extras_require={
         "mpi": ["mpi4py>=3.1"],
-        "test": ["pytest>=8", "hypothesis>=6", "megatron-core>=0.12", "ruff>=0.6", "accelerate>=1.0"],
+        "wandb": ["wandb>=0.17"],
+        "test": ["pytest>=8", "hypothesis>=6", "megatron-core>=0.12", "ruff>=0.6", "accelerate>=1.0", "wandb>=0.17"],
     },
     entry_points={
         "console_scripts": [
             "pretrain-train=pretrain.cli.train:cli",
             "pretrain-train-tokenizer=pretrain.cli.train_tokenizer:cli",
             "pretrain-preprocess=pretrain.cli.preprocess_data:cli",
+            "pretrain-clean=pretrain.cli.clean_corpus:cli",
             "pretrain-merge-datasets=pretrain.cli.merge_datasets:cli",
             "pretrain-inspect-dataset=pretrain.cli.inspect_dataset:cli",
             "pretrain-export=pretrain.cli.export_hf:cli",
             "pretrain-plan=pretrain.cli.plan:cli",
+            "pretrain-plot-runs=pretrain.cli.plot_runs:cli",
+            "pretrain-inspect-checkpoint=pretrain.cli.inspect_checkpoint:cli",
         ],
     },
 )

@@ -4,15 +4,22 @@
     python benchmarks/preprocess.py --size-mb 200 --workers 1 2
 
 On one corpus (the real ko/de jsonl in ../shared/corpora repeated to --size-mb of text) it times:
-  limit     the tokenizer's bare ``encode_batch`` on one thread over the texts already in memory,
-            nothing parsed or written, times the worker count: what W cores can do at best;
+  limit     one thread parsing the jsonl lines (with orjson, as the workers do) and encoding them with the
+            tokenizer's ``encode_batch_fast`` in 1 MB batches, nothing checked or written, times the
+            worker count: what W cores can do at best;
+  limit at once  W copies of that loop running at the same time: what W cores give when all are busy
+            (on a 2-vCPU VM two busy processes each run slower than one alone);
   megatron  Megatron-LM's tools/preprocess_data.py method at its best: a process pool (fork,
             imap chunksize 32) encoding each document straight to ids, written through
             megatron-core's IndexedDatasetBuilder;
   pretrain  tools/preprocess_data.py of this project.
 Throughput is MB of document text (UTF-8) per second of wall time, start-up included. Memory is
 the peak over the whole process tree, as the sum of PSS (shared pages split between processes)
-and of RSS, sampled every 0.1 s. Everything is measured --rounds times, alternating; rates are medians.
+and of RSS, sampled every 0.5 s. Everything is measured --rounds times, alternating; rates are medians.
+
+With --readers it also times this project's dump readers end to end (read, clean the markup, encode,
+write) in MB of input per second: a MediaWiki XML dump (the jawiki excerpt's complete pages, repeated)
+and a Namuwiki JSON array (the excerpt's articles, repeated), from ../shared/corpora/samples.
 """
 
 from __future__ import annotations
@@ -90,25 +97,65 @@ def _tree_memory(pid: int) -> tuple[float, float]:
     return pss / 1024, rss / 1024
 
 
-def bare_encode_rate(corpus: Path, tokenizer: str, limit_mb: float) -> float:
-    """MB/s of encode_batch on one thread over the first ``limit_mb`` MB of texts (preloaded; run in
-    this process)."""
+def concurrent_limit(corpus: Path, tokenizer: str, limit_mb: float, processes: int) -> float:
+    """MB/s of ``processes`` copies of the bare loop running at once, each on ``limit_mb`` MB: what the
+    cores give together when all are busy (shared caches, memory bandwidth, a VM's vCPUs)."""
+    cmd = [sys.executable, __file__, "--bare-run", str(corpus), tokenizer, str(limit_mb)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(processes)]
+    outputs = [proc.communicate()[0].split() for proc in procs]
+    if any(proc.returncode for proc in procs):
+        raise SystemExit("the concurrent bare-encode run failed")
+    text = sum(float(out[0]) for out in outputs)
+    return text / max(float(out[1]) for out in outputs) / 1e6
+
+
+def bare_encode(corpus: Path, tokenizer: str, limit_mb: float) -> tuple[int, float]:
+    """(bytes of text, seconds) of the bare loop on the first ``limit_mb`` MB of text."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     os.environ["RAYON_NUM_THREADS"] = "1"
+    import orjson  # the parser the workers use
+
     from pretrain.tokenization import load_tokenizer
 
     backend = load_tokenizer(tokenizer).backend
-    texts, size = [], 0
-    with open(corpus, encoding="utf-8") as handle:
-        for line in handle:
-            texts.append(json.loads(line)["text"])
-            size += len(texts[-1].encode("utf-8"))
-            if size >= limit_mb * 1e6:
+    blocks, size = [], 0
+    with open(corpus, "rb") as handle:
+        while size < limit_mb * 1e6:
+            block = handle.read(1 << 20)
+            if not block:
                 break
+            block += handle.readline()
+            blocks.append(block)
+            size += len(block)
+    text = 0
     start = time.perf_counter()
-    for i in range(0, len(texts), 1000):
-        backend.encode_batch(texts[i : i + 1000], add_special_tokens=False)
-    return size / (time.perf_counter() - start) / 1e6
+    for block in blocks:
+        texts = [orjson.loads(line)["text"] for line in block.splitlines()]
+        text += sum(len(t.encode("utf-8")) for t in texts)
+        backend.encode_batch_fast(texts, add_special_tokens=False)
+    return text, time.perf_counter() - start
+
+
+def reader_inputs(samples: Path, out: Path, size_mb: float) -> dict[str, Path]:
+    """A MediaWiki XML dump and a Namuwiki array of about ``size_mb`` MB each, from the real excerpts."""
+    import lzma
+
+    xml_path, namu_path = out / f"jawiki-{size_mb:g}MB-pages-articles.xml", out / f"namuwiki-{size_mb:g}MB.json"
+    if not xml_path.exists():
+        raw = lzma.open(samples / "jawiki-sample-pages-articles.xml.xz").read().decode("utf-8")
+        head, _, rest = raw.partition("<page>")
+        pages = "<page>" + rest[: rest.rindex("</page>") + len("</page>")] + "\n"
+        with open(xml_path, "w", encoding="utf-8") as handle:
+            handle.write(head)
+            for _ in range(max(1, int(size_mb * 1e6 / len(pages.encode())))):
+                handle.write(pages)
+            handle.write("</mediawiki>\n")
+    if not namu_path.exists():
+        records = json.loads((samples / "namuwiki-sample.json").read_text(encoding="utf-8"))
+        body = ",".join(json.dumps(r, ensure_ascii=False) for r in records)
+        repeats = max(1, int(size_mb * 1e6 / len(body.encode())))
+        namu_path.write_text("[" + ",".join([body] * repeats) + "]", encoding="utf-8")
+    return {"mediawiki XML": xml_path, "namuwiki JSON": namu_path}
 
 
 def megatron_method(corpus: str, tokenizer: str, prefix: str, workers: int) -> None:
@@ -154,9 +201,16 @@ def main() -> None:
                    default=["limit", "megatron", "pretrain"])
     p.add_argument("--rounds", type=int, default=2, help="alternate all runs this many times; medians are shown")
     p.add_argument("--limit-mb", type=float, default=50, help="MB of text the bare-encode limit is timed on")
+    p.add_argument("--readers", type=float, metavar="MB", help="also time the dump readers on inputs of this size")
+    p.add_argument("--bare-run", nargs=3, metavar=("CORPUS", "TOKENIZER", "MB"),
+                   help=argparse.SUPPRESS)  # internal: one copy of the bare loop, for the concurrent limit
     p.add_argument("--megatron-run", nargs=4, metavar=("CORPUS", "TOKENIZER", "PREFIX", "WORKERS"),
                    help=argparse.SUPPRESS)  # internal: run the Megatron method in a child process
     args = p.parse_args()
+    if args.bare_run:
+        text, seconds = bare_encode(Path(args.bare_run[0]), args.bare_run[1], float(args.bare_run[2]))
+        print(text, seconds)
+        return
     if args.megatron_run:
         corpus, tokenizer, prefix, workers = args.megatron_run
         megatron_method(corpus, tokenizer, prefix, int(workers))
@@ -166,37 +220,54 @@ def main() -> None:
     mb = text_bytes / 1e6
     print(f"corpus: {corpus} ({mb:,.1f} MB of text), tokenizer: {args.tokenizer}", flush=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
-    rows: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
-    limits = []
-    for _ in range(args.rounds):  # alternate everything: this machine's speed drifts between minutes
-        if "limit" in args.only:
-            limits.append(bare_encode_rate(corpus, args.tokenizer, min(args.limit_mb, mb)))
+    # every round measures the limits right before the runs they are compared with, and shares are
+    # medians of per-round ratios: this VM's speed drifts by 30% or more between minutes
+    limit_mb = min(args.limit_mb, mb)
+    runs: dict[tuple[int, str], list[tuple[float, float, float, float, float]]] = {}
+    for _ in range(args.rounds):
+        single = concurrent_limit(corpus, args.tokenizer, limit_mb, 1) if "limit" in args.only else None
         for workers in args.workers:
+            at_once = None
+            if single:
+                at_once = single if workers == 1 else concurrent_limit(corpus, args.tokenizer, limit_mb, workers)
+                runs.setdefault((workers, "limit"), []).append((single * workers, 0, 0, single * workers, at_once))
+                if workers > 1:
+                    runs.setdefault((workers, "limit at once"), []).append((at_once, 0, 0, single * workers, at_once))
             out = args.workdir / f"out-w{workers}"
-            if "megatron" in args.only:
-                rows.setdefault((workers, "megatron"), []).append(measure(
-                    [sys.executable, __file__, "--megatron-run", str(corpus), args.tokenizer, f"{out}-megatron",
-                     str(workers)], env))
-            if "pretrain" in args.only:
-                rows.setdefault((workers, "pretrain"), []).append(measure(
-                    [sys.executable, str(ROOT / "tools" / "preprocess_data.py"), "--input", str(corpus), "--tokenizer",
-                     args.tokenizer, "--output-prefix", f"{out}-ours", "--workers", str(workers), "--no-progress",
-                     "--overwrite"], env))
-    limit = statistics.median(limits) if limits else None
-    limit_note = (f"limit = one thread's bare encode_batch (median {limit:.2f} MB/s over {min(args.limit_mb, mb):g} MB)"
-                  " x workers" if limit else "limit not measured (--only)")
-    print(f"\nmedian of {args.rounds} round(s); {limit_note}")
-    print(f"{'workers':>7} {'method':<9} {'MB/s':>7} {'% of limit':>10} {'peak PSS MiB':>12} {'peak RSS MiB':>12}")
-    for workers in args.workers:
-        if limit:
-            print(f"{workers:>7} {'limit':<9} {limit * workers:>7.2f} {100.0:>9.1f}%")
-        for name in ("megatron", "pretrain"):
-            if (workers, name) in rows:
-                runs = rows[(workers, name)]
-                rate = statistics.median(mb / seconds for seconds, _, _ in runs)
-                pss, rss = max(r[1] for r in runs), max(r[2] for r in runs)
-                share = f"{100 * rate / (limit * workers):>9.1f}%" if limit else f"{'-':>10}"
-                print(f"{workers:>7} {name:<9} {rate:>7.2f} {share} {pss:>12.0f} {rss:>12.0f}")
+            commands = {
+                "megatron": [sys.executable, __file__, "--megatron-run", str(corpus), args.tokenizer,
+                             f"{out}-megatron", str(workers)],
+                "pretrain": [sys.executable, str(ROOT / "tools" / "preprocess_data.py"), "--input", str(corpus),
+                             "--tokenizer", args.tokenizer, "--output-prefix", f"{out}-ours", "--workers",
+                             str(workers), "--no-progress", "--overwrite"]}
+            for name in (n for n in ("megatron", "pretrain") if n in args.only):
+                seconds, pss, rss = measure(commands[name], env)
+                runs.setdefault((workers, name), []).append(
+                    (mb / seconds, pss, rss, single * workers if single else 0, at_once or 0))
+    readers = {}
+    if args.readers:
+        for name, path in reader_inputs(args.corpora / "samples", args.workdir, args.readers).items():
+            for workers in args.workers:
+                seconds, pss, rss = measure([sys.executable, str(ROOT / "tools" / "preprocess_data.py"), "--input",
+                                             str(path), "--tokenizer", args.tokenizer, "--output-prefix",
+                                             str(args.workdir / "reader"), "--workers", str(workers), "--no-progress",
+                                             "--overwrite"], env)
+                readers[(name, workers)] = (path.stat().st_size / 1e6 / seconds, pss, rss)
+    print(f"\nmedian of {args.rounds} round(s); limit = one thread parsing JSON and calling encode_batch_fast "
+          f"({limit_mb:g} MB) x workers;\nlimit at once = W copies of it at the same time (total text / slowest wall "
+          "time); shares are medians of per-round ratios")
+    print(f"{'workers':>7} {'method':<13} {'MB/s':>7} {'of limit':>9} {'at once':>8} {'peak PSS MiB':>12} "
+          f"{'peak RSS MiB':>12}")
+    for (workers, name), rows in runs.items():
+        rate = statistics.median(r[0] for r in rows)
+        share = f"{100 * statistics.median(r[0] / r[3] for r in rows):>8.1f}%" if rows[0][3] else f"{'-':>9}"
+        at_once = f"{100 * statistics.median(r[0] / r[4] for r in rows):>7.1f}%" if rows[0][4] else f"{'-':>8}"
+        memory = f" {max(r[1] for r in rows):>12.0f} {max(r[2] for r in rows):>12.0f}" if rows[0][1] else ""
+        print(f"{workers:>7} {name:<13} {rate:>7.2f} {share} {at_once}{memory}")
+    if readers:
+        print("\ndump readers, end to end (read, clean markup, encode, write), MB of input per second, 1 round:")
+        for (name, workers), (rate, pss, rss) in readers.items():
+            print(f"{workers:>7} {name:<14} {rate:>7.2f} MB/s  peak PSS {pss:,.0f} MiB, RSS {rss:,.0f} MiB")
 
 
 if __name__ == "__main__":

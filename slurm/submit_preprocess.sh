@@ -8,13 +8,8 @@
 # Prints the job ids: the array, then one merge job per --json-keys key (PREFIX_<key>_document).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARDS=$1; shift
-SBATCH_OPTS=()
-if [[ " $* " == *" -- "* ]]; then
-  while [ "$1" != "--" ]; do SBATCH_OPTS+=("$1"); shift; done
-  shift
-fi
-ARGS=("$@")
+# shellcheck source=slurm/submit_args.sh
+source slurm/submit_args.sh
 prefix="" keys=(text) level=document
 for ((i = 0; i < ${#ARGS[@]}; i++)); do
   case "${ARGS[$i]}" in

@@ -180,6 +180,24 @@ def test_preprocess_array_and_merge_equal_one_process(data, tmp_path):
                 (folder / f"single_{key}_document{suffix}").read_bytes()
 
 
+def test_clean_array_and_dedup_equal_one_process(data, tmp_path):
+    """The filter stage as an array of 3 shards, then the dedup job: the single process's documents."""
+    from tests.conftest import grown_documents, write_jsonl
+    from tests.test_cleaning import read_parts
+
+    folder = data["folder"]
+    docs = grown_documents(count=300, seed=8)
+    corpus = write_jsonl(tmp_path / "dups.jsonl", docs + docs[:30])
+    run_tool("clean_corpus", "--input", corpus, "--output", folder / "clean-one", "--workers", "1", "--no-progress")
+    out = subprocess.run(["bash", "slurm/submit_clean.sh", "3", "--cpus-per-task=1", f"--output={folder}/cl-%A_%a.out",
+                          "--", "--input", str(corpus), "--output", str(folder / "clean-array")],
+                         cwd=ROOT, capture_output=True, text=True, env=train_env())
+    assert out.returncode == 0, out.stderr
+    dedup_job = out.stdout.split()[-1]
+    assert wait(dedup_job)["JobState"] == "COMPLETED", out.stdout
+    assert read_parts(folder / "clean-array") == read_parts(folder / "clean-one")
+
+
 def test_unreachable_master_fails_with_a_clear_message(data):
     job, _, log = train_job(data, "badmaster", "srun", env={"MASTER_ADDR": "192.0.2.1", "PRETRAIN_RENDEZVOUS_TIMEOUT": "10"})
     state = wait(job)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from pretrain.cli.runner import run
+from pretrain.corpus.normalization import NORMALIZATIONS
 from pretrain.corpus.sources import FORMATS
-from pretrain.tokenization.training import KINDS, NORMALIZATIONS, TokenizerTrainingOptions, train_tokenizer
+from pretrain.tokenization.training import KINDS, TokenizerTrainingOptions, train_tokenizer
 
 
 def parser() -> argparse.ArgumentParser:
@@ -17,6 +18,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", required=True, help="files, globs or folders (as for preprocess_data)")
     p.add_argument("--input-format", choices=FORMATS)
     p.add_argument("--json-keys", nargs="+", default=["text"])
+    p.add_argument("--json-path", help="nested JSON: where the documents are (as for preprocess_data)")
     p.add_argument("--text-mode", choices=["line", "paragraph"], default="line")
     p.add_argument("--output", required=True, help="tokenizer folder to create")
     p.add_argument("--vocab-size", type=int, help="default: 50257 for bpe, 32000 otherwise (special tokens included)")
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         kind=args.type, inputs=args.input, output=args.output, vocab_size=args.vocab_size,
         min_frequency=args.min_frequency, special_tokens=args.special_tokens, max_bytes=int(args.max_mb * (1 << 20)),
         normalization=args.normalization, lowercase=args.lowercase, json_keys=args.json_keys,
-        text_mode=args.text_mode, input_format=args.input_format, skip_bad_input=args.skip_bad_input,
+        text_mode=args.text_mode, input_format=args.input_format, json_path=args.json_path,
+        skip_bad_input=args.skip_bad_input,
         overwrite=args.overwrite))
     print(f"{args.output}: {args.type} tokenizer, {tokenizer.vocab_size} tokens, "
           f"specials {tokenizer.specials.tokens}")

@@ -1,13 +1,16 @@
-"""Streaming corpus readers: jsonl, plain text, parquet and ``datasets`` folders, plain or compressed.
+"""Streaming corpus readers: jsonl, plain text, parquet and ``datasets`` folders, MediaWiki XML dumps,
+the Namuwiki JSON dump and nested JSON (by a key path), plain or compressed.
 
-The reader never parses records: it cuts the input into chunks of about ``chunk_bytes`` at record
-boundaries and hands them to workers, so the main process stays cheap and memory stays flat.
+The reader never cleans or tokenizes: it cuts the input into chunks of about ``chunk_bytes`` of whole
+records (raw lines, or a dump's pages as they come out of the streaming parser) and hands them to
+workers, so memory stays flat.
 
 Sharding (``shard_index`` of ``num_shards``) splits the inputs' total on-disk size into equal byte
-ranges; a record belongs to the shard where it starts. Uncompressed text is split mid-file at record
-boundaries; a compressed file cannot be sought and goes whole to the shard its first byte falls in;
-parquet row groups and arrow record batches go to the shard their start falls in. The shards
-concatenated in order are therefore exactly the single-process input.
+ranges; a record belongs to the shard where it starts. Uncompressed text, jsonl, MediaWiki XML and the
+Namuwiki array are split mid-file at record boundaries, a multistream Wikipedia dump at its bz2 streams;
+another compressed file cannot be sought and goes whole to the shard its first byte falls in; parquet
+row groups and arrow record batches go to the shard their start falls in. The shards concatenated in
+order are therefore exactly the single-process input.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from pretrain.corpus import records
+from pretrain.corpus import dumps, records
 from pretrain.corpus.compression import COMPRESSIONS, open_decompressed, truncation_errors
+from pretrain.corpus.json_path import JsonPath
+from pretrain.corpus.mediawiki import index_path
 from pretrain.corpus.tables import table_chunks
 from pretrain.corpus.types import Chunk, InputError, InputFile, TruncatedFile
 
-FORMATS = ("jsonl", "text", "parquet", "arrow")
+FORMATS = ("jsonl", "json", "text", "parquet", "arrow", "mediawiki", "namuwiki")
 _FORMAT_OF_SUFFIX = {
-    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json?", ".xml": "mediawiki",
     ".txt": "text", ".text": "text", ".parquet": "parquet", ".arrow": "arrow",
 }
+MARKUP_KEYS = ("text", "title")  # what a wiki dump's page offers to --json-keys
 
 
 # ------------------------------------------------------------------------------------ resolving
@@ -84,12 +90,32 @@ def _describe(path: str, input_format: str | None) -> InputFile:
     fmt = input_format or _FORMAT_OF_SUFFIX.get(Path(stem).suffix)
     if fmt is None:
         raise InputError(
-            f"cannot tell the format of {path} from its name: use .jsonl/.json/.txt/.parquet/.arrow "
+            f"cannot tell the format of {path} from its name: use .jsonl/.json/.xml/.txt/.parquet/.arrow "
             f"(optionally + {'/'.join(COMPRESSIONS)}) or pass --input-format {{{','.join(FORMATS)}}}."
         )
+    if fmt == "json?":
+        fmt = _sniff_json(path, compression)
     if compression and fmt in ("parquet", "arrow"):
         raise InputError(f"{path}: {fmt} files carry their own compression; decompress the outer {compression} first.")
-    return InputFile(path, fmt, compression, os.path.getsize(path))
+    index = index_path(path) if fmt == "mediawiki" and compression == ".bz2" else None
+    return InputFile(path, fmt, compression, os.path.getsize(path), index)
+
+
+def _sniff_json(path: str, compression: str | None) -> str:
+    """A ``.json`` file: a JSON array of articles (Namuwiki's dump), one object per line (jsonl), or one
+    document spread over lines (NIKL's files: read with --json-path)."""
+    with open(path, "rb") as raw:
+        handle = open_decompressed(compression, raw) if compression else raw
+        head = handle.read(1 << 16)
+    stripped = head.lstrip()
+    if stripped.startswith(b"["):
+        return "namuwiki"
+    first_line = stripped.split(b"\n", 1)[0]
+    try:
+        json.loads(first_line)
+        return "jsonl"
+    except ValueError:
+        return "json"
 
 
 # ------------------------------------------------------------------------------------- sharding
@@ -101,7 +127,7 @@ def plan_shard(files: Sequence[InputFile], shard_index: int, num_shards: int) ->
     low, high = total * shard_index // num_shards, total * (shard_index + 1) // num_shards
     plan, base = [], 0
     for file in files:
-        if file.splittable or file.format in ("parquet", "arrow"):
+        if file.splittable or file.format in ("parquet", "arrow"):  # each reader finds its record boundaries
             start, end = max(low - base, 0), min(high - base, file.size)
             if start < end:
                 plan.append((file, start, end))
@@ -112,10 +138,25 @@ def plan_shard(files: Sequence[InputFile], shard_index: int, num_shards: int) ->
 
 
 # -------------------------------------------------------------------------------------- reading
-def read_chunks(file: InputFile, start: int, end: int, text_mode: str, chunk_bytes: int, keys: Sequence[str]) -> Iterator[Chunk]:
+def read_chunks(file: InputFile, start: int, end: int, text_mode: str, chunk_bytes: int, keys: Sequence[str],
+                json_path: JsonPath | None = None) -> Iterator[Chunk]:
     """Chunks of the records of ``file`` that start in ``[start, end)``."""
     if file.format in ("parquet", "arrow"):
         yield from table_chunks(file, start, end, chunk_bytes, keys)
+        return
+    if file.format in ("mediawiki", "namuwiki"):
+        wrong = [key for key in keys if key not in MARKUP_KEYS]
+        if wrong:
+            raise InputError(f"{file.path}: a {file.format} dump's pages have {' and '.join(MARKUP_KEYS)}, not "
+                             f"{wrong[0]!r}; choose --json-keys from those.")
+        yield from (dumps.wiki_chunks if file.format == "mediawiki" else dumps.namu_chunks)(file, start, end, chunk_bytes)
+        return
+    if file.format == "json":
+        if json_path is None:
+            raise InputError(f"{file.path} holds one JSON document over many lines, not one record per line: say where "
+                             "its documents are with --json-path (e.g. 'document[].paragraph[].form'), or pass "
+                             "--input-format jsonl if it is JSON Lines.")
+        yield from dumps.json_document_chunks(file, json_path, chunk_bytes)
         return
     mode = records.LINE if file.format == "jsonl" else text_mode
     kind = "jsonl" if file.format == "jsonl" else mode
@@ -146,7 +187,8 @@ def _cut(file, handle, position, limit, mode, kind, line, chunk_bytes) -> Iterat
             # the complete records read so far, and where the damage starts
             cut = records.last_boundary(buf, mode)
             rest = Chunk(file.path, line, kind, buf[:cut], position() - reported, truncated=True)
-            raise TruncatedFile(file, line + buf.count(b"\n", 0, cut), exc, rest) from exc
+            last_line = line + buf.count(b"\n", 0, cut)
+            raise TruncatedFile(file, f"line {last_line}", exc, rest) from exc
         consumed += len(block)
         buf += block
         if not block:

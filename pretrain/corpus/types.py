@@ -16,10 +16,13 @@ class InputFile:
     format: str
     compression: str | None
     size: int
+    index: str | None = None  # a MediaWiki multistream dump's index: shards start at its bz2 streams
 
     @property
     def splittable(self) -> bool:
-        return self.compression is None and self.format in ("jsonl", "text")
+        """Shards may start inside this file (at record boundaries, or a multistream dump's streams)."""
+        return (self.compression is None and self.format in ("jsonl", "text", "mediawiki", "namuwiki")) or bool(
+            self.index)
 
 
 @dataclass
@@ -28,16 +31,16 @@ class Chunk:
 
     source: str
     first_line: int  # 1-based line (or row) number of the chunk's first byte (or row)
-    mode: str  # "jsonl", records.LINE, records.PARAGRAPH or "table"
-    data: Any  # bytes, or a pyarrow RecordBatch for "table"
+    mode: str  # "jsonl", records.LINE, records.PARAGRAPH, "table", "mediawiki", "namumark" or "json"
+    data: Any  # bytes; a pyarrow RecordBatch ("table"); (number, title, markup) tuples; (number, element) tuples
     disk_bytes: int  # on-disk bytes this chunk accounts for (progress and ETA)
     truncated: bool = False  # the file ended early here; the partial record after it was dropped
 
 
 class TruncatedFile(Exception):
-    """A compressed file ends early. ``rest`` holds its last complete records; ``line`` is the last
-    complete line. Preprocessing turns this into an error or, when asked, a counted skip."""
+    """A file ends early. ``rest`` holds its last complete records; ``where`` says where the damage starts
+    ("line 12", "page 95091"). Preprocessing turns this into an error or, when asked, a counted skip."""
 
-    def __init__(self, file: InputFile, line: int, cause: BaseException, rest: Chunk) -> None:
+    def __init__(self, file: InputFile, where: str, cause: BaseException, rest: Chunk) -> None:
         super().__init__(str(cause))
-        self.file, self.line, self.cause, self.rest = file, line, cause, rest
+        self.file, self.where, self.cause, self.rest = file, where, cause, rest

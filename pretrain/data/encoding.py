@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pretrain.corpus.json_path import parse_path
+from pretrain.corpus.normalization import normalize
 from pretrain.corpus.parsing import Problem, find_unencodable, parse_chunk
 from pretrain.corpus.sources import Chunk
 from pretrain.data.sentences import split_sentences
@@ -27,6 +29,8 @@ class EncodeSettings:
     append_eod: bool
     eod_id: int
     dtype: str
+    normalization: str = "nfc"
+    json_path: str | None = None
 
 
 @dataclass
@@ -46,6 +50,7 @@ class EncodedChunk:
     truncated: bool
     source: str
     problems: list[Problem] = field(default_factory=list)
+    normalized: int = 0  # documents that were not in the normalization form
 
 
 class ChunkEncoder:
@@ -59,13 +64,18 @@ class ChunkEncoder:
         # encode_batch_fast skips character offsets, which token files do not need: ~8% faster
         self._encode_batch = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         self.dtype = np.dtype(settings.dtype)
+        self.json_path = parse_path(settings.json_path) if settings.json_path else None
 
     def __call__(self, chunk: Chunk) -> EncodedChunk:
-        parsed = parse_chunk(chunk, self.settings.keys)
-        text_bytes = len(chunk.data) if isinstance(chunk.data, bytes) else chunk.data.nbytes
-        result = EncodedChunk({}, len(parsed.lines), text_bytes, chunk.disk_bytes, chunk.truncated,
+        parsed = parse_chunk(chunk, self.settings.keys, self.json_path)
+        result = EncodedChunk({}, len(parsed.lines), input_bytes(chunk), chunk.disk_bytes, chunk.truncated,
                               chunk.source, parsed.problems)
         texts = parsed.texts
+        if self.settings.normalization != "none":
+            for values in texts.values():
+                for index, text in enumerate(values):
+                    values[index], changed = normalize(text, self.settings.normalization)
+                    result.normalized += changed
         try:
             result.encoded = {key: self._encode(texts[key]) for key in self.settings.keys}
         except Exception:  # noqa: BLE001 - tokenizers raises plain exceptions for bad strings
@@ -96,6 +106,15 @@ class ChunkEncoder:
         tokens = np.fromiter(itertools.chain.from_iterable(ids), self.dtype, int(lengths.sum()))
         kept = counts[counts > 0]
         return EncodedKey(tokens, lengths, kept, int(len(counts) - len(kept)))
+
+
+def input_bytes(chunk: Chunk) -> int:
+    """The bytes of input a chunk holds (raw lines, a table's columns, or a dump's markup)."""
+    if isinstance(chunk.data, bytes):
+        return len(chunk.data)
+    if isinstance(chunk.data, list):
+        return sum(len(item[-1].encode("utf-8", "replace")) if isinstance(item[-1], str) else 0 for item in chunk.data)
+    return chunk.data.nbytes
 
 
 _encoder: ChunkEncoder | None = None  # this worker process's encoder, set once by the pool initializer

@@ -12,13 +12,16 @@ import logging
 import multiprocessing
 import os
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pretrain.corpus import sources
+from pretrain.corpus.json_path import parse_path
+from pretrain.corpus.normalization import NORMALIZATIONS
+from pretrain.corpus.pool import ordered_imap
 from pretrain.corpus.types import Chunk, TruncatedFile
 from pretrain.data import indexed
 from pretrain.data.encoding import EncodedChunk, EncodeSettings, encode_in_worker, init_worker
@@ -43,6 +46,8 @@ class PreprocessOptions:
     chunk_bytes: int = 1 << 20
     text_mode: str = "line"
     input_format: str | None = None
+    json_path: str | None = None
+    normalization: str = "nfc"
     shard_index: int = 0
     num_shards: int = 1
     skip_bad_input: bool = False
@@ -65,6 +70,8 @@ class Summary:
     records: int = 0
     text_bytes: int = 0
     skipped: Counter = field(default_factory=Counter)
+    normalized: int = 0
+    normalization: str = "nfc"
     examples: list[str] = field(default_factory=list)
     truncated_files: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -75,6 +82,9 @@ class Summary:
         for key, stats in self.keys.items():
             out.append(f"{key}: {stats.documents:,} documents, {stats.sequences:,} sequences, {stats.tokens:,} tokens "
                        f"-> {stats.prefix}.bin/.idx; {stats.empty:,} empty documents skipped")
+        if self.normalization != "none":
+            out.append(f"{self.normalization.upper()}: {self.normalized:,} documents were not in "
+                       f"{self.normalization.upper()} and were normalized")
         for reason, count in sorted(self.skipped.items()):
             out.append(f"skipped {count:,} records: {reason}")
         out += [f"  e.g. {example}" for example in self.examples]
@@ -93,6 +103,9 @@ def preprocess(options: PreprocessOptions) -> Summary:
 
     if options.workers < 1:
         raise PreprocessError(f"--workers must be at least 1 (got {options.workers}).")
+    if options.normalization not in NORMALIZATIONS:
+        raise PreprocessError(f"--normalization {options.normalization!r}: choose one of {', '.join(NORMALIZATIONS)}.")
+    json_path = parse_path(options.json_path) if options.json_path else None
     files = sources.resolve_inputs(options.inputs, options.input_format)
     if any(f.format == "text" for f in files) and len(options.json_keys) > 1:
         raise PreprocessError("--json-keys names several keys, but plain text inputs have one text per document.")
@@ -107,8 +120,9 @@ def preprocess(options: PreprocessOptions) -> Summary:
                               "or choose another --output-prefix.")
     Path(options.output_prefix).parent.mkdir(parents=True, exist_ok=True)
     settings = EncodeSettings(tokenizer.to_json(), tuple(options.json_keys), options.split_sentences,
-                              options.append_eod, tokenizer.specials.eod, dtype.name)
-    summary = Summary({key: KeyStats(prefix) for key, prefix in prefixes.items()})
+                              options.append_eod, tokenizer.specials.eod, dtype.name, options.normalization,
+                              options.json_path)
+    summary = Summary({key: KeyStats(prefix) for key, prefix in prefixes.items()}, normalization=options.normalization)
     progress = Progress(sum(end - start for _, start, end in plan), enabled=options.progress)
     started = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -116,7 +130,7 @@ def preprocess(options: PreprocessOptions) -> Summary:
         writers = {key: stack.enter_context(indexed.IndexedDatasetWriter(prefix, dtype)) for key, prefix in prefixes.items()}
         context = multiprocessing.get_context("spawn")  # workers import only tokenizers + numpy
         pool = stack.enter_context(context.Pool(options.workers, init_worker, (settings,)))
-        chunks = _chunks(plan, options, summary)
+        chunks = _chunks(plan, options, summary, json_path)
         for result in ordered_imap(pool.apply_async, encode_in_worker, chunks, 2 * options.workers + 2):
             _absorb(result, summary, writers, options.skip_bad_input)
             progress.update(result.disk_bytes, result.text_bytes, result.records,
@@ -128,14 +142,15 @@ def preprocess(options: PreprocessOptions) -> Summary:
     return summary
 
 
-def _chunks(plan, options: PreprocessOptions, summary: Summary) -> Iterator[Chunk]:
+def _chunks(plan, options: PreprocessOptions, summary: Summary, json_path) -> Iterator[Chunk]:
     for file, start, end in plan:
         try:
-            yield from sources.read_chunks(file, start, end, options.text_mode, options.chunk_bytes, options.json_keys)
+            yield from sources.read_chunks(file, start, end, options.text_mode, options.chunk_bytes, options.json_keys,
+                                           json_path)
         except TruncatedFile as exc:
             if not options.skip_bad_input:
                 raise PreprocessError(
-                    f"{file.path}: the compressed data ends early after line {exc.line} ({exc.cause}): the file is "
+                    f"{file.path}: the data ends early after {exc.where} ({exc.cause}): the file is "
                     f"truncated or damaged. Re-download or recompress it, or pass --skip-bad-input to keep its "
                     f"complete records and count the file as truncated.") from None
             summary.truncated_files.append(file.path)
@@ -151,6 +166,7 @@ def _absorb(result: EncodedChunk, summary: Summary, writers: dict, skip_bad_inpu
             summary.examples.append(str(problem))
     summary.records += result.records
     summary.text_bytes += result.text_bytes
+    summary.normalized += result.normalized
     for key, encoded in result.encoded.items():
         writers[key].add_documents(encoded.tokens, encoded.sequence_lengths, encoded.sequences_per_document)
         stats = summary.keys[key]
@@ -158,21 +174,3 @@ def _absorb(result: EncodedChunk, summary: Summary, writers: dict, skip_bad_inpu
         stats.sequences += len(encoded.sequence_lengths)
         stats.tokens += int(encoded.tokens.size)
         stats.empty += encoded.empty
-
-
-def ordered_imap(submit: Callable, function: Callable, items: Iterable, window: int) -> Iterator:
-    """Like ``Pool.imap`` but with at most ``window`` items in flight, so reading never runs ahead
-    of encoding (``Pool.imap`` consumes its whole input eagerly)."""
-    pending: deque = deque()
-    iterator = iter(items)
-    for item in iterator:
-        pending.append(submit(function, (item,)))
-        if len(pending) >= window:
-            break
-    while pending:
-        result = pending.popleft().get()
-        for item in iterator:
-            pending.append(submit(function, (item,)))
-            break
-        yield result
-

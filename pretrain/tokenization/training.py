@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pretrain.corpus import sources
+from pretrain.corpus.json_path import parse_path
+from pretrain.corpus.normalization import NORMALIZATIONS
 from pretrain.corpus.parsing import parse_chunk
 from pretrain.corpus.types import InputError, InputFile
 from pretrain.tokenization.loading import LoadedTokenizer, from_backend, sentencepiece_to_tokenizers
 
 log = logging.getLogger(__name__)
 KINDS = ("bpe", "wordpiece", "spm-unigram", "spm-bpe")
-NORMALIZATIONS = ("nfc", "nfkc", "none")
 DEFAULT_VOCAB_SIZE = {"bpe": 50257, "wordpiece": 32000, "spm-unigram": 32000, "spm-bpe": 32000}
 DEFAULT_SPECIALS = {
     "bpe": ["<|endoftext|>", "<pad>", "<s>", "</s>", "<mask>"],
@@ -49,6 +50,7 @@ class TokenizerTrainingOptions:
     json_keys: list[str] = field(default_factory=lambda: ["text"])
     text_mode: str = "line"
     input_format: str | None = None
+    json_path: str | None = None
     skip_bad_input: bool = False
     overwrite: bool = False
 
@@ -72,8 +74,10 @@ def sample_texts(options: TokenizerTrainingOptions, stats: SampleStats) -> Itera
 def _sample_file(file: InputFile, budget: int, options: TokenizerTrainingOptions,
                  stats: SampleStats) -> Iterator[str]:
     taken = 0
-    for chunk in sources.read_chunks(file, 0, file.size, options.text_mode, min(1 << 20, budget), options.json_keys):
-        parsed = parse_chunk(chunk, options.json_keys)
+    path = parse_path(options.json_path) if options.json_path else None
+    for chunk in sources.read_chunks(file, 0, file.size, options.text_mode, min(1 << 20, budget), options.json_keys,
+                                     path):
+        parsed = parse_chunk(chunk, options.json_keys, path)
         for problem in parsed.problems:
             if not options.skip_bad_input:
                 raise InputError(str(problem))

@@ -1,0 +1,180 @@
+"""Cleaning: the quality rules (Korean and German defaults, each switched off or tuned), exact and
+near duplicates over the whole corpus, shards that equal one process, byte-identical reruns, the report."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import zstandard
+
+from pretrain.corpus.cleaning import rules
+from pretrain.corpus.cleaning.dedup import NearDupSettings, Signer, band_hashes, near_duplicates
+from tests import corpus_samples
+from tests.conftest import ROOT, demo_documents, grown_documents, run_tool, write_jsonl
+
+KOREAN = next(d for d in demo_documents() if d.startswith("서울의 지하철"))
+KOREAN_2 = next(d for d in demo_documents() if d.startswith("봄이 오면"))
+GERMAN = next(d for d in demo_documents() if d.startswith("Im Herbst"))
+
+
+def read_parts(folder) -> list[dict]:
+    records = []
+    for part in sorted(folder.glob("part-*.jsonl.zst")):
+        with open(part, "rb") as handle:
+            for line in io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(handle)):
+                records.append(json.loads(line))
+    return records
+
+
+def clean(tmp_path, name, *args):
+    out = tmp_path / name
+    proc = run_tool("clean_corpus", "--output", out, "--workers", "2", "--no-progress", *args)
+    return out, proc
+
+
+# ----------------------------------------------------------------------------------------- rules
+def test_each_rule_drops_what_it_should_and_can_be_switched_off_or_tuned():
+    ko, de = rules.rules_for("ko"), rules.rules_for("de")
+    assert rules.judge(KOREAN, ko).rule is None
+    assert rules.judge(GERMAN, de).rule is None
+    assert rules.judge("짧은 글입니다.", ko).rule == "length"
+    assert rules.judge(GERMAN, ko).rule == "script"  # German under the Korean rules
+    assert rules.judge(KOREAN + KOREAN[::-1], de).rule == "script"
+    assert rules.judge(KOREAN + "\n" + KOREAN, ko).rule == "repetition"  # the same paragraph twice
+    repeated = "\n".join(["같은 줄이 계속 반복됩니다 여러 번."] * 12 + [KOREAN])
+    assert rules.judge(repeated, ko).rule == "repetition"
+    assert rules.judge("Werbung Werbung Werbung " * 40, de).rule == "repetition"
+    noisy = "\n".join(["로그인", KOREAN, "회원가입", KOREAN_2, "Copyright © 2024 All rights reserved"])
+    verdict = rules.judge(noisy, ko)
+    assert verdict.rule is None and verdict.removed_lines == ["로그인", "회원가입", "Copyright © 2024 All rights reserved"]
+    assert verdict.text == KOREAN + "\n" + KOREAN_2
+    assert rules.judge("짧은 글입니다.", rules.rules_for("ko", disabled=["length"])).rule is None
+    assert rules.judge(KOREAN, rules.rules_for("ko", settings=["min_chars=1000"])).rule == "length"
+    with pytest.raises(ValueError, match="--disable 'lenght' is not a rule.*--set 'min_char=5'"):
+        rules.rules_for("ko", disabled=["lenght"], settings=["min_char=5"])
+    assert rules.detect_language(KOREAN) == "ko" and rules.detect_language(GERMAN) == "de"
+
+
+def test_minhash_finds_edited_copies_and_keeps_distinct_documents():
+    rng = random.Random(0)
+    originals = grown_documents(count=300, seed=11)[44:]  # recombinations: related, but distinct, documents
+    edits = []
+    for doc in originals[:40]:
+        words = doc.split()
+        position = rng.randrange(len(words))
+        words[position] = words[position] + "요"  # one word changed
+        edits.append(" ".join(words) + " 끝.")
+    corpus = originals + edits
+    signer, settings = Signer(NearDupSettings()), NearDupSettings()
+    import numpy as np
+
+    signatures = np.stack([signer(doc) for doc in corpus])
+    found = near_duplicates(band_hashes(signatures, settings).T, signatures, np.ones(len(corpus), bool), 0.8)
+    assert found[len(originals):].mean() >= 0.9  # the edited copies
+    assert found[: len(originals)].sum() <= 2  # distinct documents sharing sentences stay
+
+
+# -------------------------------------------------------------------------------------- pipeline
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Grown documents with exact copies (one spread over a second file) and edited copies planted."""
+    folder = tmp_path_factory.mktemp("planted")
+    docs = grown_documents(count=600, seed=4)[44:]
+    rng = random.Random(1)
+    first = docs[:300] + [docs[i] for i in range(0, 40, 2)]  # exact copies inside the first file
+    second = docs[300:] + [docs[i] for i in range(1, 40, 2)]  # exact copies of the first file's documents
+    second += [docs[i].replace(".", "!", 1) + " 정말입니다." for i in range(100, 130)]  # edited copies
+    rng.shuffle(second)
+    return [write_jsonl(folder / "a.jsonl", first), write_jsonl(folder / "b.jsonl", second)], docs
+
+
+def test_cleaning_removes_planted_duplicates_and_reports_them(tmp_path, planted):
+    inputs, docs = planted
+    out, proc = clean(tmp_path, "one", "--input", *inputs, "--disable", "length")
+    report = json.loads((out / "report.json").read_text())
+    kept = read_parts(out)
+    texts = [r["text"] for r in kept]
+    assert len(set(texts)) == len(texts)  # no exact duplicate left
+    assert report["removed"]["exact"]["documents"] == 40
+    assert report["removed"]["near"]["documents"] >= 27  # of the 30 edited copies
+    assert report["input"]["documents"] == len(docs) + 40 + 30
+    assert report["kept"]["documents"] == len(kept) and kept[0]["source"].endswith("a.jsonl") and kept[0]["position"] == 1
+    markdown = (out / "report.md").read_text()
+    assert "| exact |" in markdown and "### near" in markdown and "a copy of an earlier document" in markdown
+    assert "kept" in proc.stdout and "report.md" in proc.stdout
+
+
+def test_shards_and_reruns_give_identical_output(tmp_path, planted):
+    inputs, _ = planted
+    one, _ = clean(tmp_path, "one", "--input", *inputs)
+    again, _ = clean(tmp_path, "again", "--input", *inputs)
+    parts = sorted(p.name for p in one.glob("part-*"))
+    assert parts == sorted(p.name for p in again.glob("part-*"))
+    for name in parts + ["report.md"]:
+        if name == "report.md":
+            continue  # names its output folder
+        assert (one / name).read_bytes() == (again / name).read_bytes()
+    sharded = tmp_path / "sharded"
+    for shard in range(3):
+        run_tool("clean_corpus", "--input", *inputs, "--output", sharded, "--stage", "filter", "--shard-index",
+                 str(shard), "--num-shards", "3", "--workers", "1", "--no-progress")
+    missing = run_tool("clean_corpus", "--input", *inputs, "--output", tmp_path / "early", "--stage", "dedup",
+                       "--num-shards", "3", "--no-progress", check=False)
+    assert missing.returncode == 2 and "has not finished its filter stage" in missing.stderr
+    run_tool("clean_corpus", "--input", *inputs, "--output", sharded, "--stage", "dedup", "--num-shards", "3",
+             "--no-progress")
+    assert read_parts(sharded) == read_parts(one)  # exact and near dedup across shards equal one process
+    assert not (sharded / ".stage").exists()
+    assert json.loads((sharded / "report.json").read_text())["removed"] == \
+        json.loads((one / "report.json").read_text())["removed"]
+
+
+def test_cleaning_reads_wiki_dumps_and_keeps_titles(tmp_path):
+    dump = corpus_samples.write_wiki_dump(tmp_path, count=12, kind="multistream", pages_per_stream=3)
+    out, _ = clean(tmp_path, "wiki", "--input", dump, "--language", "ko", "--disable", "near", "exact")
+    kept = read_parts(out)
+    assert [r["title"] for r in kept] == [f"베를린 {n}" for n in range(12)]
+    assert all("[[" not in r["text"] and "{{" not in r["text"] for r in kept)
+    report = json.loads((out / "report.json").read_text())
+    assert report["disabled"] == ["exact", "near"] and report["removed"]["near"]["documents"] == 0
+
+
+def test_existing_output_and_bad_settings_are_refused(tmp_path, planted):
+    inputs, _ = planted
+    clean(tmp_path, "once", "--input", inputs[0])
+    again = run_tool("clean_corpus", "--input", inputs[0], "--output", tmp_path / "once", check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    bad = run_tool("clean_corpus", "--input", inputs[0], "--output", tmp_path / "x", "--set", "min_chars=lots",
+                   check=False)
+    assert bad.returncode == 2 and "'lots' is not a number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("stage", ["filter", "dedup"])
+def test_an_interrupted_cleaning_publishes_nothing(tmp_path, stage):
+    """SIGTERM (what Slurm and kill send) while the rules run, or while the parts are written: exit 130,
+    no part and no report, and no temporary file left behind."""
+    corpus = write_jsonl(tmp_path / "big.jsonl", grown_documents(count=20_000, seed=3))
+    out = tmp_path / "out"
+    args = ["--input", corpus, "--output", out, "--workers", "2", "--no-progress", "--part-mb", "0.2"]
+    if stage == "dedup":  # the filter stage first, so that the interruption lands in the writing of the parts
+        run_tool("clean_corpus", *args, "--stage", "filter")
+        args += ["--stage", "dedup"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "clean_corpus.py"), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pattern = ".stage/*.tmp-*" if stage == "filter" else "part-*.tmp-*"
+    deadline = time.time() + 120
+    while not list(out.glob(pattern)) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"Traceback" not in err, err.decode()[-2000:]
+    left = [p.name for p in out.rglob("*") if p.is_file()]
+    assert not [name for name in left if name.startswith(("part-", "report")) or ".tmp-" in name], left
