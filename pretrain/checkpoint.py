@@ -5,10 +5,15 @@ Layout under ``run.dir/checkpoints``::
     step00000100/          DeepSpeed files of every rank, rng_rank{r}.pt, trainer_state.json, COMPLETE
     latest                 the newest complete tag, replaced atomically
 
-``COMPLETE`` is written last, by rank 0, after every rank has finished writing, and only then is
-``latest`` moved. A checkpoint half-written when a node died has no COMPLETE and is never resumed
-from. Resuming with a different number of ranks converts the ZeRO checkpoint to DeepSpeed's
-universal format first (``<tag>_universal``), which any world size can load.
+    damaged/, abandoned/   checkpoints set aside (never deleted): failed verification, or newer than
+                           the one ``run.resume_from`` picked
+
+``MANIFEST.json`` (every file's size and checksum, see ``manifest``) and then ``COMPLETE`` are written
+last, by rank 0, after every rank has finished writing, and only then is ``latest`` moved. A checkpoint
+half-written when a node died or the disk filled has no COMPLETE and is never resumed from. Before a
+checkpoint is resumed from, the ranks check it against its manifest; a damaged one is set aside with a
+warning and the previous complete one is used. Resuming with a different number of ranks converts the
+ZeRO checkpoint to DeepSpeed's universal format first (``<tag>_universal``), which any world size can load.
 """
 
 from __future__ import annotations
@@ -25,10 +30,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pretrain import manifest
 from pretrain.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
+INSPECT_HINT = "tools/inspect_checkpoint.py RUN_DIR lists them and checks each"
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint can be resumed from as asked; the message says what to do."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written (full disk, I/O error); the previous one stays ``latest``."""
 
 
 @dataclass
@@ -38,6 +53,7 @@ class TrainerState:
     world_size: int = 1
     nonfinite_streak: int = 0
     zero_stage: int | None = None  # the stage the checkpoint was saved with (a resumed run keeps it)
+    wall_seconds: float = 0.0  # training wall time of every launch so far, set at each save
 
 
 def tag_for(step: int) -> str:
@@ -48,16 +64,93 @@ def complete_tags(checkpoint_dir: Path) -> list[str]:
     return sorted(p.name for p in checkpoint_dir.glob("step*") if (p / COMPLETE).exists() and not p.name.endswith("_universal"))
 
 
+def step_of(tag: str) -> int:
+    return int(tag.removeprefix("step").removesuffix("_universal"))
+
+
+def resume_candidates(checkpoint_dir: Path) -> list[str]:
+    """Complete tags to try, newest first."""
+    return list(reversed(complete_tags(checkpoint_dir)))
+
+
+def find_resumable(checkpoint_dir: Path, rank: int, world_size: int, resume_from: str | None) -> str | None:
+    """The checkpoint to resume from, checked against its manifest by all ranks together (collective).
+
+    A damaged newest checkpoint is set aside under ``damaged/`` with a warning that names the file and
+    the steps that will be trained again, and the previous complete one is used; ``resume_from`` picks
+    one tag (newer ones are set aside under ``abandoned/``). Raises CheckpointError when nothing usable
+    is left, rather than silently starting over."""
+    if not checkpoint_dir.is_dir():
+        if resume_from:
+            raise CheckpointError(f"run.resume_from={resume_from}, but {checkpoint_dir} does not exist.")
+        return None
+    candidates = resume_candidates(checkpoint_dir)
+    if resume_from:
+        if resume_from not in candidates:
+            raise CheckpointError(f"run.resume_from={resume_from}: no complete checkpoint of that name in "
+                                  f"{checkpoint_dir} (complete: {', '.join(reversed(candidates)) or 'none'}).")
+        candidates = [resume_from]
+    damaged: list[str] = []
+    for tag in candidates:
+        found = _verify_together(checkpoint_dir / tag, rank, world_size)
+        if found is None:
+            log.info("%s was saved without a manifest (an older version): resuming without checking it", tag)
+        if not found:
+            break
+        if rank == 0:
+            log.warning("checkpoint %s is damaged:\n  %s", tag, "\n  ".join(found[:5]))
+        if resume_from:
+            raise CheckpointError(f"run.resume_from={tag}: the checkpoint is damaged ({found[0]}). Choose another "
+                                  f"tag ({INSPECT_HINT}).")
+        damaged.append(tag)
+    else:
+        if damaged:
+            raise CheckpointError(f"every complete checkpoint in {checkpoint_dir} is damaged ({', '.join(damaged)}); "
+                                  f"nothing was moved or deleted. Restore their files, or move {checkpoint_dir} "
+                                  f"away to start over from step 0 ({INSPECT_HINT}).")
+        return None
+    newer = [t for t in complete_tags(checkpoint_dir) if step_of(t) > step_of(tag) and t not in damaged]
+    if rank == 0 and (damaged or newer):
+        for old, why in [(t, "damaged") for t in damaged] + [(t, "abandoned") for t in newer]:
+            log.warning("set %s aside as %s (not deleted)", old, set_aside(checkpoint_dir, old, why))
+        atomic_write_text(checkpoint_dir / "latest", tag + "\n")
+        lost = max(step_of(t) for t in damaged + newer) - step_of(tag)
+        log.warning("resuming from %s (step %d): %d step(s) after it will be trained again", tag, step_of(tag), lost)
+    _barrier()
+    return tag
+
+
+def _verify_together(folder: Path, rank: int, world_size: int) -> list[str] | None:
+    """Every rank checks its share of the files; all get everybody's problems (None: no manifest)."""
+    mine = manifest.verify(folder, rank, world_size)
+    if not torch.distributed.is_initialized():
+        return mine
+    everyone: list = [None] * world_size
+    torch.distributed.all_gather_object(everyone, mine)
+    if all(part is None for part in everyone):
+        return None
+    return [problem for part in everyone for problem in (part or [])]
+
+
+def set_aside(checkpoint_dir: Path, tag: str, why: str) -> Path:
+    """Move a checkpoint (and its universal conversion) to ``checkpoint_dir/why/``; returns where."""
+    target = checkpoint_dir / why / tag
+    for n in range(2, 1000):
+        if not target.exists():
+            break
+        target = checkpoint_dir / why / f"{tag}-{n}"
+    target.parent.mkdir(exist_ok=True)
+    (checkpoint_dir / tag).rename(target)
+    universal = checkpoint_dir / f"{tag}_universal"
+    if universal.exists():
+        shutil.rmtree(universal, ignore_errors=True)  # derived from the set-aside files: rebuilt if needed
+    return target
+
+
 def latest_complete(checkpoint_dir: Path) -> str | None:
-    """The tag to resume from: ``latest`` if complete, else the newest complete one (said so)."""
-    pointer = checkpoint_dir / "latest"
+    """The newest complete checkpoint (``latest`` names it too, unless the run died between the two
+    writes; a checkpoint without COMPLETE is never used)."""
     tags = complete_tags(checkpoint_dir)
-    if pointer.exists():
-        tag = pointer.read_text().strip()
-        if (checkpoint_dir / tag / COMPLETE).exists():
-            return tag
-        log.warning("checkpoint %s named by %s is incomplete (the run died while saving it); using %s",
-                    tag, pointer, tags[-1] if tags else "none")
     return tags[-1] if tags else None
 
 
@@ -72,26 +165,69 @@ def read_state(checkpoint_dir: Path, tag: str) -> TrainerState:
 
 
 def save(engine, checkpoint_dir: Path, state: TrainerState, config_yaml: str, keep_last: int) -> str:
-    """Save on every rank (collective); returns the tag."""
+    """Save on every rank (collective); returns the tag. Raises CheckpointSaveError on a write error
+    (the failing rank leaves at once; the others then lose it in the next collective)."""
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     tag = tag_for(state.step)
     folder = checkpoint_dir / tag
-    if rank == 0 and folder.exists():  # a leftover of a run that died while saving this step
-        shutil.rmtree(folder)
-    _barrier()
-    engine.save_checkpoint(str(checkpoint_dir), tag=tag, save_latest=False)
-    torch.save(_rng_state(), folder / f"rng_rank{rank}.pt")
-    _barrier()
-    if rank == 0:
-        atomic_write_text(folder / "trainer_state.json", json.dumps(asdict(state), indent=1))
-        atomic_write_text(folder / "config.yaml", config_yaml)
-        atomic_write_text(folder / COMPLETE, "")
-        atomic_write_text(checkpoint_dir / "latest", tag + "\n")
-        for old in complete_tags(checkpoint_dir)[:-keep_last]:
-            shutil.rmtree(checkpoint_dir / old, ignore_errors=True)
-            shutil.rmtree(checkpoint_dir / f"{old}_universal", ignore_errors=True)
+    try:
+        if rank == 0 and folder.exists():
+            if (folder / COMPLETE).exists():  # never overwrite a complete checkpoint: keep it aside
+                log.warning("set %s aside as %s", tag, set_aside(checkpoint_dir, tag, "replaced"))
+            else:  # a leftover of a run that died while saving this step
+                shutil.rmtree(folder)
+        _barrier()
+        engine.save_checkpoint(str(checkpoint_dir), tag=tag, save_latest=False)
+        torch.save(_rng_state(), folder / f"rng_rank{rank}.pt")
+        if rank == 0:
+            atomic_write_text(folder / "trainer_state.json", json.dumps(asdict(state), indent=1))
+            atomic_write_text(folder / "config.yaml", config_yaml)
+        _barrier()
+        names = [manifest.files_of(folder) if rank == 0 else None]
+        if torch.distributed.is_initialized():  # one listing: a shared file system may lag on other nodes
+            torch.distributed.broadcast_object_list(names, src=0)
+        records = [manifest.describe(folder, manifest.share(names[0], rank, world_size))]  # each rank its share
+        if torch.distributed.is_initialized():
+            mine, records = records[0], [None] * world_size
+            torch.distributed.all_gather_object(records, mine)
+        if rank == 0:
+            manifest.write(folder, {name: r for part in records for name, r in part.items()})
+            atomic_write_text(folder / COMPLETE, "")
+            atomic_write_text(checkpoint_dir / "latest", tag + "\n")
+            for old in complete_tags(checkpoint_dir)[:-keep_last]:
+                shutil.rmtree(checkpoint_dir / old, ignore_errors=True)
+                shutil.rmtree(checkpoint_dir / f"{old}_universal", ignore_errors=True)
+    except (OSError, RuntimeError) as exc:
+        if not (isinstance(exc, OSError) or _is_torch_write_failure(exc)):
+            raise  # e.g. a peer lost in a barrier: the caller says that
+        previous = latest_complete(checkpoint_dir)
+        raise CheckpointSaveError(
+            f"saving checkpoint {tag} failed on rank {rank}: {_write_failure(exc, folder)}. {folder} has no COMPLETE "
+            f"and is never resumed from (the next save of that step removes it); the latest complete checkpoint "
+            f"is {previous or 'none'}. Free space or fix the file system, then relaunch the same command to "
+            f"resume from it.") from None
     _barrier()
     return tag
+
+
+def _is_torch_write_failure(exc: RuntimeError) -> bool:
+    """torch.save writes through C++: a full disk or a failing file system surfaces as a RuntimeError
+    from its zip writer ("unexpected pos", "PytorchStreamWriter failed writing file"), not an OSError."""
+    return any(sign in str(exc) for sign in ("inline_container", "PytorchStreamWriter", "file write failed"))
+
+
+def _write_failure(exc: OSError | RuntimeError, folder: Path) -> str:
+    """What went wrong, in words: the OS error, or torch's, with the free space the file system reports."""
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    try:
+        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+        space = f"No space left on device ({free:,} bytes free)" if free < 64 << 20 else f"{free / 2**30:.1f} GiB free"
+    except OSError:
+        space = "free space unknown"
+    first = (str(exc).strip().splitlines() or ["?"])[0][:200]
+    return f"writing a file into {folder.name} failed ({space}; torch: {first})"
 
 
 def prepare_universal(checkpoint_dir: Path, tag: str, rank: int) -> str:

@@ -173,12 +173,16 @@ def _check_master_host(env: DistEnv, address: str, host: str) -> None:
                                   "process left over from an earlier run): set MASTER_PORT to a free port.") from None
 
 
-def init_process_group() -> None:
+def init_process_group(timeout_minutes: float = 15) -> None:
     """DeepSpeed's process group (NCCL on GPUs, gloo on CPUs) from the exported environment.
 
-    On CPUs DeepSpeed first builds its shared-memory all-reduce op; that build goes through
-    ``jit_ops`` so that one killed earlier cannot hang this start.
+    A collective that waits ``timeout_minutes`` for a rank that does not answer fails instead of
+    hanging (a rank that dies is usually noticed at once: its connections close). On CPUs DeepSpeed
+    first builds its shared-memory all-reduce op; that build goes through ``jit_ops`` so that one
+    killed earlier cannot hang this start.
     """
+    from datetime import timedelta
+
     import deepspeed
     import torch
 
@@ -187,4 +191,5 @@ def init_process_group() -> None:
     on_gpu = torch.cuda.is_available()
     if not on_gpu:
         load_op("ShareMemCommBuilder")
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False,
+                               timeout=timedelta(minutes=timeout_minutes))

@@ -13,7 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-from pretrain.checkpoint import COMPLETE, latest_complete
+from pretrain import manifest
+from pretrain.checkpoint import COMPLETE, INSPECT_HINT, latest_complete
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path, str]:
     """(run dir, checkpoints dir, tag) from a run dir, its checkpoints/ dir or one checkpoint's dir."""
     path = Path(path)
     if (path / COMPLETE).exists():
+        check(path)
         return path.parent.parent, path.parent, path.name
     checkpoints = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     tag = latest_complete(checkpoints) if checkpoints.is_dir() else None
@@ -35,7 +37,20 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path, str]:
                               "Export an earlier checkpoint.")
         raise ExportError(f"no complete checkpoint under {path}: pass a run dir, its checkpoints/ dir or a "
                           "checkpoints/stepNNNNNNNN dir.")
+    check(checkpoints / tag)
     return checkpoints.parent, checkpoints, tag
+
+
+def check(folder: Path) -> None:
+    """Refuse a checkpoint whose files no longer match its manifest."""
+    try:
+        problems = manifest.verify(folder)
+    except OSError as exc:
+        problems = [str(exc)]
+    if problems:
+        raise ExportError(f"{folder} is damaged: {problems[0]}" + (f" (and {len(problems) - 1} more)" if
+                                                                   len(problems) > 1 else "") +
+                          f". Export an earlier checkpoint by passing its folder ({INSPECT_HINT}).")
 
 
 def _full_state_dict(checkpoints: Path, tag: str, gather_zero) -> dict:

@@ -7,9 +7,13 @@ import json
 import logging
 import os
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from pretrain.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +73,33 @@ def memory_gib() -> float:
 
 
 class MetricsWriter:
-    """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard."""
+    """Appends one JSON object per record to metrics.jsonl and mirrors scalars to TensorBoard and, with
+    ``run.wandb``, to Weights & Biases (the same W&B run across resumed launches)."""
 
-    def __init__(self, run_dir: str | os.PathLike, enabled: bool, tensorboard: bool) -> None:
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool, tensorboard: bool, wandb_project: str | None = None,
+                 config: dict | None = None) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
-        self.tb = None
+        self.tb = self.wandb = None
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        if enabled and wandb_project:
+            self.wandb = _start_wandb(Path(run_dir), wandb_project, config or {})
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop records logged after the checkpoint (they will be logged again)."""
+        """On resume, drop records logged after the checkpoint (they will be logged again), and a last
+        line cut short by a crash."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError):
+                continue
         temp = self.path.with_suffix(".tmp")
         temp.write_text("".join(line + "\n" for line in kept))
         os.replace(temp, self.path)
@@ -94,12 +109,69 @@ class MetricsWriter:
             return
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self.tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            for key, value in scalars.items():
+                if key != "step":
                     self.tb.add_scalar(key, value, record["step"])
             self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(scalars)
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+
+def _start_wandb(run_dir: Path, project: str, config: dict):
+    """A W&B run named after the run dir; its id is kept in run_dir/wandb_id so that a resumed launch
+    continues it. Every metric is plotted against our ``step`` (a resumed launch logs some steps again,
+    which W&B's own step counter would drop). A W&B that cannot start (not logged in, no network) costs
+    the mirror, never the run: metrics.jsonl and the plots have everything."""
+    import wandb
+
+    id_file = run_dir / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+    atomic_write_text(id_file, run_id + "\n")
+    try:
+        run = wandb.init(project=project, name=run_dir.resolve().name, id=run_id, resume="allow", dir=str(run_dir),
+                         config=config)
+    except Exception as exc:  # wandb raises its own error types, and more than one
+        log.warning("W&B did not start (%s): metrics go to %s and its plots only. Run `wandb login`, or set "
+                    "WANDB_MODE=offline and `wandb sync` the run later.", str(exc).splitlines()[0][:200], run_dir)
+        return None
+    run.define_metric("step")
+    run.define_metric("*", step_metric="step")
+    return run
+
+
+@dataclass
+class RunMetrics:
+    """A run's records, one per step, in step order."""
+
+    name: str
+    train: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+
+
+def read_metrics(run_dir: str | os.PathLike, name: str | None = None) -> RunMetrics:
+    """The records of ``run_dir/metrics.jsonl`` (a line cut short by a crash is ignored)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run dir (run.dir of a training run)?")
+    train: dict[int, dict] = {}
+    evals: dict[int, dict] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "loss" in record:
+            train[record["step"]] = record
+        elif "eval_loss" in record:
+            evals[record["step"]] = record
+    return RunMetrics(name or Path(run_dir).resolve().name, [train[s] for s in sorted(train)],
+                      [evals[s] for s in sorted(evals)])

@@ -18,6 +18,7 @@ from pretrain.checkpoint import TrainerState
 from pretrain.config import Config
 from pretrain.data.builder import SplitSizes, build_datasets
 from pretrain.data.collate import collate
+from pretrain.data.health import changed_files, next_batch
 from pretrain.data.masking import max_predictions
 from pretrain.data.sampler import PretrainingBatchSampler
 from pretrain.distributed import DistEnv
@@ -27,6 +28,7 @@ from pretrain.model import build_model, count_parameters, parameter_groups
 from pretrain.parallel import choose_plan, device_memory_bytes, request_from_config
 from pretrain.planner import parameter_sizes
 from pretrain.presets import get_preset
+from pretrain.run_summary import build_summary, resume_command, summary_lines, write_summary
 from pretrain.step_tracking import StepStats, ThroughputWindow, finite
 from pretrain.tokenization import load_tokenizer
 
@@ -71,6 +73,7 @@ def optimizer_step(engine, micro_batches: list[dict], device: torch.device,
 class Trainer:
     def __init__(self, config: Config, env: DistEnv) -> None:
         self.config, self.env = config, env
+        self._started = time.perf_counter()
         self.run_dir = Path(config.run.dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.is_main = env.rank == 0
@@ -87,6 +90,7 @@ class Trainer:
         self._setup_metrics()
         self._write_run_files()
         self._launch = (time.perf_counter(), self.state.step)  # train() restarts the clock
+        self._wall_before = self.state.wall_seconds  # of the launches before this one
 
     # ----------------------------------------------------------------------------------- setup
     def _setup_device(self) -> None:
@@ -100,7 +104,9 @@ class Trainer:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(self.env.local_world_size, 1)))
 
     def _find_checkpoint(self) -> tuple[TrainerState, str | None]:
-        tag = checkpoint.latest_complete(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
+        """The newest complete checkpoint whose files match its manifest (or run.resume_from's)."""
+        tag = checkpoint.find_resumable(self.checkpoint_dir, self.env.rank, self.env.world_size,
+                                        self.config.run.resume_from)
         state = checkpoint.read_state(self.checkpoint_dir, tag) if tag else TrainerState()
         return state, tag
 
@@ -172,7 +178,8 @@ class Trainer:
 
     def _setup_metrics(self) -> None:
         config = self.config
-        self.metrics = MetricsWriter(self.run_dir, self.is_main, config.run.tensorboard)
+        self.metrics = MetricsWriter(self.run_dir, self.is_main, config.run.tensorboard, config.run.wandb,
+                                     config.to_dict())
         self.metrics.truncate_after(self.state.step)
         self.peak = peak_tflops(config.train.peak_tflops)
         tokens = config.train.global_batch * config.data.seq_len
@@ -201,7 +208,7 @@ class Trainer:
         batches = iter(self._loader(self.train_data, self.state.consumed_samples))
         self._launch = (time.perf_counter(), self.state.step)
         stats, window = StepStats(self.device, self.env.world_size), ThroughputWindow(self.device)
-        saved_at = self.state.step
+        saved_at, stop = self.state.step, None
         if self.state.step == 0:
             self.evaluate()  # the untrained baseline: a fresh model should be near ln(vocabulary)
         while self.state.step < train.steps:
@@ -233,12 +240,42 @@ class Trainer:
             self._check_finite(numbers)
         if saved_at != self.state.step:
             self.save()
-        self.metrics.close()
+        self._finish("finished" if self.state.step >= train.steps else f"stopped early ({stop})")
         return self.state
+
+    def _finish(self, status: str) -> None:
+        """Last plots, the run summary (printed and in summary.json), metrics closed."""
+        if self.is_main:
+            self._plot()
+            env = self.env
+            summary = build_summary(
+                self.run_dir, status=status, step=self.state.step, steps=self.config.train.steps,
+                tokens_seen=self.state.consumed_samples * self.config.data.seq_len, wall_seconds=self._wall_time(),
+                launch_seconds=time.perf_counter() - self._started,
+                checkpoint=str(self.checkpoint_dir / checkpoint.tag_for(self.state.step)),
+                resume=resume_command(self.run_dir.resolve() / "config.yaml", env.world_size, env.local_world_size,
+                                      env.launcher))
+            write_summary(self.run_dir, summary)
+            for line in summary_lines(summary):
+                log.info("%s", line)
+        self.metrics.close()
+
+    def _plot(self) -> None:
+        if not (self.is_main and self.config.run.plots):
+            return
+        try:
+            from pretrain.plots import write_run_plots
+
+            write_run_plots(self.run_dir)
+        except Exception as exc:  # noqa: BLE001 - a picture must never stop a run
+            log.warning("could not draw the plots in %s: %s", self.run_dir / "plots", exc)
+
+    def _wall_time(self) -> float:
+        return self._wall_before + time.perf_counter() - self._started
 
     def train_step(self, batches) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step over the next ``accumulation`` micro batches (see ``optimizer_step``)."""
-        micro_batches = [next(batches) for _ in range(self.plan.accumulation)]
+        micro_batches = [next_batch(batches, [self.train_data]) for _ in range(self.plan.accumulation)]
         return optimizer_step(self.engine, micro_batches, self.device, self.env.world_size)
 
     def _stop_reason(self) -> str | None:
@@ -269,13 +306,23 @@ class Trainer:
             torch.distributed.all_reduce(total)
         self.engine.train()
         eval_loss = float(total[0] / total[1].clamp(min=1))
-        record = {"step": self.state.step, "eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50.0))}
+        record = {"step": self.state.step, "tokens": self._tokens_seen(), "eval_loss": eval_loss,
+                  "eval_ppl": math.exp(min(eval_loss, 50.0))}
         if self.is_main:
             log.info("step %d | eval loss %.4f | eval ppl %.2f", self.state.step, eval_loss, record["eval_ppl"])
         self.metrics.write(record)
+        self._plot()
         return record
 
+    def _tokens_seen(self) -> int:
+        return self.state.consumed_samples * self.config.data.seq_len
+
     def save(self) -> None:
+        if self.is_main:
+            for change in changed_files([self.train_data, self.valid_data]):
+                log.warning("%s while this run reads it: this launch goes on with the copy it opened, but a relaunch "
+                            "would not find it. Restore the file.", change)
+        self.state.wall_seconds = self._wall_time()
         tag = checkpoint.save(self.engine, self.checkpoint_dir, self.state, self.config.to_yaml(),
                               self.config.train.keep_last)
         if self.is_main:
@@ -306,8 +353,8 @@ class Trainer:
 
     def _log(self, numbers, seconds_per_step: float | None) -> None:
         train, data = self.config.train, self.config.data
-        record = {"step": numbers.step, "loss": numbers.loss, "lr": self.scheduler.get_last_lr()[0],
-                  "grad_norm": numbers.grad_norm}
+        record = {"step": numbers.step, "tokens": numbers.step * train.global_batch * data.seq_len,
+                  "loss": numbers.loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": numbers.grad_norm}
         if seconds_per_step:  # None until a step after the launch's first has been timed
             tflops = self.model_flops / seconds_per_step / self.env.world_size / 1e12
             record.update(tokens_per_s=train.global_batch * data.seq_len / seconds_per_step,

@@ -53,3 +53,44 @@ def partition_sizes(output: str) -> dict[int, tuple[int, int]]:
 def preprocess(corpus: Path, tokenizer: Path, prefix: Path, *flags: str) -> None:
     run_tool("preprocess_data", "--input", corpus, "--tokenizer", tokenizer, "--output-prefix", prefix,
              "--no-progress", "--workers", "1", *flags)
+
+
+def start_ranks(ranks: int, config: str, run_dir: Path, *overrides: str, logs: Path,
+                extra_env: dict | None = None) -> list[subprocess.Popen]:
+    """Start ``ranks`` trainer processes directly, one per rank, as ``srun`` without --kill-on-bad-exit
+    or ``mpirun`` would: no launcher kills the others when one dies, so each must notice on its own.
+    Rank r writes logs/rank{r}.out and .err."""
+    port = free_port()
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for rank in range(ranks):
+        env = {**train_env(), **(extra_env or {}), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": str(ranks), "LOCAL_WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen(
+            [sys.executable, "tools/train.py", "--config", config, f"run.dir={run_dir}", *overrides], cwd=ROOT,
+            env=env, stdout=open(logs / f"rank{rank}.out", "w"), stderr=open(logs / f"rank{rank}.err", "w")))
+    return procs
+
+
+def wait_until(condition, timeout: float, what: str, procs: list[subprocess.Popen] | None = None) -> None:
+    """Poll ``condition`` every 0.2 s; fail after ``timeout`` s, or at once if a process ended first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if procs and any(p.poll() is not None for p in procs):
+            raise AssertionError(f"a process ended while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def logged_step(run_dir: Path) -> int:
+    """The last training step in run_dir/metrics.jsonl (0 before the first)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if '"loss"' in line and
+             line.endswith("}")]
+    return max(steps, default=0)

@@ -4,6 +4,7 @@ and real ZeRO-3 partitioning, initial loss, learning, exact resume, resume on an
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -123,6 +124,9 @@ def test_resume_reproduces_the_uninterrupted_run(runs):
         assert sorted(got) == list(range(1, STEPS + 1))
         assert_same_curve(got, losses(runs["dirs"][full]), range(STOP + 1, STEPS + 1), 1e-5, resumed)
         assert evals[-1]["eval_loss"] == pytest.approx(metrics(runs["dirs"][full])[1][-1]["eval_loss"], rel=1e-5)
+        summaries = [json.loads((runs["dirs"][name] / "summary.json").read_text()) for name in (resumed, full)]
+        assert summaries[0]["tokens_seen"] == summaries[1]["tokens_seen"]  # counted across both launches
+        assert summaries[0]["wall_time_s"] > summaries[0]["this_launch_s"] > 0
 
 
 def test_resume_on_one_rank_from_two(runs):
@@ -200,8 +204,6 @@ def test_run_dir_layout_and_metrics(runs):
     run_dir = runs["dirs"]["auto"]
     assert {"config.yaml", "metrics.jsonl", "tensorboard", "checkpoints", "tokenizer", "model"} <= {
         p.name for p in run_dir.iterdir()}
-    import json
-
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert "tokens_per_s" not in steps[0]  # the launch's first step (warm-up) is never timed
@@ -219,3 +221,10 @@ def test_run_dir_layout_and_metrics(runs):
     assert {"eval_loss", "eval_ppl"} <= set(evals[0])
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step{STEPS:08d}"
     assert np.isfinite(list(losses(run_dir).values())).all()
+    for name in ("loss.png", "overview.png"):  # drawn after each eval and at the end
+        assert (run_dir / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["step"] == STEPS
+    assert summary["final_train_loss"] == losses(run_dir)[STEPS] and summary["final_eval_loss"] == evals[-1]["eval_loss"]
+    assert summary["tokens_seen"] == steps[-1]["tokens"] > 0 and summary["checkpoint"].endswith(f"step{STEPS:08d}")
+    assert "run summary (finished)" in runs["auto"].stdout + runs["auto"].stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
@@ -55,9 +56,12 @@ def main(argv: list[str] | None = None) -> int:
 def report_once_per_node(env, message: str) -> None:
     """Every rank finds the same problem; the first rank of each node says it. A launcher that kills all
     ranks when the first one exits (srun --kill-on-bad-exit) must not swallow it, so the other ranks wait
-    a little before they exit too."""
+    a little before they exit too. The speaker also waits a moment: srun forwards a task's output through
+    its step daemon, and an exit that triggers the kill can overtake the last lines still on their way."""
     if env.local_rank == 0:
         print(message, file=sys.stderr, flush=True)
+        if env.world_size > 1:
+            time.sleep(1)
     else:
         time.sleep(5)
 
@@ -79,11 +83,17 @@ def preflight(config) -> None:
 
 
 def run(config, env) -> int:
+    """Train, holding the run dir's lock. A fatal error ends the process at once (``os._exit`` after the
+    message): peers blocked in a collective then see this rank's connections close and stop too, instead
+    of waiting for the collective timeout."""
     import torch
 
+    from pretrain.checkpoint import CheckpointError, CheckpointSaveError
     from pretrain.data.builder import DataError
+    from pretrain.data.indexed import DataFileError
     from pretrain.distributed import RendezvousError, check_rendezvous, init_process_group
     from pretrain.parallel import PlanError
+    from pretrain.run_lock import RunDirInUse
     from pretrain.trainer import Trainer, TrainingDiverged
 
     try:
@@ -91,19 +101,82 @@ def run(config, env) -> int:
     except RendezvousError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    init_process_group()
+    init_process_group(config.train.distributed_timeout_minutes)
+    lock = None
     try:
+        lock = claim_run_dir(config.run.dir, env)
         state = Trainer(config, env).train()
-    except (DataError, PlanError) as exc:
+    except (DataFileError, CheckpointSaveError) as exc:  # met by some ranks, mid-run: each says it
+        return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_BAD_INPUT if isinstance(exc, DataFileError)
+                      else EXIT_FAILURE)
+    except (DataError, PlanError, CheckpointError, RunDirInUse) as exc:  # the same on every rank
         report_once_per_node(env, f"error: {exc}")
-        return EXIT_BAD_INPUT
+        return _leave(lock, None, EXIT_BAD_INPUT)
     except TrainingDiverged as exc:
-        print(f"error (rank {env.rank}): {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_FAILURE)
+    except Exception as exc:
+        if not is_lost_peer(exc):
+            if lock is not None:
+                lock.release()
+            raise
+        return _leave(lock, f"error (rank {env.rank}): lost contact with another rank ({_first_line(exc)}). It "
+                      "died or its node failed; its own message, if it had time to write one, is above. Nothing "
+                      "after the last complete checkpoint was saved: relaunch the same command to resume from it.",
+                      EXIT_FAILURE)
+    if lock is not None:
+        lock.release()
+    torch.distributed.destroy_process_group()
     return 0 if state.step >= config.train.steps else EXIT_STOPPED
+
+
+def claim_run_dir(run_dir: str, env):
+    """Rank 0 takes run.dir's lock; every rank learns whether it did (collective). Returns the lock
+    (rank 0) or None; raises RunDirInUse on every rank when another live run holds it."""
+    import torch
+
+    from pretrain.run_lock import RunDirInUse, RunLock
+
+    lock, refusal = None, None
+    if env.rank == 0:
+        try:
+            lock = RunLock(run_dir).acquire()
+        except RunDirInUse as exc:
+            refusal = str(exc)
+    message = [refusal]
+    if torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(message, src=0)
+    if message[0]:
+        raise RunDirInUse(message[0] if env.rank == 0 else f"rank 0 found {run_dir} in use: {message[0]}")
+    return lock
+
+
+def is_lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` says that a collective failed because another rank is gone or timed out."""
+    import torch
+
+    if isinstance(exc, getattr(torch.distributed, "DistError", ())):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(sign in text for sign in (
+        "Connection closed by peer", "Connection reset by peer", "Broken pipe", "gloo", "NCCL", "Timed out",
+        "timed out", "ProcessGroup"))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _leave(lock, message: str | None, code: int) -> int:
+    """Say why, free the run dir, and end the process now: tearing down a process group whose peers are
+    gone (or blocked in a collective) can hang."""
+    if message:
+        print(message, file=sys.stderr, flush=True)
+    if lock is not None:
+        lock.release()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def cli() -> None:

@@ -141,6 +141,9 @@ class TrainConfig:
     stop_check_interval: int = 10
     """Every this many steps the ranks agree on stopping (signal, run.dir/STOP, train.exit_minutes): the
     one collective that reaches the host, kept out of the other steps."""
+    distributed_timeout_minutes: float = 15
+    """How long a collective waits for a rank that does not answer before the run stops with an error
+    (Megatron's --distributed-timeout-minutes): the bound on a hang when a node dies silently."""
 
 
 @dataclass
@@ -151,6 +154,12 @@ class RunConfig:
     """Seeds initialization, data order and masking."""
     tensorboard: bool = True
     """Write TensorBoard event files under run.dir/tensorboard."""
+    plots: bool = True
+    """Draw run.dir/plots/loss.png and overview.png at each evaluation and at the end."""
+    wandb: str | None = None
+    """A Weights & Biases project to mirror metrics to (pip install wandb; WANDB_MODE=offline needs no network)."""
+    resume_from: str | None = None
+    """Resume from this checkpoint tag (e.g. step00002000) instead of the latest; newer ones are set aside."""
 
 
 @dataclass

@@ -85,6 +85,14 @@ def validate(config: Config, world_size: int) -> None:
         problems.append(f"optim.min_lr={optim.min_lr} is above optim.lr={optim.lr}")
     if optim.warmup_steps > train.steps:
         problems.append(f"optim.warmup_steps={optim.warmup_steps} is longer than train.steps={train.steps}")
+    if train.distributed_timeout_minutes <= 0:
+        problems.append(f"train.distributed_timeout_minutes={train.distributed_timeout_minutes} must be positive")
+    if config.run.wandb:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            problems.append(f"run.wandb={config.run.wandb!r} needs the wandb package: pip install wandb "
+                            "(or pip install -e '.[wandb]')")
     problems += ds_config_problems(train.ds_config)
     stage = zero_stage(train.ds_config)
     if optim.optimizer == "lamb" and stage not in (0, None):

@@ -119,13 +119,13 @@ class GPTDataset(torch.utils.data.Dataset):
         document = self.indexed.document
         out = np.empty(self.seq_len + 1, dtype=np.int64)
         if first == last:
-            out[:] = document(int(self.document_index[first]))[offset : end_offset + 1]
+            out[:] = document(int(self.document_index[first]), offset, end_offset + 1)
             return out
-        # copy each piece straight into the output: no concatenate, no second cast
+        # read only the pieces the sample holds, each straight into the output: no concatenate, no second cast
         filled = 0
         for position, doc in enumerate(self.document_index[first : last + 1].tolist()):
-            tokens = document(doc)
-            piece = tokens[offset:] if position == 0 else tokens if position < last - first else tokens[: end_offset + 1]
+            piece = (document(doc, offset) if position == 0 else document(doc) if position < last - first
+                     else document(doc, 0, end_offset + 1))
             out[filled : filled + len(piece)] = piece
             filled += len(piece)
         return out

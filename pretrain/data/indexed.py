@@ -180,11 +180,18 @@ def _read_chunks(path: str, dtype: type) -> Iterator[np.ndarray]:
             yield chunk
 
 
-class IndexedDataset:
-    """Read-only, zero-copy view of a ``.bin``/``.idx`` pair (numpy memmaps).
+class DataFileError(RuntimeError):
+    """A dataset file could not be read while training (truncated, replaced, an I/O error)."""
 
-    Opening checks the header and both file sizes and says what is wrong and what to do.
-    Pickles by prefix (DataLoader workers reopen the memmaps instead of copying them).
+
+class IndexedDataset:
+    """Read-only access to a ``.bin``/``.idx`` pair: the index as numpy memmaps, tokens read with
+    ``os.pread`` exactly where asked.
+
+    Opening checks the header and both file sizes and says what is wrong and what to do. Tokens are
+    read, not mapped: a ``.bin`` that is truncated or fails while in use (a network file system, a disk
+    error) raises DataFileError naming the file, where a memory map would kill the process with SIGBUS.
+    Pickles by prefix (DataLoader workers reopen the files instead of copying them).
     """
 
     def __init__(self, prefix: str | os.PathLike) -> None:
@@ -238,7 +245,46 @@ class IndexedDataset:
                 f"{data_file} is {bin_size} bytes but {index_file} describes {want} bytes of tokens: the .bin "
                 "is truncated or belongs to another index. Re-run preprocessing for this prefix."
             )
-        self._tokens = _memmap(data_file, self.dtype, 0, bin_size // self.dtype.itemsize)
+        self._bin_path, self._bin_size = data_file, bin_size
+        self._fd = os.open(data_file, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+            self._fd = None
+
+    def _read(self, start: int, count: int) -> np.ndarray:
+        """``count`` tokens from token ``start`` of the .bin."""
+        itemsize = self.dtype.itemsize
+        if count <= 0:
+            return np.empty(0, self.dtype)
+        offset, size = start * itemsize, count * itemsize
+        try:
+            data = os.pread(self._fd, size, offset)
+        except OSError as exc:
+            raise DataFileError(f"{self._bin_path}: reading {size:,} bytes at byte {offset:,} failed ({exc.strerror or exc})."
+                                f" {_RELAUNCH}") from None
+        if len(data) != size:
+            now = os.fstat(self._fd).st_size
+            raise DataFileError(f"{self._bin_path} ended early: {len(data):,} of {size:,} bytes at byte {offset:,}; it is "
+                                f"now {now:,} bytes where its index describes {self._bin_size:,}: it was truncated or "
+                                f"overwritten while this run read it. {_RELAUNCH}")
+        return np.frombuffer(data, self.dtype)
+
+    def changed_on_disk(self) -> str | None:
+        """What happened to the .bin since it was opened (deleted, replaced, resized), or None. This run
+        keeps reading what it opened; a relaunch would not find it."""
+        try:
+            now = os.stat(self._bin_path)
+        except FileNotFoundError:
+            return f"{self._bin_path} was deleted"
+        opened = os.fstat(self._fd)
+        if (now.st_ino, now.st_dev) != (opened.st_ino, opened.st_dev):
+            return f"{self._bin_path} was replaced by another file"
+        if now.st_size != self._bin_size:
+            return f"{self._bin_path} is now {now.st_size:,} bytes, not {self._bin_size:,}"
+        return None
 
     # sizes -------------------------------------------------------------------------------------
     @property
@@ -251,7 +297,7 @@ class IndexedDataset:
 
     @property
     def num_tokens(self) -> int:
-        return len(self._tokens)
+        return self._bin_size // self.dtype.itemsize
 
     def __len__(self) -> int:
         return self.num_sequences
@@ -261,19 +307,21 @@ class IndexedDataset:
         return self.get(sequence)
 
     def get(self, sequence: int, offset: int = 0, length: int | None = None) -> np.ndarray:
-        """Tokens of one sequence (or a slice of it) as a view into the memmap."""
+        """Tokens of one sequence (or a slice of it)."""
         start = int(self.sequence_pointers[sequence]) // self.dtype.itemsize + offset
         size = int(self.sequence_lengths[sequence]) - offset if length is None else length
-        return self._tokens[start : start + size]
+        return self._read(start, size)
 
-    def document(self, document: int) -> np.ndarray:
-        """All tokens of one document (its sequences are contiguous in the .bin)."""
+    def document(self, document: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Tokens ``start:stop`` of one document (its sequences are contiguous in the .bin); only those
+        are read."""
         first, last = int(self.document_indices[document]), int(self.document_indices[document + 1])
         if first == last:
-            return self._tokens[0:0]
-        start = int(self.sequence_pointers[first]) // self.dtype.itemsize
+            return np.empty(0, self.dtype)
+        begin = int(self.sequence_pointers[first]) // self.dtype.itemsize
         end = int(self.sequence_pointers[last - 1]) // self.dtype.itemsize + int(self.sequence_lengths[last - 1])
-        return self._tokens[start:end]
+        stop = end - begin if stop is None else min(stop, end - begin)
+        return self._read(begin + start, stop - start)
 
     def document_sequences(self, document: int) -> range:
         """Indices of the sequences (sentences) of one document."""
@@ -281,7 +329,7 @@ class IndexedDataset:
 
     def tokens(self, start: int, stop: int) -> np.ndarray:
         """A range of the whole token stream, across sequence and document boundaries."""
-        return self._tokens[start:stop]
+        return self._read(start, min(stop, self.num_tokens) - start)
 
     def document_lengths(self) -> np.ndarray:
         """Tokens per document (vectorized over the index)."""
@@ -292,6 +340,10 @@ class IndexedDataset:
         """Start token of each document in the stream, plus the total at the end (length D+1)."""
         per_sequence = np.concatenate([[0], np.cumsum(self.sequence_lengths, dtype=np.int64)])
         return per_sequence[self.document_indices]
+
+
+_RELAUNCH = ("Restore the file (or preprocess again to a new prefix and point data.prefixes at it), then relaunch: "
+             "the run resumes from its last checkpoint.")
 
 
 def _memmap(path: str, dtype: type, offset: int, count: int) -> np.ndarray:

@@ -52,13 +52,16 @@ def main() -> int:
          [deepspeed, "--num_gpus", str(args.ranks), TRAIN, "--config", "tiny_clm" if clm else "tiny_mlm",
           f"data.tokenizer={out / 'tokenizer'}", f"data.prefixes=[{prefix}]", f"run.dir={out / 'run'}",
           f"train.steps={args.steps}", "train.eval_interval=20", "train.log_interval=20", "train.save_interval=60"])
-    step("5. export the ZeRO-3 checkpoint to a Hugging Face folder",
+    step("5. export the newest checkpoint (its manifest verified) to a Hugging Face folder",
          [python, tools / "export_hf.py", out / "run", out / "hf"])
     evals = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines() if "eval_loss" in line]
     print(f"\nvalid loss: {evals[0]['eval_loss']:.3f} before training -> {evals[-1]['eval_loss']:.3f} after "
           f"{evals[-1]['step']} steps (perplexity {evals[0]['eval_ppl']:.0f} -> {evals[-1]['eval_ppl']:.0f})")
     show_sample(out / "hf", clm)
-    print(f"\nall outputs are in {out}")
+    plots = out / "run" / "plots"
+    print(f"\ncurves: {plots / 'loss.png'} and {plots / 'overview.png'} (loss, lr, grad norm, tokens/s, MFU); "
+          f"the run's summary: {out / 'run' / 'summary.json'}")
+    print(f"all outputs are in {out}")
     return 0
 
 

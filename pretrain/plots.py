@@ -1,0 +1,108 @@
+"""Pictures of runs: loss (against steps and tokens, with eval perplexity), learning rate, gradient
+norm, tokens/s and MFU, drawn from ``metrics.jsonl`` with matplotlib's Agg backend (no display, no
+pyplot state). One run or several overlaid, each labelled by its run dir's name. A resumed run is
+one continuous curve: on resume the trainer drops the records logged after its checkpoint, and any
+step still logged twice is drawn once (the later record wins)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from pretrain.atomic import atomic_open
+from pretrain.metrics import RunMetrics, read_metrics
+
+DPI = 80
+OVERVIEW_SIZE = (15.0, 8.0)  # inches: 1200 x 640 pixels at DPI
+LOSS_SIZE = (10.0, 5.0)  # 800 x 400
+
+
+def write_run_plots(run_dir: str | os.PathLike) -> list[Path]:
+    """``run_dir/plots/loss.png`` and ``overview.png`` for one run; returns their paths."""
+    run = read_metrics(run_dir)
+    folder = Path(run_dir) / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "loss.png", folder / "overview.png"]
+    plot_loss([run], paths[0])
+    plot_overview([run], paths[1])
+    return paths
+
+
+def plot_overview(runs: list[RunMetrics], output: str | os.PathLike) -> None:
+    """Six panels: loss by step (eval perplexity on the right axis), loss by tokens, learning rate,
+    gradient norm, tokens/s and MFU; one colour per run."""
+    figure, axes = _figure(OVERVIEW_SIZE, 2, 3)
+    loss_by_step, loss_by_tokens, lr, grad_norm, speed, mfu = axes.flat
+    _loss_panel(loss_by_step, runs, "step")
+    _loss_panel(loss_by_tokens, runs, "tokens")
+    for panel, key, title, scale in ((lr, "lr", "learning rate", 1.0), (grad_norm, "grad_norm", "gradient norm", 1.0),
+                                     (speed, "tokens_per_s", "tokens/s", 1.0), (mfu, "mfu", "MFU (%)", 100.0)):
+        for color, run in _colors(runs):
+            points = [(r["step"], r[key] * scale) for r in run.train if r.get(key) is not None]
+            if points:
+                panel.plot(*zip(*points), color=color, linewidth=1.2, label=run.name)
+        panel.set_title(title)
+        panel.set_xlabel("step")
+        panel.grid(alpha=0.3)
+    loss_by_step.legend(loc="upper right", fontsize=8)
+    _save(figure, output)
+
+
+def plot_loss(runs: list[RunMetrics], output: str | os.PathLike) -> None:
+    """Training and evaluation loss by step, eval perplexity on the right axis."""
+    figure, axes = _figure(LOSS_SIZE, 1, 1)
+    _loss_panel(axes.flat[0], runs, "step")
+    axes.flat[0].legend(loc="upper right", fontsize=8)
+    _save(figure, output)
+
+
+def _loss_panel(panel, runs: list[RunMetrics], x: str) -> None:
+    """Train (thin) and eval (dots) loss against ``x``; by step, eval perplexity reads on the right axis."""
+    drawn = False
+    for color, run in _colors(runs):
+        train = [(r[x], r["loss"]) for r in run.train if r.get(x) is not None]
+        evals = [(r[x], r["eval_loss"]) for r in run.evals if r.get(x) is not None]
+        if train:
+            panel.plot(*zip(*train), color=color, alpha=0.5, linewidth=1, label=f"{run.name} train")
+        if evals:
+            panel.plot(*zip(*evals), "o-", color=color, linewidth=2, markersize=4, label=f"{run.name} eval")
+        drawn |= bool(train or evals)
+    if not drawn:
+        panel.text(0.5, 0.5, f"no {x} counts in these metrics", ha="center", va="center", transform=panel.transAxes)
+    elif x == "step" and any(run.evals for run in runs):
+        perplexity = panel.twinx()
+        perplexity.set_yscale("log")
+        perplexity.set_ylim(*[_ppl(v) for v in panel.get_ylim()])
+        perplexity.set_ylabel("eval perplexity")
+    panel.set_title(f"loss by {x}")
+    panel.set_xlabel(x)
+    panel.set_ylabel("loss")
+    panel.grid(alpha=0.3)
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
+def _colors(runs: list[RunMetrics]):
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    return [(palette[i % len(palette)], run) for i, run in enumerate(runs)]
+
+
+def _figure(size: tuple[float, float], rows: int, columns: int):
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
+    axes = np.array(figure.subplots(rows, columns), dtype=object).reshape(rows, columns)
+    return figure, axes
+
+
+def _save(figure, output: str | os.PathLike) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(output, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=DPI)

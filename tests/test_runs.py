@@ -1,0 +1,199 @@
+"""What a person sees of a run and the guards around it, without training: plots and plot_runs, the
+summary, checkpoint manifests and inspect_checkpoint, and the run-dir lock (live, dead, other hosts)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pretrain import manifest
+from pretrain.metrics import read_metrics
+from pretrain.plots import DPI, OVERVIEW_SIZE, write_run_plots
+from pretrain.run_lock import STALE_S, Holder, RunDirInUse, RunLock
+from pretrain.run_summary import build_summary, summary_lines
+from tests.conftest import ROOT
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG, after checking its signature and header chunk."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    assert data.rstrip(b"\x00")[-8:-4] == b"IEND", f"{path} is cut short"
+    return struct.unpack(">II", data[16:24])
+
+
+def write_metrics(run_dir: Path, steps: range, start_loss: float, resumed_at: int | None = None) -> None:
+    """A metrics.jsonl as the trainer writes it (with the steps after ``resumed_at`` logged twice, as a
+    resumed launch leaves them when a crash came before truncation)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for step in steps:
+        loss = start_loss - 0.01 * step
+        lines.append({"step": step, "tokens": step * 4096, "loss": loss, "lr": 1e-3, "grad_norm": 1.0,
+                      "tokens_per_s": 1000.0 + step, "mfu": 0.3})
+        if step % 10 == 0:
+            lines.append({"step": step, "tokens": step * 4096, "eval_loss": loss + 0.1, "eval_ppl": math.exp(loss + 0.1)})
+    if resumed_at is not None:
+        lines += [r for r in lines if r["step"] > resumed_at]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 9')
+
+
+def test_run_plots_are_pngs_of_the_expected_size(tmp_path):
+    write_metrics(tmp_path / "run", range(1, 41), 7.0)
+    paths = write_run_plots(tmp_path / "run")
+    assert [p.name for p in paths] == ["loss.png", "overview.png"]
+    assert png_size(paths[1]) == (int(OVERVIEW_SIZE[0] * DPI), int(OVERVIEW_SIZE[1] * DPI))
+    assert png_size(paths[0])[0] > 0
+
+
+def test_a_resumed_run_reads_as_one_curve(tmp_path):
+    write_metrics(tmp_path / "run", range(1, 31), 7.0, resumed_at=20)
+    run = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in run.train] == list(range(1, 31))
+    assert [r["step"] for r in run.evals] == [10, 20, 30]
+
+
+def test_plot_runs_overlays_two_runs(tmp_path):
+    write_metrics(tmp_path / "ko", range(1, 31), 7.0)
+    write_metrics(tmp_path / "de", range(1, 21), 6.0)
+    out = tmp_path / "compare.png"
+    done = subprocess.run([sys.executable, "tools/plot_runs.py", str(tmp_path / "ko"), str(tmp_path / "de"), "--output",
+                           str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "2 runs: ko, de" in done.stdout
+    assert png_size(out) == (int(OVERVIEW_SIZE[0] * DPI), int(OVERVIEW_SIZE[1] * DPI))
+    missing = subprocess.run([sys.executable, "tools/plot_runs.py", str(tmp_path / "nope"), "--output", str(out)],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and "metrics.jsonl does not exist" in missing.stderr
+
+
+def test_summary_reads_the_whole_run(tmp_path):
+    write_metrics(tmp_path / "run", range(1, 31), 7.0)
+    summary = build_summary(tmp_path / "run", status="finished", step=30, steps=30, tokens_seen=30 * 4096,
+                            wall_seconds=7200, launch_seconds=60, checkpoint="ckpt", resume="python x")
+    assert summary["final_eval_loss"] == pytest.approx(7.0 - 0.3 + 0.1)
+    assert summary["best_eval_step"] == 30 and summary["final_eval_step"] == 30
+    assert summary["mean_tokens_per_s"] == pytest.approx(1000 + 15.5)
+    assert summary["mean_mfu"] == pytest.approx(0.3)
+    text = "\n".join(summary_lines(summary))
+    assert "122,880 tokens seen, 2.00 h" in text and "resume: python x" in text and "pretrain-export" in text
+
+
+# ------------------------------------------------------------------------------------------- manifests
+def fake_checkpoint(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    (folder / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(os.urandom(300_000))
+    (folder / "trainer_state.json").write_text(json.dumps({"step": 4, "consumed_samples": 32, "world_size": 2,
+                                                            "zero_stage": 3}))
+    names = manifest.files_of(folder)
+    manifest.write(folder, manifest.describe(folder, names))
+    (folder / "COMPLETE").write_text("")
+
+
+def test_manifest_finds_a_flipped_byte_a_truncation_and_a_missing_file(tmp_path):
+    folder = tmp_path / "step00000004"
+    fake_checkpoint(folder)
+    assert manifest.verify(folder) == []
+    states = folder / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    data = bytearray(states.read_bytes())
+    data[150_000] ^= 0xFF
+    states.write_bytes(bytes(data))
+    assert "checksum differs" in manifest.verify(folder)[0]
+    states.write_bytes(bytes(data[:1000]))
+    assert "1,000 bytes, the manifest says 300,000" in manifest.verify(folder)[0]
+    states.unlink()
+    assert manifest.verify(folder)[0].endswith("missing")
+    assert [len(manifest.verify(folder, rank, 2) or []) for rank in (0, 1)] == [0, 1]  # ranks share the files
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_real_torch_write_failure_is_told_as_a_checkpoint_write_failure(tmp_path):
+    """torch.save onto a device that is always full fails inside its C++ writer with a RuntimeError."""
+    import torch
+
+    from pretrain.checkpoint import _is_torch_write_failure, _write_failure
+
+    with pytest.raises(RuntimeError) as failure:
+        torch.save(torch.zeros(100_000), "/dev/full")
+    assert _is_torch_write_failure(failure.value)
+    said = _write_failure(failure.value, tmp_path / "step00000006")
+    assert said.startswith("writing a file into step00000006 failed (") and "GiB free" in said
+    assert not _is_torch_write_failure(RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer"))
+
+
+def test_inspect_checkpoint_lists_and_flags_a_damaged_one(tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    fake_checkpoint(checkpoints / "step00000004")
+    (checkpoints / "step00000006").mkdir()  # died while saving
+    command = [sys.executable, "tools/inspect_checkpoint.py", str(tmp_path / "run")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "complete, verified" in done.stdout and "incomplete" in done.stdout
+    (checkpoints / "step00000004" / "trainer_state.json").write_text("{}")
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "DAMAGED" in done.stdout and "trainer_state.json" in done.stdout
+
+
+# ------------------------------------------------------------------------------------------- run lock
+def lock_file(run_dir: Path, **changes) -> Path:
+    holder = {**Holder.me().__dict__, **changes}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "LOCK").write_text(json.dumps(holder))
+    return run_dir / "LOCK"
+
+
+def test_a_live_run_holds_its_dir_and_lets_go(tmp_path):
+    with RunLock(tmp_path) as held:
+        with pytest.raises(RunDirInUse, match=f"host {socket.gethostname()}, pid {os.getpid()}"):
+            RunLock(tmp_path).acquire()
+        assert json.loads((tmp_path / "LOCK").read_text())["token"] == held.holder.token
+    assert not (tmp_path / "LOCK").exists()
+    RunLock(tmp_path).acquire().release()
+
+
+def test_a_dead_runs_lock_does_not_block(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock_file(tmp_path / "same-host", pid=int(dead.stdout))  # that process is gone
+    RunLock(tmp_path / "same-host").acquire().release()
+    lock_file(tmp_path / "reused-pid", pid=os.getpid(), pid_start="1")  # this pid, but another process's start time
+    RunLock(tmp_path / "reused-pid").acquire().release()
+    lock_file(tmp_path / "other-host", host="node-that-died", heartbeat=time.time() - STALE_S - 5)
+    RunLock(tmp_path / "other-host").acquire().release()
+
+
+def test_a_live_run_on_another_node_is_refused_unless_it_is_this_jobs(tmp_path, monkeypatch):
+    lock_file(tmp_path, host="gpu-node-7", pid=4242, job="1234", heartbeat=time.time() - 5)
+    with pytest.raises(RunDirInUse, match="host gpu-node-7, pid 4242, Slurm job 1234"):
+        RunLock(tmp_path).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")  # the same job, requeued onto other nodes
+    RunLock(tmp_path).acquire().release()
+
+
+@pytest.mark.slow
+def test_wandb_mirrors_a_run_and_its_resumed_launch_as_one_wandb_run(tmp_path, monkeypatch, small_corpus, tokenizer_dir):
+    """run.wandb with WANDB_MODE=offline (no network): both launches log into the same W&B run id."""
+    pytest.importorskip("wandb")
+    from tests.distributed import launch, preprocess
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    preprocess(small_corpus, tokenizer_dir, tmp_path / "data", "--append-eod")
+    run_dir = tmp_path / "run"
+    common = (f"data.tokenizer={tokenizer_dir}", f"data.prefixes=[{tmp_path / 'data_text_document'}]",
+              "data.split=80,20,0", "train.eval_samples=16", "train.eval_interval=3", "train.log_interval=1",
+              "optim.warmup_steps=1", "run.wandb=pretrain-test")
+    launch(1, "tiny_clm", run_dir, *common, "train.steps=3")
+    launch(1, "tiny_clm", run_dir, *common, "train.steps=5")
+    run_id = (run_dir / "wandb_id").read_text().strip()
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(folder.name.endswith(f"-{run_id}") for folder in offline)
+    logged = [(folder / f"run-{run_id}.wandb").read_bytes() for folder in offline]
+    assert all(b"eval_loss" in data and b"tokens_per_s" in data for data in logged)
