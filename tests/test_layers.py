@@ -18,8 +18,8 @@ LAYERS = [  # lowest first; a module belongs to the first entry that names it or
     ("data", ["pretrain.data"]),
     ("model and engine", ["pretrain.model", "pretrain.planner", "pretrain.parallel", "pretrain.engine", "pretrain.optim",
                           "pretrain.metrics"]),
-    ("trainer", ["pretrain.trainer", "pretrain.step_tracking", "pretrain.checkpoint", "pretrain.export",
-                 "pretrain.runs"]),
+    ("trainer", ["pretrain.trainer", "pretrain.step_tracking", "pretrain.checkpoint", "pretrain.manifest",
+                 "pretrain.run_lock", "pretrain.run_summary", "pretrain.plots", "pretrain.export"]),
     ("commands", ["pretrain.cli", "pretrain.demo"]),
 ]
 
