@@ -193,3 +193,21 @@ def init_process_group(timeout_minutes: float = 15) -> None:
         load_op("ShareMemCommBuilder")
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False,
                                timeout=timedelta(minutes=timeout_minutes))
+    if not on_gpu:
+        _unlink_shm_buffer()
+
+
+def _unlink_shm_buffer() -> None:
+    """DeepSpeed's CPU all-reduce maps a 66 MiB buffer per rank from /dev/shm and never unlinks it: every
+    launch would leave its buffers in memory (a test suite fills the machine's RAM). Once every rank has
+    attached to all of them (a barrier after init), each rank unlinks its own name; the mappings stay
+    valid and the memory is freed when the processes end, however they end."""
+    import torch
+
+    torch.distributed.barrier()
+    name = (f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}_{torch.distributed.get_rank()}")
+    try:
+        os.unlink(name)
+    except FileNotFoundError:
+        pass
