@@ -44,10 +44,20 @@ def metrics(run_dir: Path) -> tuple[dict[int, float], list[dict]]:
     return losses, [r for r in records if "eval_loss" in r]
 
 
-def partition_sizes(output: str) -> dict[int, tuple[int, int]]:
-    """rank -> (parameters held, total) from the trainer's start-up log lines."""
-    found = re.findall(r"rank (\d+) on \S+ \(launcher: \w+\) holds ([\d,]+) of ([\d,]+) parameters", output)
-    return {int(r): (int(a.replace(",", "")), int(b.replace(",", ""))) for r, a, b in found}
+def rank_logs(run_dir: Path) -> dict[int, str]:
+    """rank -> the text of its own log file (RUN_DIR/logs/rankN.log): never two ranks' lines interleaved."""
+    return {int(p.stem.removeprefix("rank")): p.read_text() for p in sorted((run_dir / "logs").glob("rank*.log"))}
+
+
+def partition_sizes(run_dir: Path) -> dict[int, tuple[int, int]]:
+    """rank -> (parameters held, total) from each rank's start-up log line in its own log file."""
+    sizes = {}
+    for rank, text in rank_logs(run_dir).items():
+        found = re.findall(rf"rank {rank} on \S+ \(launcher: \w+\) holds ([\d,]+) of ([\d,]+) parameters", text)
+        if found:
+            held, total = found[-1]
+            sizes[rank] = (int(held.replace(",", "")), int(total.replace(",", "")))
+    return sizes
 
 
 def preprocess(corpus: Path, tokenizer: Path, prefix: Path, *flags: str) -> None:

@@ -1,15 +1,17 @@
 """Launched by the tests (deepspeed launcher or plain python): build a real Trainer from a config, run
-steps, and print what the test checks as a JSON line.
+steps, and write what the test checks to RUN_DIR/probe-MODE-rank{RANK}.json: one file per rank, since
+two ranks' lines on one stream can interleave into one.
 
     python tests/probe.py states CONFIG [overrides]   the bytes this rank holds in weights, gradients and
-                                                      optimizer states (ZeRO-0 or ZeRO-3), as MEASURED {...}
-    python tests/probe.py syncs CONFIG [overrides]    host syncs found in a steady-state train_step, as SYNCS [...]
+                                                      optimizer states (ZeRO-0 or ZeRO-3)
+    python tests/probe.py syncs CONFIG [overrides]    host syncs found in a steady-state train_step
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -72,6 +74,11 @@ def find_syncs(trainer) -> list[str]:
     return found
 
 
+def result_path(run_dir: str | Path, mode: str, rank: int) -> Path:
+    """Where rank ``rank`` writes what it found."""
+    return Path(run_dir) / f"probe-{mode}-rank{rank}.json"
+
+
 def main() -> None:
     from pretrain.trainer import Trainer
 
@@ -82,11 +89,11 @@ def main() -> None:
     mode, config = args[0], load_config(args[1], args[2:])
     trainer = Trainer(config, env)
     if mode == "states":
-        measured = {"rank": env.rank, "zero_stage": trainer.plan.zero_stage, "total_parameters": trainer.parameters,
-                    "planned_gib": trainer.plan.planned_bytes / 2**30, **measure_states(trainer)}
-        print("MEASURED " + json.dumps(measured), flush=True)
+        found = {"rank": env.rank, "zero_stage": trainer.plan.zero_stage, "total_parameters": trainer.parameters,
+                 "planned_gib": trainer.plan.planned_bytes / 2**30, **measure_states(trainer)}
     else:
-        print("SYNCS " + json.dumps(find_syncs(trainer)), flush=True)
+        found = find_syncs(trainer)
+    result_path(config.run.dir, mode, env.rank).write_text(json.dumps(found))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pretrain.planner import (
 from pretrain.presets import get_preset
 from tests.conftest import ROOT
 from tests.distributed import preprocess, train_env
+from tests.probe import result_path
 
 
 @pytest.mark.parametrize("preset", ["gpt2-small", "gpt2-xl", "bert-large"])
@@ -62,14 +62,14 @@ def probe(mode: str, tmp_path: Path, data: Path, tokenizer: Path, *overrides: st
     from pretrain.distributed import free_port
 
     command = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port())] if ranks > 1 else [sys.executable]
+    run_dir = tmp_path / f"run-{mode}"
     proc = subprocess.run([*command, "tests/probe.py", mode, "tiny_clm", f"data.tokenizer={tokenizer}",
-                           f"data.prefixes=[{data}]", f"run.dir={tmp_path}/run-{mode}", "data.split=90,10,0",
+                           f"data.prefixes=[{data}]", f"run.dir={run_dir}", "data.split=90,10,0",
                            "train.eval_samples=8", *overrides], cwd=ROOT, env={**train_env(), "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=600)
-    tag = "MEASURED" if mode == "states" else "SYNCS"
-    found = [json.loads(m) for m in re.findall(rf"^{tag} (.*)$", proc.stdout + proc.stderr, flags=re.MULTILINE)]
-    assert len(found) == ranks, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return found
+    files = [result_path(run_dir, mode, rank) for rank in range(ranks)]
+    assert proc.returncode == 0 and all(f.exists() for f in files), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [json.loads(f.read_text()) for f in files]
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,7 @@ def reference(data):
 def test_srun_trains_on_both_nodes_with_zero3_partitions(reference):
     assert reference["state"]["JobState"] == "COMPLETED", reference["log"][-3000:]
     assert "rank 0 on node1 (launcher: slurm)" in reference["log"] and "rank 1 on node2 (launcher: slurm)" in reference["log"]
-    sizes = partition_sizes(reference["log"])
+    sizes = partition_sizes(reference["run_dir"])
     assert set(sizes) == {0, 1} and all(held < total for held, total in sizes.values())
     losses, _ = metrics(reference["run_dir"])
     assert losses[STEPS] < losses[1] - 0.5

@@ -107,7 +107,7 @@ def test_zero_stages_give_the_same_losses(runs):
 
 
 def test_zero3_partitions_parameters_across_ranks(runs):
-    sizes = partition_sizes(runs["zero3"].stdout + runs["zero3"].stderr)
+    sizes = partition_sizes(runs["dirs"]["zero3"])
     assert set(sizes) == {0, 1}
     total = sizes[0][1]
     for held, whole in sizes.values():

@@ -50,7 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         report_once_per_node(env, f"error: {exc}")
         return EXIT_BAD_INPUT
+    log_to_file(config.run.dir, env.rank)
     return run(config, env)
+
+
+def log_to_file(run_dir: str, rank: int) -> None:
+    """Each rank also appends its log to RUN_DIR/logs/rank{RANK}.log: on a launcher's shared stream the ranks'
+    lines interleave (and on a cluster the stream may be lost with the job); a file per rank is what a
+    person or a test reads after the run."""
+    from pathlib import Path
+
+    folder = Path(run_dir) / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / f"rank{rank}.log", encoding="utf-8")
+    handler.setFormatter(logging.getLogger().handlers[0].formatter)
+    logging.getLogger().addHandler(handler)
 
 
 def report_once_per_node(env, message: str) -> None:
