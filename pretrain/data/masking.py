@@ -24,7 +24,7 @@ class MaskingSpec:
     mask_id: int
     mask_prob: float
     whole_word: bool
-    word_starts: np.ndarray  # bool per vocabulary id
+    word_starts: np.ndarray  # bool per vocabulary id: begins a unit (an eojeol, or a morpheme: data.whole_word_unit)
     random_ids: np.ndarray  # ids a "random token" is drawn from (no special tokens)
 
 

@@ -34,6 +34,8 @@ from pretrain.tokenization.specials import (
 
 log = logging.getLogger(__name__)
 _WHITESPACE_BYTES = ("Ġ", "Ċ", "ĉ", "č")  # byte-level BPE's images of " ", "\n", "\t", "\r"
+MORPHEMES_FILE = "morphemes.json"  # written by --morphemes training: the analyzer and the morpheme-start ids
+WHOLE_WORD_UNITS = ("eojeol", "morpheme")
 
 
 class TokenizerError(ValueError):
@@ -82,6 +84,23 @@ class LoadedTokenizer:
         starts[list(self.specials.ids.values())] = True
         return starts
 
+    def unit_starts(self, unit: str = "eojeol") -> np.ndarray:
+        """Per id: does this token begin a whole-word-masking unit? "eojeol": a whitespace-delimited
+        word (``word_starts``); "morpheme": also a morpheme inside one, as recorded in the folder's
+        morphemes.json by ``--morphemes ko`` training."""
+        if unit not in WHOLE_WORD_UNITS:
+            raise TokenizerError(f"unknown whole-word unit {unit!r}; choose one of {', '.join(WHOLE_WORD_UNITS)}")
+        starts = self.word_starts()
+        if unit == "morpheme":
+            file = Path(self.source) / MORPHEMES_FILE
+            if not file.exists():
+                raise TokenizerError(
+                    f"data.whole_word_unit=morpheme needs a tokenizer trained with --morphemes ko, but {self.source} "
+                    f"has no {MORPHEMES_FILE}; retrain it with --morphemes ko or set data.whole_word_unit=eojeol.")
+            ids = json.loads(file.read_text(encoding="utf-8"))["morpheme_start_ids"]
+            starts[np.asarray(ids, dtype=np.int64)] = True
+        return starts
+
     def save(self, folder: str | os.PathLike) -> None:
         """Write a folder that this loader and ``transformers.AutoTokenizer`` both load."""
         folder = Path(folder)
@@ -90,6 +109,9 @@ class LoadedTokenizer:
         model = self.backend.model
         if self.family in ("byte_bpe", "wordpiece"):
             model.save(str(folder))  # vocab.json + merges.txt, or vocab.txt
+        morphemes = Path(self.source) / MORPHEMES_FILE
+        if morphemes.exists() and not (folder / MORPHEMES_FILE).exists():
+            shutil.copyfile(morphemes, folder / MORPHEMES_FILE)
         if self.sentencepiece_model:
             target = folder / Path(self.sentencepiece_model).name
             if not target.exists() or not target.samefile(self.sentencepiece_model):
