@@ -1,8 +1,9 @@
 """Export a DeepSpeed (ZeRO) checkpoint as a Hugging Face model folder.
 
 The partitioned fp32 master weights of every rank are gathered offline (no GPU, no process group)
-into one state dict, loaded into the transformers class the run trained, and saved as safetensors
-with the run's tokenizer (special tokens included) and a generation config.
+into one state dict, loaded into the transformers class the run trained (GPT2LMHeadModel,
+BertForMaskedLM / BertForPreTraining, LlamaForCausalLM: the family's), and saved as safetensors with the
+run's tokenizer (special tokens included) and, for decoders, a generation config.
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ def _full_state_dict(checkpoints: Path, tag: str, gather_zero) -> dict:
 def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from safetensors.torch import save_file
-    from transformers import AutoConfig, GenerationConfig
-    from transformers import models as hf_models
+    from transformers import AutoConfig
 
+    from pretrain.model.families import family_for_model_type
     from pretrain.tokenization import load_tokenizer
 
     run_dir, checkpoints, tag = resolve_checkpoint(source)
@@ -82,7 +83,10 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
         raise ExportError(f"{output} exists and is not empty: pass --overwrite or choose another folder.")
     model_config = AutoConfig.from_pretrained(run_dir / "model")
     architecture = model_config.architectures[0]
-    cls = getattr(hf_models.gpt2 if model_config.model_type == "gpt2" else hf_models.bert, architecture)
+    family = family_for_model_type(model_config.model_type)
+    if family is None:
+        raise ExportError(f"{run_dir / 'model'} holds a {model_config.model_type} model, which no model family exports")
+    cls = family.architecture_class(architecture)
     state = _full_state_dict(checkpoints, tag, get_fp32_state_dict_from_zero_checkpoint)
     weights, seen = {}, set()
     for key, tensor in state.items():
@@ -101,9 +105,9 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
                           f"unexpected {info['unexpected_keys'][:5]}")
     tokenizer = load_tokenizer(run_dir / "tokenizer")
     tokenizer.save(staging)
-    if model_config.model_type == "gpt2":
-        ids = tokenizer.specials.ids
-        GenerationConfig(bos_token_id=ids["eod"], eos_token_id=ids["eod"], pad_token_id=ids["pad"]).save_pretrained(staging)
+    generation = family.generation_config(tokenizer.specials.ids)
+    if generation is not None:
+        generation.save_pretrained(staging)
     (staging / "pretrain_export.json").write_text(json.dumps({"checkpoint": str(checkpoints / tag)}, indent=1))
     if output.exists():
         shutil.rmtree(output)

@@ -10,12 +10,14 @@ keep fp32 weights under autocast: 4 bytes of weights, 4 of gradients, 8 of Adam 
 copies autocast makes for the matmuls (2). fp32 runs: 4 + 4 + 8 without ZeRO, an fp32 master copy
 beside the partition with it.
 
-Activations were measured on these transformers classes with saved-tensor hooks (tests/test_planner.py),
-in bytes per layer per (token x hidden): with SDPA's flash / memory-efficient kernels a GPT-2 or BERT
-block saves 32.25 bytes with half-precision weights, 39.4 (GPT-2) / 43.4 (BERT) under bf16 autocast (the
-residual stream and the norms stay fp32), 64.4 in fp32; eager attention adds the heads x seq attention
-probabilities per token. A block that recomputes keeps only its input, and one block is recomputed at a
-time. The LM head adds the logits (one chunk of them with the fused head).
+Activations were measured on the transformers classes with saved-tensor hooks (tests/test_planner.py);
+each family says what its block saves for backward per token in each precision mode
+(pretrain/model/families/): with SDPA's flash / memory-efficient kernels a GPT-2 or BERT block saves 32.25
+bytes per (token x hidden) with half-precision weights, 39.4 (GPT-2) / 43.4 (BERT) under bf16 autocast (the
+residual stream and the norms stay fp32), 64.4 in fp32; a Llama block counts its key/value width and its
+gated MLP's width apart. Eager attention adds the heads x seq attention probabilities per token, and a
+padding or document mask one byte per key per token. A block that recomputes keeps only its input, and one
+block is recomputed at a time. The LM head adds the logits (one chunk of them with the fused head).
 """
 
 from __future__ import annotations
@@ -24,12 +26,9 @@ import functools
 from dataclasses import dataclass, field, replace
 
 GIB = 2**30
-# bytes saved for backward per layer per (token x hidden), by family and precision mode (see docstring)
-SAVED_PER_LAYER = {("gpt2", "half"): 32.25, ("gpt2", "autocast"): 39.4, ("gpt2", "fp32"): 64.4,
-                   ("bert", "half"): 32.25, ("bert", "autocast"): 43.4, ("bert", "fp32"): 64.4}
-SAVED_OUTSIDE_LAYERS = {"half": 2.2, "autocast": 4.3, "fp32": 4.4}  # embeddings and the final norm
 BLOCK_INPUT = {"half": 2, "autocast": 4, "fp32": 4}  # what a recomputing block keeps, per (token x hidden)
-ATTENTION_PROBABILITIES = {"half": 2, "autocast": 6, "fp32": 4}  # eager attention, per head x key x query
+
+
 def persistence_threshold(block_parameters: int) -> int:
     """ZeRO-3 keeps tensors smaller than this whole on every GPU (DeepSpeed's default is 100k; a tenth of
     a block for small models, whose every tensor would be under it and nothing would be partitioned)."""
@@ -41,7 +40,7 @@ CHUNK_ROWS = 8192  # the fused LM head's rows per chunk (pretrain.model.head.CHU
 @dataclass
 class PlanInput:
     preset: str
-    vocab_size: int | None = None  # default: the published vocabulary of the family
+    vocab_size: int | None = None  # default: the published vocabulary of the preset
     seq_len: int = 1024
     micro_batch: int = 8
     zero_stage: int = 3
@@ -54,6 +53,8 @@ class PlanInput:
     gpus_per_node: int = 8
     nodes: int = 1
     gpu_memory_gib: float = 80.0
+    document_mask: bool = False  # packed documents masked: SDPA keeps a [seq x seq] mask per sample
+    tie_embeddings: bool | None = None  # default: the preset's
 
 
 @dataclass
@@ -77,23 +78,37 @@ def precision_mode(precision: str, zero_stage: int) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def parameter_sizes(preset_name: str, vocab_size: int | None) -> tuple[int, int, int]:
+def parameter_sizes(preset_name: str, vocab_size: int | None,
+                    tie_embeddings: bool | None = None) -> tuple[int, int, int]:
     """(all parameters, the largest unit ZeRO-3 gathers, those in tensors below its persistence threshold)."""
     import torch
 
-    from pretrain.model.hf import create_uninitialized, hf_config, hf_model_class, padded_vocab_size, transformer_block_class
-    from pretrain.presets import PUBLISHED_VOCAB, get_preset
+    from pretrain.model.families import get_family
+    from pretrain.model.hf import create_uninitialized, padded_vocab_size
 
-    preset = get_preset(preset_name)
-    vocab = padded_vocab_size(vocab_size or PUBLISHED_VOCAB[preset.family], 64)
+    shape = preset_shape(preset_name, tie_embeddings)
+    family = get_family(shape.family)
+    vocab = padded_vocab_size(vocab_size or shape.published_vocab, 64)
     with torch.device("meta"):
-        model = create_uninitialized(hf_model_class(preset.family, False), hf_config(preset, vocab, {}))
+        model = create_uninitialized(family.model_class(False), family.hf_config(shape, vocab, {}))
     total = sum(p.numel() for p in model.parameters())
     # what ZeRO-3 gathers at once: one module's own tensors, or a whole transformer block (model.zero3_whole_blocks)
-    block = transformer_block_class(preset.family)
+    block = family.block_class()
     largest = max(sum(p.numel() for p in m.parameters(recurse=isinstance(m, block))) for m in model.modules())
     small = sum(p.numel() for p in model.parameters() if p.numel() < persistence_threshold(largest))
     return total, largest, small
+
+
+def preset_shape(preset_name: str, tie_embeddings: bool | None = None, **dimensions: int):
+    """The preset, with its embedding untied or tied as asked and any dimensions replaced (``layers``,
+    ``hidden``, ``heads``: the tests measure shallower and narrower models)."""
+    from pretrain.presets import get_preset
+
+    shape = get_preset(preset_name)
+    changes = {key: value for key, value in dimensions.items() if value is not None}
+    if tie_embeddings is not None:
+        changes["tie_embeddings"] = tie_embeddings
+    return replace(shape, **changes) if changes else shape
 
 
 def count_parameters(preset_name: str, vocab_size: int | None) -> tuple[int, int]:
@@ -104,14 +119,12 @@ def count_parameters(preset_name: str, vocab_size: int | None) -> tuple[int, int
 
 def plan(spec: PlanInput, sizes: tuple[int, int, int] | None = None) -> Plan:
     """The per-GPU memory of ``spec``; ``sizes`` (from ``parameter_sizes``) saves rebuilding the model."""
-    from pretrain.presets import PUBLISHED_VOCAB, get_preset
-
-    preset = get_preset(spec.preset)
-    vocab = spec.vocab_size or PUBLISHED_VOCAB[preset.family]
-    params, largest, small = sizes or parameter_sizes(spec.preset, vocab)
+    shape = preset_shape(spec.preset, spec.tie_embeddings)
+    vocab = spec.vocab_size or shape.published_vocab
+    params, largest, small = sizes or parameter_sizes(spec.preset, vocab, spec.tie_embeddings)
     result = Plan(params, largest)
     result.per_gpu, result.cpu_per_node = model_states(params, largest, spec, small)
-    result.per_gpu["activations"] = activation_bytes(spec, preset.family, preset.layers, preset.hidden, preset.heads, vocab)
+    result.per_gpu["activations"] = activation_bytes(spec, shape.family, shape.layers, shape.hidden, shape.heads, vocab)
     return result
 
 
@@ -147,22 +160,32 @@ def model_states(params: int, largest: int, spec: PlanInput, small: int = 0) -> 
 
 
 def layer_activations(spec: PlanInput, family: str, hidden: int, heads: int) -> float:
-    """Bytes one block saves for backward."""
+    """Bytes one block saves for backward (``hidden`` and ``heads`` replace the preset's)."""
+    from pretrain.model.families import get_family
+
     mode = precision_mode(spec.precision, spec.zero_stage)
     tokens = spec.micro_batch * spec.seq_len
-    per_layer = SAVED_PER_LAYER[family, mode] * tokens * hidden
+    shape = preset_shape(spec.preset, hidden=hidden, heads=heads)
+    spec_family = get_family(family)
+    masked = spec.document_mask or spec.attention == "eager"
+    per_layer = spec_family.saved_per_token(shape, mode, spec.attention, masked) * tokens
     if spec.attention == "eager":
-        per_layer += ATTENTION_PROBABILITIES[mode] * heads * spec.seq_len * tokens
+        per_layer += spec_family.attention_probability_bytes(mode) * heads * spec.seq_len * tokens
     return per_layer
 
 
 def saved_in_forward(spec: PlanInput, family: str, layers: int, hidden: int, heads: int) -> float:
-    """Bytes the transformer body keeps from forward for backward."""
+    """Bytes the transformer body keeps from forward for backward (``layers``, ``hidden`` and ``heads`` replace
+    the preset's)."""
+    from pretrain.model.families import get_family
+
+    spec_family = get_family(family)
     mode = precision_mode(spec.precision, spec.zero_stage)
     tokens = spec.micro_batch * spec.seq_len
-    outside = SAVED_OUTSIDE_LAYERS[mode] * tokens * hidden
-    if spec.attention == "eager" or family == "bert":
-        outside += spec.seq_len * tokens  # a padding mask, built once and kept (bool)
+    shape = preset_shape(spec.preset, hidden=hidden, heads=heads)
+    outside = spec_family.saved_outside_per_token(shape, mode, spec.document_mask) * tokens
+    # a padding or document mask, built once and kept
+    outside += spec_family.mask_bytes(spec.attention, spec.document_mask, mode) * spec.seq_len * tokens
     recomputing = min(max(spec.recompute_layers, 0), layers)
     return (recomputing * BLOCK_INPUT[mode] * tokens * hidden
             + (layers - recomputing) * layer_activations(spec, family, hidden, heads) + outside)
@@ -170,10 +193,13 @@ def saved_in_forward(spec: PlanInput, family: str, layers: int, hidden: int, hea
 
 def activation_bytes(spec: PlanInput, family: str, layers: int, hidden: int, heads: int, vocab: int) -> float:
     """Peak activation bytes: what forward keeps, the block being recomputed, and the LM head's logits."""
+    from pretrain.presets import FAMILIES
+
     total = saved_in_forward(spec, family, layers, hidden, heads)
     if spec.recompute_layers > 0:
         total += layer_activations(spec, family, hidden, heads)
-    predicted = spec.micro_batch * (spec.seq_len if family == "gpt2" else
+    every_token = FAMILIES[family].objective == "clm"
+    predicted = spec.micro_batch * (spec.seq_len if every_token else
                                     spec.predicted_per_sample or round(0.15 * spec.seq_len))
     compute = 4 if spec.precision == "fp32" else 2
     if spec.fused_loss:  # one chunk of logits (+ fp32 softmax in the eager kernel) and the weight's gradient
@@ -185,9 +211,8 @@ def activation_bytes(spec: PlanInput, family: str, layers: int, hidden: int, hea
 
 def largest_micro_batch(spec: PlanInput, limit: int = 1024, usable: float = 0.95) -> int:
     """The largest micro batch whose plan fits ``usable`` x spec.gpu_memory_gib (0 if none does)."""
-    from pretrain.presets import PUBLISHED_VOCAB, get_preset
-
-    sizes = parameter_sizes(spec.preset, spec.vocab_size or PUBLISHED_VOCAB[get_preset(spec.preset).family])
+    sizes = parameter_sizes(spec.preset, spec.vocab_size or preset_shape(spec.preset).published_vocab,
+                            spec.tie_embeddings)
     best, low, high = 0, 1, limit
     while low <= high:
         middle = (low + high) // 2

@@ -33,7 +33,7 @@ def test_every_shipped_config_validates_round_trips_and_plans(path, data, tmp_pa
     config = load_config(str(path))
     objective = get_preset(config.model.preset).objective
     config = load_config(str(path), [f"data.tokenizer={data['tokenizer']}", f"data.prefixes=[{data[objective]}]"])
-    tiny = config.model.preset.startswith("tiny")
+    tiny = "tiny" in config.model.preset
     world = 2 if tiny else 8
     validate(config, world)
     assert load_config(None, []) == Config()
@@ -46,21 +46,36 @@ def test_every_shipped_config_validates_round_trips_and_plans(path, data, tmp_pa
         assert chosen.zero_stage < 3 and chosen.recompute != "full", chosen.summary()  # fits: no ZeRO-3, no full recompute
 
 
+# The released checkpoints' exact parameter counts at their own vocabularies (GPT-2: 50,257; BERT: 30,522).
+# GPT-2: GPT2LMHeadModel, the LM head tied to the embedding. BERT: the published BertModel (with its pooler) of
+# bert-base-uncased / bert-large-uncased; the papers round them to 110M and 340M.
+# Llama-style: SmolLM-135M / -360M (MobileLLM's shapes, tied, vocabulary 49,152) and TinyLlama-1.1B (untied, 32,000).
+# ModernBERT: the released ModernBertForMaskedLM checkpoints (vocabulary 50,368, a multiple of 64); the paper's
+# 149M and 395M are the encoder without the MLM head (149,014,272 and 394,781,696).
+EXACT_PARAMS = {"gpt2-small": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030_080,
+                "gpt2-xl": 1_557_611_200, "bert-base": 109_482_240, "bert-large": 335_141_888,
+                "llama-125m": 134_515_008, "llama-350m": 361_821_120, "llama-1b": 1_100_048_384,
+                "modernbert-base": 149_655_232, "modernbert-large": 395_881_664}
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_have_the_published_parameter_counts(name):
     from pretrain.planner import count_parameters
 
     preset = PRESETS[name]
-    count, _ = count_parameters(name, PUBLISHED_VOCAB[preset.family])  # tied embeddings counted once
-    if preset.published_params:
-        padded = 64 - PUBLISHED_VOCAB[preset.family] % 64  # the embedding rounds up to a multiple of 64 rows
-        exact = count - padded * preset.hidden
-        assert abs(exact - preset.published_params) / preset.published_params < 0.02, exact
+    vocab = preset.published_vocab
+    count, _ = count_parameters(name, vocab)  # tied embeddings counted once
+    padding = -vocab % 64  # the embedding rounds up to a multiple of 64 rows (and the MLM output bias with it)
+    exact = count - padding * preset.hidden * (1 if preset.tie_embeddings else 2) - (padding if preset.family == "bert" else 0)
+    if name in EXACT_PARAMS:
+        want = EXACT_PARAMS[name]
+        if preset.family == "bert":  # a masked LM: no pooler (h^2 + h) but the MLM transform (h^2 + h), its
+            want += 2 * preset.hidden + vocab  # LayerNorm (2h) and the output bias (one per token)
+        assert exact == want, f"{exact:,} parameters, the released model has {want:,}"
+        assert abs(exact - preset.published_params) / preset.published_params < 0.015  # the rounded figure quoted
     else:
-        body = count - (PUBLISHED_VOCAB[preset.family] + 64) // 64 * 64 * preset.hidden  # without the token embedding
-        assert preset.name.startswith("tiny") and 0 < body < 200_000, body
-    if name == "gpt2-small":
-        assert count - 47 * 768 == 124_439_808  # exactly GPT-2's, once the 47 padding rows are taken off
+        body = count - (vocab + 63) // 64 * 64 * preset.hidden  # without the token embedding
+        assert "tiny" in preset.name and 0 < body < 200_000, body
 
 
 def test_overrides_types_and_every_problem_at_once():
@@ -98,6 +113,42 @@ def test_validation_reports_batch_arithmetic_missing_data_and_ds_config(tmp_path
         validate(renamed, world_size=2)
     assert any("was renamed: use zero3" in p for p in err.value.problems)
     assert any("not a multiple of the data-parallel size 2" in p for p in err.value.problems)
+
+
+def test_wandb_without_the_package_is_a_config_problem(data, monkeypatch):
+    """run.wandb set where wandb is not installed: reported with the other problems, before anything starts."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    config = load_config("tiny_clm", [f"data.tokenizer={data['tokenizer']}", f"data.prefixes=[{data['clm']}]",
+                                      "run.wandb=my-project", "train.global_batch=15"])
+    with pytest.raises(ConfigError) as err:
+        validate(config, world_size=2)
+    assert any("run.wandb='my-project' needs the wandb package: pip install wandb" in p for p in err.value.problems)
+    assert any("not a multiple of the data-parallel size 2" in p for p in err.value.problems)
+
+def test_family_keys_defaults_and_misuse(data):
+    """data.document_mask takes the family's default (Llama on, GPT-2 off), written into the config; keys a
+    family does not take are reported with the family named."""
+    assert load_config("tiny_llama").data.document_mask is True
+    assert load_config("tiny_clm").data.document_mask is False and Config().data.document_mask is False
+    assert load_config("tiny_clm", ["model.preset=llama-125m"]).data.document_mask is True
+    assert load_config("tiny_clm", ["data.document_mask=true"]).data.document_mask is True
+    assert load_config("tiny_llama", ["data.document_mask=false"]).data.document_mask is False
+    common = [f"data.tokenizer={data['tokenizer']}", f"data.prefixes=[{data['clm']}]"]
+    validate(load_config("tiny_llama", [*common, "model.rope_theta=500000", "model.tie_embeddings=false"]), 2)
+    with pytest.raises(ConfigError) as err:
+        validate(load_config("tiny_clm", [*common, "model.rope_theta=500000", "model.tie_embeddings=false"]), 2)
+    assert any("model.rope_theta applies to rotary positions; tiny-gpt2 (gpt2)" in p for p in err.value.problems)
+    assert any("model.tie_embeddings=false: tiny-gpt2 (gpt2) always ties" in p for p in err.value.problems)
+    with pytest.raises(ConfigError) as err:
+        validate(load_config("tiny_mlm", [*common, "data.document_mask=true"]), 2)
+    assert any("data.document_mask applies to packed documents" in p for p in err.value.problems)
+    with pytest.raises(ConfigError) as err:
+        validate(load_config("tiny_llama", [*common, "model.block=own", "model.rope_theta=-1"]), 2)
+    assert any("model.block=own is this project's GPT-2 block; llama-tiny (llama)" in p for p in err.value.problems)
+    assert any("model.rope_theta=-1.0 must be positive" in p for p in err.value.problems)
 
 
 def run_train(*args: str):

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain.config import load_config
     from pretrain.parallel import PlanError, choose_plan, request_from_config
     from pretrain.planner import GIB, PlanInput, plan
-    from pretrain.presets import PUBLISHED_VOCAB, get_preset
+    from pretrain.presets import get_preset
 
     args = parser().parse_args(argv)
     overrides = [f"{key}={value}" for key, value in (
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         ("train.ds_config", None if args.zero is None else f"zero{args.zero}")) if value is not None]
     config = load_config(args.config, overrides)
     preset = get_preset(config.model.preset)
-    vocab = args.vocab_size or PUBLISHED_VOCAB[preset.family]
+    vocab = args.vocab_size or preset.published_vocab
     if args.tokenizer:
         from pretrain.tokenization import load_tokenizer
 
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                      zero_stage=chosen.zero_stage, offload=chosen.offload, precision=config.train.precision,
                      recompute_layers=chosen.recompute_layers, attention=config.model.attention,
                      fused_loss=config.model.lm_head != "plain", predicted_per_sample=request.predicted_per_sample,
-                     gpus_per_node=args.gpus_per_node, nodes=args.nodes, gpu_memory_gib=args.gpu_memory)
+                     gpus_per_node=args.gpus_per_node, nodes=args.nodes, gpu_memory_gib=args.gpu_memory,
+                     document_mask=request.document_mask, tie_embeddings=request.tie_embeddings)
     planned = plan(spec)
     print(f"{planned.parameters / 1e6:,.1f}M parameters (largest unit gathered by ZeRO-3: "
           f"{planned.largest_layer / 1e6:,.1f}M); per GPU:")

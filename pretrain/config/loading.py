@@ -55,11 +55,13 @@ def from_dict(raw: dict, problems: list[str]) -> Config:
         if section not in sections:
             problems.append(f"unknown section {section!r} (sections: {', '.join(sections)})")
             continue
-        built[section] = _build_section(hints[section], value or {}, section, problems)
+        built[section] = build_section(hints[section], value or {}, section, problems)
     return Config(**built)
 
 
-def _build_section(cls: type, values: dict, section: str, problems: list[str]):
+def build_section(cls: type, values: dict, section: str, problems: list[str]):
+    """An instance of the dataclass ``cls`` from ``values``, each checked against its field's type; unknown
+    keys and wrong types go to ``problems`` as ``section.key`` lines (the pipeline's recipes use it too)."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():

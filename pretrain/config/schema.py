@@ -16,8 +16,14 @@ SHIPPED_CONFIGS = Path(__file__).parent.parent / "configs"
 @dataclass
 class ModelConfig:
     preset: str = "gpt2-small"
-    """Model shape from pretrain/presets.py: gpt2-small/medium/large/xl, bert-base/large, tiny-gpt2, tiny-bert.
-    The family (GPT-2 or BERT) decides the objective: causal LM or masked LM."""
+    """Model shape from pretrain/presets.py: gpt2-small/medium/large/xl, bert-base/large, tiny-gpt2, tiny-bert,
+    llama-tiny/125m/350m/1b, modernbert-tiny/base/large. The family (GPT-2, BERT, Llama, ModernBERT) decides the
+    objective: causal LM or masked LM."""
+    rope_theta: float | None = None
+    """Rotary families (Llama; ModernBERT's global layers, its local ones keep 10000): the base of the rotary
+    frequencies (default: the preset's: Llama 10000, ModernBERT 160000)."""
+    tie_embeddings: bool | None = None
+    """Llama: the output projection shares the token embedding (default: the preset's; GPT-2 and BERT always tie)."""
     init_from: str | None = None
     """Continue pretraining from this Hugging Face model folder (or hub name) instead of a fresh init.
     Its embedding is resized when the tokenizer has more tokens."""
@@ -35,11 +41,16 @@ class ModelConfig:
     """Attention kernel: "sdpa" (PyTorch scaled_dot_product_attention: flash / memory-efficient) or "eager"."""
     lm_head: Literal["auto", "liger", "chunked", "plain"] = "auto"
     """LM head + cross-entropy: "chunked" (fused, in row chunks, never the whole [tokens x vocab] logits;
-    compiled on GPUs), "liger" (Liger-Kernel's fused linear cross-entropy, when installed), "plain"
-    (logits then cross-entropy: the reference), "auto": liger where installed on a GPU, else chunked."""
+    compiled on GPUs), "liger" (Liger-Kernel's fused linear cross-entropy, when installed on a GPU; it
+    waits for the GPU twice per micro batch), "plain" (logits then cross-entropy: the reference), "auto":
+    chunked."""
     compile: Literal["auto"] | bool = "auto"
     """torch.compile each transformer block (regional: one compilation shared by all blocks, ZeRO hooks
-    outside the graph), falling back to eager with a warning; "auto": on GPUs only."""
+    outside the graph), falling back to eager with a warning; "auto": on GPUs only; true: on CPUs too."""
+    compile_backend: str = "inductor"
+    """torch.compile's backend for the blocks: "inductor" (generated Triton kernels on GPUs, C++ on CPUs), or
+    another registered one ("aot_eager" traces and partitions the graphs but runs them with eager kernels:
+    for debugging, and for CI's quick rehearsals of the compiled path)."""
     block: Literal["hf", "own"] = "hf"
     """GPT-2 block implementation: transformers' GPT2Block, or this project's compact block with the same
     parameter names and layout (exports as the same GPT2LMHeadModel checkpoint)."""
@@ -63,14 +74,21 @@ class DataConfig:
     """Tokens per sample (CLM reads seq_len + 1 to shift targets; MLM: the maximum, [CLS]/[SEP] included)."""
     split: str = "969,30,1"
     """Train/valid/test proportions, split by documents (Megatron's --split)."""
-    mask_prob: float = 0.15
-    """MLM: share of tokens to predict; of those 80% become [MASK], 10% a random token, 10% stay."""
+    mask_prob: float | None = None
+    """MLM: share of tokens to predict; of those 80% become [MASK], 10% a random token, 10% stay. Default
+    (unset): the model family's: 0.15 for BERT, 0.3 for ModernBERT."""
     whole_word_masking: bool = True
     """MLM: mask whole words (a Korean eojeol is one word) instead of single tokens."""
+    whole_word_unit: Literal["eojeol", "morpheme"] = "eojeol"
+    """MLM whole-word masking's unit: "eojeol" (whitespace-delimited word) or "morpheme" (each morpheme of a
+    Korean eojeol on its own; needs a tokenizer trained with --morphemes ko)."""
     sentence_order_prediction: bool = False
     """MLM: add ALBERT's sentence-order prediction (segments swapped half the time)."""
     short_seq_prob: float = 0.1
     """MLM: share of samples built to a random shorter length, as BERT does."""
+    document_mask: bool | None = None
+    """CLM: packed documents never attend to each other and positions restart at each one (attention stops at
+    every end-of-document token). Default (unset): the model family's: on for Llama, off for GPT-2."""
     num_workers: int = 2
     """DataLoader worker processes per rank."""
     cache_dir: str | None = None
@@ -91,7 +109,13 @@ class OptimConfig:
     warmup_steps: int = 2000
     """Linear warmup from 0 to lr over these optimizer steps."""
     decay: str = "cosine"
-    """Decay after warmup to min_lr: "cosine", "linear" or "constant"."""
+    """Decay after warmup to min_lr: "cosine", "linear", "constant", or "wsd" (warmup-stable-decay: the peak
+    lr until the last optim.decay_fraction of train.steps, then optim.wsd_shape down to min_lr)."""
+    decay_fraction: float = 0.2
+    """With decay=wsd: the share of train.steps spent decaying, at the end (0.2: the last 20%)."""
+    wsd_shape: Literal["1-sqrt", "linear"] = "1-sqrt"
+    """With decay=wsd: the decay's shape, "1-sqrt" (the multiplier falls as 1 - sqrt(progress): the better
+    of the two cooldowns Hägele et al. 2024 compare) or "linear"."""
     weight_decay: float = 0.1
     """AdamW weight decay; never applied to biases, norms or embeddings' position rows."""
     beta1: float = 0.9
@@ -101,6 +125,10 @@ class OptimConfig:
     """Clip the global gradient norm to this (0 disables)."""
     fused: bool = True
     """Use fused optimizer kernels on GPUs (DeepSpeed FusedAdam / FusedLamb); false: plain torch (baseline)."""
+
+    def wsd_decay_steps(self, steps: int) -> int:
+        """decay=wsd: how many of ``steps`` decay (the last ``decay_fraction`` of them, at least one)."""
+        return max(1, round(self.decay_fraction * steps))
 
 
 @dataclass
@@ -169,6 +197,16 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.document_mask is None:  # the family's default, written out in the run's config.yaml
+            from pretrain.presets import document_mask_default
+
+            self.data.document_mask = document_mask_default(self.model.preset)
+        if self.data.mask_prob is None:  # likewise
+            from pretrain.presets import mask_prob_default
+
+            self.data.mask_prob = mask_prob_default(self.model.preset)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

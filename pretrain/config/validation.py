@@ -79,8 +79,14 @@ def validate(config: Config, world_size: int) -> None:
             problems.append(f"train.{name} must be at least 1")
     if optim.optimizer not in ("adamw", "lamb"):
         problems.append(f"optim.optimizer={optim.optimizer!r} must be adamw or lamb")
-    if optim.decay not in ("cosine", "linear", "constant"):
-        problems.append(f"optim.decay={optim.decay!r} must be cosine, linear or constant")
+    if optim.decay not in ("cosine", "linear", "constant", "wsd"):
+        problems.append(f"optim.decay={optim.decay!r} must be cosine, linear, constant or wsd")
+    if not 0 < optim.decay_fraction <= 1:
+        problems.append(f"optim.decay_fraction={optim.decay_fraction} must be above 0 and at most 1")
+    elif optim.decay == "wsd" and optim.warmup_steps + optim.wsd_decay_steps(train.steps) > train.steps:
+        problems.append(f"optim.decay=wsd: the warmup ({optim.warmup_steps} steps) and the decay (the last "
+                        f"{optim.wsd_decay_steps(train.steps)} of train.steps={train.steps}, optim.decay_fraction="
+                        f"{optim.decay_fraction}) overlap; lower optim.warmup_steps or optim.decay_fraction")
     if optim.min_lr > optim.lr:
         problems.append(f"optim.min_lr={optim.min_lr} is above optim.lr={optim.lr}")
     if optim.warmup_steps > train.steps:
@@ -127,9 +133,34 @@ def _validate_speed(config: Config, problems: list[str]) -> None:
         if layers and not 0 < model.checkpoint_layers <= layers:
             problems.append(f"model.checkpoint_layers={model.checkpoint_layers} must be between 1 and {model.preset}'s "
                             f"{layers} layers")
-    if model.block == "own" and model.preset in PRESETS and PRESETS[model.preset].family != "gpt2":
-        problems.append("model.block=own is a GPT-2 block; BERT presets use transformers' BertLayer (model.block=hf)")
+    _validate_family_options(config, problems)
     if train.device_memory_gib is not None and train.device_memory_gib <= 0:
         problems.append(f"train.device_memory_gib={train.device_memory_gib} must be positive")
     if not 0 <= train.memory_margin < 0.9:
         problems.append(f"train.memory_margin={train.memory_margin} must be between 0 and 0.9")
+
+
+def _validate_family_options(config: Config, problems: list[str]) -> None:
+    """Keys that only some model families take (pretrain/presets.py's FamilyTraits say which)."""
+    from pretrain.presets import PRESETS
+
+    model, data = config.model, config.data
+    if model.preset not in PRESETS:
+        return
+    preset = PRESETS[model.preset]
+    traits, family = preset.traits, preset.family
+    if model.block == "own" and not traits.own_block:
+        problems.append(f"model.block=own is this project's GPT-2 block; {model.preset} ({family}) uses transformers' "
+                        "block (model.block=hf)")
+    if model.rope_theta is not None and not traits.rotary:
+        problems.append(f"model.rope_theta applies to rotary positions; {model.preset} ({family}) has learned ones")
+    elif model.rope_theta is not None and model.rope_theta <= 0:
+        problems.append(f"model.rope_theta={model.rope_theta} must be positive")
+    if model.tie_embeddings is False and not traits.untied:
+        problems.append(f"model.tie_embeddings=false: {model.preset} ({family}) always ties its output projection to "
+                        "the token embedding")
+    if data.sentence_order_prediction and traits.objective == "mlm" and not traits.sentence_order:
+        problems.append(f"data.sentence_order_prediction: {model.preset} ({family}) has no sentence-order head")
+    if data.document_mask and traits.objective != "clm":
+        problems.append(f"data.document_mask applies to packed documents (causal LM); {model.preset} ({family}) "
+                        "trains on sentence pairs")

@@ -120,7 +120,8 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
         indices = load_or_build(cache_dir, key, lambda: build_gpt_indices(lengths, documents.start, key["epochs"],
                                                                           data.seq_len, seed),
                                 describe, may_build, data.index_wait_minutes)
-        return GPTDataset(indexed, indices, data.seq_len, num_samples)
+        return GPTDataset(indexed, indices, data.seq_len, num_samples,
+                          tokenizer.specials.eod if data.document_mask else None)
     key["short_seq_prob"] = data.short_seq_prob
     cached = load_or_build(cache_dir, key, lambda: {"mapping": build_mlm_mapping(indexed, documents, data.seq_len,
                                                                                  data.short_seq_prob, seed)},
@@ -129,6 +130,7 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
     specials = tokenizer.specials.ids
     special_ids = np.array(sorted(set(specials.values())))
     random_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), special_ids)
-    masking = MaskingSpec(specials["mask"], data.mask_prob, data.whole_word_masking, tokenizer.word_starts(), random_ids)
+    masking = MaskingSpec(specials["mask"], data.mask_prob, data.whole_word_masking,
+                          tokenizer.unit_starts(data.whole_word_unit), random_ids)
     return MLMDataset(indexed, indices, data.seq_len, specials, masking, data.sentence_order_prediction, seed,
                       num_samples)

@@ -4,7 +4,9 @@ Both are decided here, on the host, where the batch already is:
   * ``num_labels`` (the tokens the loss is taken over) lets the trainer weight each micro batch by its
     share of the step's tokens before any of them reaches the GPU (masked LM batches differ);
   * a batch without padding reaches the model with no mask at all, so SDPA can use its flash kernel,
-    and the model never has to ask the GPU whether the mask is all ones (a host sync).
+    and the model never has to ask the GPU whether the mask is all ones (a host sync);
+  * packed documents with ``position_ids`` (document masking) get ``cu_seqlens``: where each document
+    starts in the flattened batch, and its end (int32), as FlashAttention's varlen kernel takes them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> dict:
         batch["num_labels"] = batch["tokens"].shape[0] * (batch["tokens"].shape[1] - 1)
     else:
         batch["num_labels"] = int((batch["labels"] != IGNORE_INDEX).sum())
+    if "position_ids" in batch:  # a document starts at each position 0 and at each sample's first token
+        starts = batch["position_ids"] == 0
+        starts[:, 0] = True
+        where = torch.nonzero(starts.reshape(-1)).reshape(-1)
+        batch["cu_seqlens"] = torch.cat([where, torch.tensor([starts.numel()])]).to(torch.int32)
     mask = batch.get("attention_mask")
     if mask is not None and bool(mask.all()):
         del batch["attention_mask"]

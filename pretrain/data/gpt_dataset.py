@@ -8,6 +8,11 @@ fraction of a second for a billion tokens:
     document_index  the document order, one permutation per epoch
     sample_index    per sample boundary: (position in document_index, token offset), S + 1 rows
     shuffle_index   the order samples are served in
+
+With document masking (``data.document_mask``) a sample also carries ``position_ids``: each input
+token's position within its document, 0 at a sample's first token and after every end-of-document
+token. The model keeps attention within documents from them; they are computed here, on the host,
+where the tokens already are, so the device never has to find the boundaries.
 """
 
 from __future__ import annotations
@@ -97,11 +102,24 @@ def build_gpt_indices(document_lengths: np.ndarray, first_document: int, epochs:
     return {"document_index": order, "sample_index": sample_index, "shuffle_index": shuffle_index}
 
 
-class GPTDataset(torch.utils.data.Dataset):
-    """``dataset[i]`` -> {"tokens": int64 tensor of seq_len + 1}."""
+def document_positions(inputs: np.ndarray, eod: int) -> np.ndarray:
+    """Each token's position within its document: 0 at the first token and after every ``eod``, counting up
+    in between (int64)."""
+    index = np.arange(len(inputs), dtype=np.int64)
+    starts = np.empty(len(inputs), dtype=bool)
+    starts[:1] = True
+    np.equal(inputs[:-1], eod, out=starts[1:])
+    return index - np.maximum.accumulate(np.where(starts, index, 0))
 
-    def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, num_samples: int) -> None:
+
+class GPTDataset(torch.utils.data.Dataset):
+    """``dataset[i]`` -> {"tokens": int64 tensor of seq_len + 1} (with ``document_eod``, also "position_ids":
+    the seq_len inputs' positions within their documents)."""
+
+    def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, num_samples: int,
+                 document_eod: int | None = None) -> None:
         self.indexed = indexed
+        self.document_eod = document_eod
         self.document_index = indices["document_index"]
         self.sample_index = indices["sample_index"]
         self.shuffle_index = indices["shuffle_index"]
@@ -131,7 +149,11 @@ class GPTDataset(torch.utils.data.Dataset):
         return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"tokens": torch.from_numpy(self.tokens(index))}
+        tokens = self.tokens(index)
+        if self.document_eod is None:
+            return {"tokens": torch.from_numpy(tokens)}
+        return {"tokens": torch.from_numpy(tokens),
+                "position_ids": torch.from_numpy(document_positions(tokens[:-1], self.document_eod))}
 
 
 def documents_end_with(indexed: IndexedDataset, documents: range, token: int, probes: int = 256) -> bool:

@@ -21,6 +21,7 @@ import glob
 import os
 import shutil
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,6 +192,9 @@ class IndexedDataset:
     Opening checks the header and both file sizes and says what is wrong and what to do. Tokens are
     read, not mapped: a ``.bin`` that is truncated or fails while in use (a network file system, a disk
     error) raises DataFileError naming the file, where a memory map would kill the process with SIGBUS.
+    Each read also checks the open file's size and modification time (one ``fstat``): a ``.bin``
+    overwritten in place would otherwise hand out other tokens without a sign. A ``.bin`` deleted or
+    replaced by a rename keeps being read as opened (``changed_on_disk`` says so).
     Pickles by prefix (DataLoader workers reopen the files instead of copying them).
     """
 
@@ -238,15 +242,18 @@ class IndexedDataset:
         self.sequence_pointers = _memmap(index_file, np.int64, offset, sequences)
         offset += sequences * 8
         self.document_indices = _memmap(index_file, np.int64, offset, documents)
-        bin_size = os.path.getsize(data_file)
+        fd = os.open(data_file, os.O_RDONLY)
+        opened = os.fstat(fd)
+        bin_size = opened.st_size
         want = int(self.sequence_pointers[-1]) + int(self.sequence_lengths[-1]) * self.dtype.itemsize if sequences else 0
         if bin_size != want:
+            os.close(fd)
             raise IndexFormatError(
                 f"{data_file} is {bin_size} bytes but {index_file} describes {want} bytes of tokens: the .bin "
                 "is truncated or belongs to another index. Re-run preprocessing for this prefix."
             )
-        self._bin_path, self._bin_size = data_file, bin_size
-        self._fd = os.open(data_file, os.O_RDONLY)
+        self._bin_path, self._bin_size, self._bin_mtime = data_file, bin_size, opened.st_mtime_ns
+        self._fd = fd
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
@@ -262,14 +269,16 @@ class IndexedDataset:
         offset, size = start * itemsize, count * itemsize
         try:
             data = os.pread(self._fd, size, offset)
+            # after the read: a write into the file that overlaps it has already moved the modification time
+            now = os.fstat(self._fd)
         except OSError as exc:
             raise DataFileError(f"{self._bin_path}: reading {size:,} bytes at byte {offset:,} failed ({exc.strerror or exc})."
                                 f" {_RELAUNCH}") from None
-        if len(data) != size:
-            now = os.fstat(self._fd).st_size
-            raise DataFileError(f"{self._bin_path} ended early: {len(data):,} of {size:,} bytes at byte {offset:,}; it is "
-                                f"now {now:,} bytes where its index describes {self._bin_size:,}: it was truncated or "
-                                f"overwritten while this run read it. {_RELAUNCH}")
+        if len(data) != size or now.st_size != self._bin_size or now.st_mtime_ns != self._bin_mtime:
+            raise DataFileError(
+                f"{self._bin_path} changed while this run read it (now {now.st_size:,} bytes, modified at "
+                f"{_clock(now.st_mtime_ns)}; opened at {self._bin_size:,} bytes, modified at {_clock(self._bin_mtime)}): "
+                f"it was truncated or overwritten. {_RELAUNCH}")
         return np.frombuffer(data, self.dtype)
 
     def changed_on_disk(self) -> str | None:
@@ -340,6 +349,10 @@ class IndexedDataset:
         """Start token of each document in the stream, plus the total at the end (length D+1)."""
         per_sequence = np.concatenate([[0], np.cumsum(self.sequence_lengths, dtype=np.int64)])
         return per_sequence[self.document_indices]
+
+
+def _clock(nanoseconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(nanoseconds / 1e9))
 
 
 _RELAUNCH = ("Restore the file (or preprocess again to a new prefix and point data.prefixes at it), then relaunch: "

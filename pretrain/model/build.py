@@ -1,15 +1,15 @@
-"""The model a run trains: a transformers GPT-2 or BERT plus its loss head, built for the parallel plan.
+"""The model a run trains: a transformers model of one family plus its loss head, built for the parallel plan.
 
 ``build_model`` takes only what it needs: the model section, the vocabulary size and special ids, and
-how to run (ZeRO-3 or not, how many blocks recompute, compiled blocks, GPU). ``PretrainModel.forward``
-takes a batch and returns ``(mean loss, labelled tokens)`` as tensors, reading nothing back to the host:
-GPT-2 shifts its packed samples; BERT gathers a fixed number of predicted positions per sample (no
-boolean indexing, whose size only the GPU knows) and passes a padding mask as a ready 4-D tensor (or
-none when the batch has no padding, so SDPA can use its flash kernel).
+how to run (ZeRO-3 or not, how many blocks recompute, compiled blocks, GPU, packed documents masked).
+``PretrainModel.forward`` takes a batch and returns ``(mean loss, labelled tokens)`` as tensors, reading
+nothing back to the host; the family computes it (pretrain/model/families/: GPT-2 and Llama shift their
+packed samples, BERT gathers a fixed number of predicted positions per sample).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -18,111 +18,84 @@ import torch
 from torch import nn
 
 from pretrain.config import ModelConfig
+from pretrain.model.families import Attention, ModelFamily, get_family
 from pretrain.model.head import LMHead
-from pretrain.model.hf import (
-    create_uninitialized,
-    from_pretrained,
-    hf_config,
-    hf_model_class,
-    initialize_weights,
-    padded_vocab_size,
-    transformer_block_class,
-    transformer_blocks,
-)
-from pretrain.presets import get_preset
+from pretrain.model.hf import create_uninitialized, from_pretrained, initialize_weights, padded_vocab_size, transformer_blocks
+from pretrain.presets import Preset, get_preset
 
 log = logging.getLogger(__name__)
 
 
 class PretrainModel(nn.Module):
-    """The Hugging Face model plus its pretraining loss: ``forward(batch) -> (loss, tokens)``."""
+    """The Hugging Face model plus its pretraining loss: ``forward(batch) -> (loss, tokens)``.
 
-    def __init__(self, hf: nn.Module, family: str, head: LMHead) -> None:
+    ``family`` computes the loss; ``shape`` is the built model's (its folder's with model.init_from);
+    ``attention`` says which kernel and whether packed documents are masked."""
+
+    def __init__(self, hf: nn.Module, family: ModelFamily, head: LMHead, shape: Preset,
+                 attention: Attention | None = None) -> None:
         super().__init__()
         self.hf = hf
         self.family = family
         self.head = head
+        self.shape = shape
+        self.attention = attention or Attention(hf.config._attn_implementation)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.family == "gpt2":
-            tokens = batch["tokens"]
-            hidden = self._gpt2_trunk(tokens[:, :-1])
-            return self.head(hidden.reshape(-1, hidden.shape[-1]), tokens[:, 1:].reshape(-1))
-        bert_out = self.hf.bert(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                                attention_mask=self._padding_mask(batch.get("attention_mask")))
-        hidden = bert_out.last_hidden_state
-        positions = batch["masked_positions"]  # [batch, most predictions]: padded with position 0, label -100
-        picked = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
-        labels = batch["labels"].gather(1, positions)
-        transformed = self.hf.cls.predictions.transform(picked.reshape(-1, picked.shape[-1]))
-        loss, count = self.head(transformed, labels.reshape(-1))
-        if "sop_label" in batch:
-            sop_logits = self.hf.cls.seq_relationship(bert_out.pooler_output)
-            loss = loss + nn.functional.cross_entropy(sop_logits.float(), batch["sop_label"])
-        return loss, count
+        return self.family.forward(self, batch)
 
-    def _gpt2_trunk(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """GPT2Model's forward for training, module by module: embeddings, blocks with no mask (SDPA's causal
-        flash kernel), final norm. transformers' own forward also looks for padding in the inputs and for
-        packed sequences in the positions, two reads of GPU values per step."""
-        trunk = self.hf.transformer
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        hidden = trunk.drop(trunk.wte(input_ids) + trunk.wpe(positions))
-        for block in trunk.h:
-            hidden = block(hidden)
-        return trunk.ln_f(hidden)
 
-    def _padding_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
-        """[batch, 1, query, key] as transformers takes it ready-made (it would otherwise ask the GPU whether
-        the 2-D mask is all ones: a host sync); boolean for SDPA, additive for eager attention."""
-        if mask is None:
-            return None
-        length = mask.shape[1]
-        keep = mask[:, None, None, :].bool().expand(-1, 1, length, -1)
-        if self.hf.config._attn_implementation == "sdpa":
-            return keep
-        dtype = self.hf.get_input_embeddings().weight.dtype
-        if torch.is_autocast_enabled(mask.device.type):
-            dtype = torch.get_autocast_dtype(mask.device.type)
-        return torch.zeros((), dtype=dtype, device=mask.device).masked_fill(~keep, torch.finfo(dtype).min)
+def model_shape(model: ModelConfig) -> Preset:
+    """The preset with the model section's own choices applied (rotary base, tied embeddings)."""
+    preset = get_preset(model.preset)
+    changes = {}
+    if model.rope_theta is not None:
+        changes["rope_theta"] = model.rope_theta
+    if model.tie_embeddings is not None:
+        changes["tie_embeddings"] = model.tie_embeddings
+    return dataclasses.replace(preset, **changes) if changes else preset
 
 
 def build_model(model: ModelConfig, vocab_size: int, special_ids: Mapping[str, int], *, sentence_order: bool,
                 seed: int, ds_config: dict | None, recompute_layers: int = 0, compile_blocks: bool = False,
-                on_gpu: bool = False) -> PretrainModel:
+                on_gpu: bool = False, document_mask: bool = False) -> PretrainModel:
     """A fresh (or continued) model; under ZeRO-3 it is created partitioned with zero.Init.
 
     ``vocab_size`` is the tokenizer's; the embedding is padded to a multiple of model.vocab_multiple.
-    ``recompute_layers`` blocks (the first ones) recompute their activations in backward."""
+    ``recompute_layers`` blocks (the first ones) recompute their activations in backward;
+    ``document_mask``: batches of packed documents carry per-document positions (data.document_mask)."""
     import deepspeed
 
-    preset = get_preset(model.preset)
+    shape = model_shape(model)
+    family = get_family(shape.family)
+    family.check_special_ids(special_ids)
     zero3 = bool(ds_config) and ds_config.get("zero_optimization", {}).get("stage") == 3
-    cls = hf_model_class(preset.family, preset.family == "bert" and sentence_order)
+    cls = family.model_class(sentence_order)
     if model.init_from:
-        hf = from_pretrained(cls, model.init_from, preset, vocab_size, model.vocab_multiple, model.attention,
+        hf = from_pretrained(cls, model.init_from, shape, vocab_size, model.vocab_multiple, model.attention,
                              ds_config if zero3 else None)
+        shape = family.shape_of(hf.config)
     else:
-        config = hf_config(preset, padded_vocab_size(vocab_size, model.vocab_multiple), special_ids, model.dropout,
-                           model.attention)
-        # zero.Init even when disabled starts a process group (and claims a port) if none exists
-        with deepspeed.zero.Init(config_dict_or_path=ds_config) if zero3 else nullcontext():
+        config = family.hf_config(shape, padded_vocab_size(vocab_size, model.vocab_multiple), special_ids,
+                                  model.dropout, model.attention)
+        # zero.Init even when disabled starts a process group (and claims a port) if none exists. Without it,
+        # a GPU run creates and initializes the model on its GPU: gpt2-xl's 1.6 B values drawn on one CPU
+        # thread took longer than the rest of the start-up
+        on_device = torch.device("cuda", torch.cuda.current_device()) if on_gpu and not zero3 else nullcontext()
+        with deepspeed.zero.Init(config_dict_or_path=ds_config) if zero3 else on_device:
             hf = create_uninitialized(cls, config)
-        initialize_weights(hf, preset.family, preset.layers, seed, hf.config.initializer_range)
-    block_classes = [transformer_block_class(preset.family)]
+        initialize_weights(hf, family.name, shape.layers, seed, hf.config.initializer_range)
+    attention = family.configure_attention(hf, document_mask, on_gpu)
+    block_classes = [family.block_class()]
     if model.block == "own":
-        from pretrain.model.gpt_block import CompactGPT2Block
-
-        blocks = transformer_blocks(hf)
-        for index, block in enumerate(blocks):
-            blocks[index] = CompactGPT2Block(block)
-        block_classes.append(CompactGPT2Block)
-        log.info("GPT-2 blocks: this project's compact block (same parameters as transformers' GPT2Block)")
+        block_classes += family.use_own_blocks(hf)
+        log.info("%s blocks: this project's compact block (same parameters as transformers' %s)", family.name,
+                 block_classes[0].__name__)
     set_recompute(hf, recompute_layers)
     if compile_blocks:
-        compile_each_block(hf)
+        compile_each_block(hf, model.compile_backend)
     head = LMHead(hf.get_output_embeddings(), model.lm_head, on_gpu)
-    result = PretrainModel(hf, preset.family, head)
+    result = PretrainModel(hf, family, head, shape, attention)
     if zero3:
         head.register_with_zero3()
         if model.zero3_whole_blocks:
@@ -144,7 +117,7 @@ def set_recompute(hf: nn.Module, layers: int) -> None:
              len(blocks))
 
 
-def compile_each_block(hf: nn.Module) -> None:
+def compile_each_block(hf: nn.Module, backend: str = "inductor") -> None:
     """Regional compilation: each block's ``forward`` goes through one ``torch.compile`` of the block class's
     forward. The module hooks (ZeRO-3's gathering) stay outside the graph, every block shares the compiled
     graph (parameters are graph inputs), and a failure to compile falls back to eager, said once."""
@@ -157,9 +130,9 @@ def compile_each_block(hf: nn.Module) -> None:
     for block in blocks:
         cls = type(block)
         if cls not in shared:
-            shared[cls] = CompiledOrEager(cls.forward, f"the {cls.__name__} blocks")
+            shared[cls] = CompiledOrEager(cls.forward, f"the {cls.__name__} blocks", backend=backend)
         block.forward = partial(shared[cls], block)
-    log.info("torch.compile: each of the %d transformer blocks (one shared graph)", len(blocks))
+    log.info("torch.compile: each of the %d transformer blocks (one shared graph, %s)", len(blocks), backend)
 
 
 def no_decay(name: str, param: torch.Tensor) -> bool:

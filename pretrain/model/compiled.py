@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -22,34 +23,52 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _backward_compiled_with_forward():
+    """AOTAutograd compiles a graph's backward at its first backward call, by default: a failure there would
+    surface in ``engine.backward``, where nothing can fall back. This makes it compile with the forward,
+    inside the call that can (where this torch has the switch)."""
+    config = torch._functorch.config
+    if hasattr(config, "force_non_lazy_backward_lowering"):
+        return config.patch(force_non_lazy_backward_lowering=True)
+    return contextlib.nullcontext()
+
+
 class CompiledOrEager:
     """Call ``torch.compile(function)``; if compiling fails, say why once and call ``function`` from then on.
 
-    Compilation happens inside calls (the first one, and later ones that recompile, e.g. for eval mode),
-    before anything runs, so retrying the same call eagerly repeats no work. Any exception on the first
-    call counts as a compile failure (a missing Triton, no C++ compiler); later, only dynamo's and
-    inductor's own errors do, so a real error (out of memory) still surfaces.
+    Compilation happens inside calls: the first call with gradients (the training graph, its backward
+    compiled at once), the first without (evaluation), and later ones that recompile. Any exception on
+    the first call of each kind counts as a compile failure (a missing Triton, no C++ compiler, a
+    backward that does not lower); later, only dynamo's and inductor's own errors do, so a real error
+    (out of memory) still surfaces. Retrying the failed call eagerly repeats no work: nothing ran yet.
     """
 
     def __init__(self, function: Callable, name: str, **options) -> None:
         self.eager = function
-        self.compiled = torch.compile(function, **options)
         self.name = name
         self.failed = False
-        self._succeeded = False
+        self._ran_with_grad: set[bool] = set()  # the grad modes whose first call compiled and ran
+        try:
+            self.compiled = torch.compile(function, **options)
+        except Exception as exc:  # noqa: BLE001 - an unknown backend, a torch without dynamo support
+            self._fall_back(exc)
 
     def __call__(self, *args, **kwargs):
         if self.failed:
             return self.eager(*args, **kwargs)
+        mode = torch.is_grad_enabled()
         try:
-            result = self.compiled(*args, **kwargs)
+            with _backward_compiled_with_forward():
+                result = self.compiled(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - decide below whether this was compiling
-            if self._succeeded and not isinstance(exc, _compile_errors()):
+            if mode in self._ran_with_grad and not isinstance(exc, _compile_errors()):
                 raise
-            self.failed = True
-            first = (str(exc).strip().splitlines() or [""])[0]
-            log.warning("torch.compile of %s failed (%s: %s): running it eager", self.name, type(exc).__name__,
-                        first[:200])
+            self._fall_back(exc)
             return self.eager(*args, **kwargs)
-        self._succeeded = True
+        self._ran_with_grad.add(mode)
         return result
+
+    def _fall_back(self, exc: BaseException) -> None:
+        self.failed = True
+        first = (str(exc).strip().splitlines() or [""])[0]
+        log.warning("torch.compile of %s failed (%s: %s): running it eager", self.name, type(exc).__name__, first[:200])

@@ -8,7 +8,8 @@ Implementations (``model.lm_head``):
     softmax and its gradient in one fused pass (compiled on GPUs) that reads those logits and writes
     the gradient in place of them, and the two gradient GEMMs right away in forward (as Liger-Kernel
     does), so backward has nothing left to recompute and the [tokens x vocab] logits never exist at once.
-  * ``liger``: Liger-Kernel's fused linear cross-entropy (Triton), where it is installed.
+  * ``liger``: Liger-Kernel's fused linear cross-entropy (Triton), where it is installed and asked for
+    by name (it reads values back to the host in each micro batch; see ``resolve_head``).
   * ``plain``: ``F.cross_entropy(hidden @ W.T)`` in fp32: the reference the others are tested against.
 """
 
@@ -30,26 +31,31 @@ def lm_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.T
                      chunk_kernel: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean loss over labelled rows, number of labelled rows). hidden: [N, H], weight: [V, H], labels: [N].
 
-    ``chunk_rows=None`` is the plain path. The matmuls run in ``hidden``'s precision (autocast's bf16
-    when the weights are kept in fp32); the softmax accumulates in fp32 whatever the precision."""
+    ``chunk_rows=None`` is the plain path. The GEMMs run in the compute precision (``compute_dtype``):
+    autocast's where autocast is on, else the hidden states'; the softmax and every sum across rows or
+    chunks accumulate in fp32 (fp64 for fp64 inputs) whatever the precision."""
     count = (labels != IGNORE_INDEX).sum()
-    weight, bias = _in_compute_precision(hidden, weight, bias)
     if chunk_rows is None:
         logits = F.linear(hidden, weight, bias)
         logits = logits if logits.dtype == torch.float64 else logits.float()
         total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
         return total / count.clamp(min=1), count
-    loss = ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_rows, chunk_kernel or softmax_xent_grad)
+    loss = ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_rows, chunk_kernel or softmax_xent_grad,
+                                           compute_dtype(hidden))
     return loss, count
 
 
+def compute_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The precision of the head's GEMMs: autocast's dtype under autocast (there the weights are fp32 and
+    the hidden states may arrive in fp32 too, from a LayerNorm), else the hidden states' own."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+
+
 def _in_compute_precision(hidden, weight, bias):
-    """Under autocast the weights stay fp32 and the hidden states arrive in bf16: cast the weights (autograd
-    brings their gradient back to fp32)."""
-    if weight.dtype != hidden.dtype and torch.is_autocast_enabled(hidden.device.type):
-        weight = weight.to(hidden.dtype)
-        bias = None if bias is None else bias.to(hidden.dtype)
-    return weight, bias
+    """Hidden states, weight and bias cast to ``compute_dtype`` (autograd brings their gradients back)."""
+    dtype = compute_dtype(hidden)
+    return hidden.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
 def softmax_xent_grad(logits: torch.Tensor, target: torch.Tensor,
@@ -73,45 +79,53 @@ def softmax_xent_grad(logits: torch.Tensor, target: torch.Tensor,
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``hidden @ weight.T + bias`` in row chunks, gradients made in forward.
 
-    Everything is in one precision (the caller casts the weights): the logits, the gradient that replaces
-    them, the gradient of the weight (accumulated chunk by chunk with ``addmm_``, which accumulates in
-    fp32 inside each GEMM). The mean's ``1 / count`` is folded into the per-row scale up front, so no
-    count is ever read back to the host."""
+    Autocast is off inside: every GEMM runs in the ``dtype`` given (the caller's compute precision), on
+    inputs cast to it once, so fp32 weights under bf16 autocast (no ZeRO) and bf16 weights (ZeRO) take
+    the same path. Each chunk's logits are replaced by their gradient, which feeds the two gradient
+    GEMMs right away. The weight's and the bias's gradients are summed over chunks in fp32 (in bf16,
+    each chunk's addition would round away the small contributions), and backward multiplies by the
+    upstream gradient in fp32 (the loss scale of a micro batch, which bf16 would round by up to 0.4%).
+    The mean's ``1 / count`` is folded into the per-row scale up front, so no count is read back to the
+    host."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, chunk_rows, kernel):  # noqa: D102 - see class docstring
+    def forward(ctx, hidden, weight, bias, labels, chunk_rows, kernel, dtype):  # noqa: D102 - see class docstring
         needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-        accumulate = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-        keep = labels != IGNORE_INDEX
-        row_scale = keep.to(accumulate) / keep.sum().clamp(min=1)
-        loss = hidden.new_zeros((), dtype=accumulate)
-        grad_hidden = torch.empty_like(hidden) if needs_hidden else None
-        grad_weight = torch.zeros_like(weight) if needs_weight else None
-        grad_bias = torch.zeros(weight.shape[0], dtype=accumulate, device=weight.device) if needs_bias else None
-        for start in range(0, hidden.shape[0], chunk_rows):
-            rows = hidden[start : start + chunk_rows]
-            chunk_loss, grad = kernel(F.linear(rows, weight, bias), labels[start : start + chunk_rows],
-                                      row_scale[start : start + chunk_rows])
-            loss += chunk_loss
-            if grad_hidden is not None:
-                torch.mm(grad, weight, out=grad_hidden[start : start + chunk_rows])
-            if grad_weight is not None:
-                grad_weight.addmm_(grad.t(), rows)
-            if grad_bias is not None:
-                grad_bias += grad.sum(0, dtype=accumulate)
+        accumulate = torch.float64 if dtype == torch.float64 else torch.float32
+        with torch.autocast(hidden.device.type, enabled=False):
+            h, w = hidden.to(dtype), weight.to(dtype)
+            b = None if bias is None else bias.to(dtype)
+            keep = labels != IGNORE_INDEX
+            row_scale = keep.to(accumulate) / keep.sum().clamp(min=1)
+            loss = h.new_zeros((), dtype=accumulate)
+            grad_hidden = torch.empty_like(h) if needs_hidden else None
+            grad_weight = None
+            grad_bias = torch.zeros(w.shape[0], dtype=accumulate, device=w.device) if needs_bias else None
+            for start in range(0, h.shape[0], chunk_rows):
+                rows = h[start : start + chunk_rows]
+                chunk_loss, grad = kernel(F.linear(rows, w, b), labels[start : start + chunk_rows],
+                                          row_scale[start : start + chunk_rows])
+                loss += chunk_loss
+                if grad_hidden is not None:
+                    torch.mm(grad, w, out=grad_hidden[start : start + chunk_rows])
+                if needs_weight:
+                    part = torch.mm(grad.t(), rows)
+                    if grad_weight is None:
+                        grad_weight = part if part.dtype == accumulate else part.to(accumulate)
+                    else:
+                        grad_weight += part
+                if grad_bias is not None:
+                    grad_bias += grad.sum(0, dtype=accumulate)
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
-        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):  # noqa: D102
-        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        return (
-            None if grad_hidden is None else grad_hidden * grad_output.to(grad_hidden.dtype),
-            None if grad_weight is None else grad_weight * grad_output.to(grad_weight.dtype),
-            None if grad_bias is None else (grad_bias * grad_output).to(ctx.bias_dtype),
-            None, None, None,
-        )
+        saved, dtypes = ctx.saved_tensors, ctx.dtypes
+        scale = grad_output.to(torch.float64 if grad_output.dtype == torch.float64 else torch.float32)
+        grads = [None if grad is None else (grad.to(scale.dtype) * scale).to(dtype) for grad, dtype in zip(saved, dtypes)]
+        return (*grads, None, None, None, None)
 
 
 def liger_cross_entropy() -> Callable | None:
@@ -123,7 +137,7 @@ def liger_cross_entropy() -> Callable | None:
     loss = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="mean")
 
     def apply(hidden, weight, labels, bias):
-        weight, bias = _in_compute_precision(hidden, weight, bias)
+        hidden, weight, bias = _in_compute_precision(hidden, weight, bias)
         result = loss(weight, hidden, labels, bias)
         return result[0] if isinstance(result, tuple) else result  # some versions add the z-loss
 
@@ -164,10 +178,14 @@ class LMHead(torch.nn.Module):
 
 
 def resolve_head(kind: str, on_gpu: bool) -> tuple[str, Callable | None, Callable | None]:
-    """(what runs, Liger's function or None, the chunk kernel) for ``model.lm_head``; said once in the log."""
-    liger = liger_cross_entropy() if on_gpu and kind in ("auto", "liger") else None
+    """(what runs, Liger's function or None, the chunk kernel) for ``model.lm_head``; said once in the log.
+
+    "auto" is the chunked head: Liger-Kernel's (0.8) reads two values back to the host per micro batch
+    (the count of labelled rows with ``.item()`` in forward, ``torch.equal(grad_output, 1.0)`` in
+    backward), so it runs only when asked for by name."""
+    liger = liger_cross_entropy() if on_gpu and kind == "liger" else None
     if liger is not None:
-        log.info("LM head: Liger-Kernel's fused linear cross-entropy")
+        log.info("LM head: Liger-Kernel's fused linear cross-entropy (it waits for the GPU twice per micro batch)")
         return "liger", liger, None
     if kind == "liger":
         log.warning("model.lm_head=liger, but %s: using the chunked head", "liger-kernel is not installed (pip install "

@@ -1,0 +1,294 @@
+"""The Llama-style decoder and document masking, on CPU: packed documents never attend to each other (a packed
+sample's logits equal each document's alone), positions restart at each document, attention is causal in
+every kernel, FLOPs equal what PyTorch's FLOP counter counts, a folder made by transformers continues with
+its own logits, and (slow) a 2-rank run resumes exactly and exports a LlamaForCausalLM with the trainer's
+logits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from pretrain.config import ModelConfig
+from pretrain.data.collate import collate
+from pretrain.data.gpt_dataset import document_positions
+from pretrain.model import build_model
+
+SPECIALS = {"eod": 1, "pad": 0, "cls": 2, "sep": 3, "mask": 4, "unk": 5}
+EOD = SPECIALS["eod"]
+VOCAB = 300
+
+
+def tiny(preset: str = "llama-tiny", **fields):
+    torch.manual_seed(0)
+    return build_model(ModelConfig(preset=preset, **fields), VOCAB, SPECIALS, sentence_order=False, seed=1,
+                       ds_config=None).double().eval()
+
+
+def logits(model, inputs: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The trainer's own forward up to the logits: the family's trunk, then the (tied or untied) head weight."""
+    with torch.no_grad():
+        hidden = model.family.trunk(model.hf, inputs, position_ids)
+        return hidden @ model.head.weight.T
+
+
+def documents(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
+    """Documents of these lengths, each ending with the end-of-document token."""
+    generator = torch.Generator().manual_seed(seed)
+    docs = []
+    for length in lengths:
+        doc = torch.randint(6, VOCAB, (length,), generator=generator)
+        doc[-1] = EOD
+        docs.append(doc)
+    return docs
+
+
+def test_document_positions_restart_after_each_end_of_document():
+    inputs = np.array([7, 8, EOD, 9, EOD, EOD, 3, 4, 5])
+    assert document_positions(inputs, EOD).tolist() == [0, 1, 2, 0, 1, 0, 0, 1, 2]
+    assert document_positions(np.array([EOD]), EOD).tolist() == [0]
+
+
+def test_collate_gives_the_varlen_kernels_boundaries():
+    samples = [{"tokens": torch.arange(6), "position_ids": torch.tensor([0, 1, 0, 1, 2])},
+               {"tokens": torch.arange(6), "position_ids": torch.tensor([3, 4, 0, 0, 1])}]
+    batch = collate(samples)
+    assert batch["cu_seqlens"].dtype == torch.int32
+    assert batch["cu_seqlens"].tolist() == [0, 2, 5, 7, 8, 10]  # a sample's first token may continue a document
+    assert batch["num_labels"] == 10
+
+
+@pytest.mark.parametrize("preset,attention", [("llama-tiny", "sdpa"), ("llama-tiny", "eager"), ("tiny-gpt2", "sdpa"),
+                                              ("tiny-gpt2", "eager")])
+def test_a_packed_sample_gives_each_documents_own_logits(preset, attention):
+    """Three documents packed into one sample (and a second sample cut differently), with the positions the
+    dataset makes: each document's logits equal those of the document run alone (fp64; transformers' eager
+    Llama attention takes its softmax in fp32, whose sums over rows of other lengths round differently)."""
+    model = tiny(preset, attention=attention)
+    tolerance = 1e-6 if (preset, attention) == ("llama-tiny", "eager") else 1e-10
+    docs = documents([5, 9, 7])
+    packed = torch.cat(docs)
+    other = torch.cat([docs[2], docs[0], docs[1]])
+    inputs = torch.stack([packed, other])
+    positions = torch.from_numpy(np.stack([document_positions(row.numpy(), EOD) for row in inputs]))
+    got = logits(model, inputs, positions)
+    for row, order in ((0, (0, 1, 2)), (1, (2, 0, 1))):
+        start = 0
+        for index in order:
+            alone = logits(model, docs[index][None])[0]
+            torch.testing.assert_close(got[row, start : start + len(docs[index])], alone, rtol=tolerance,
+                                       atol=tolerance)
+            start += len(docs[index])
+    unmasked = logits(model, inputs)  # without the positions the later documents see the earlier ones
+    assert not torch.allclose(unmasked[0, 5:14], got[0, 5:14])
+
+
+@pytest.mark.parametrize("preset,attention", [("llama-tiny", "sdpa"), ("llama-tiny", "eager"), ("tiny-gpt2", "sdpa"),
+                                              ("tiny-gpt2", "eager")])
+def test_attention_is_causal_in_every_kernel(preset, attention):
+    """Changing later tokens never changes earlier logits (eager attention applies only the mask it is
+    given: the trunk must give it the causal one)."""
+    model = tiny(preset, attention=attention)
+    inputs = torch.randint(6, VOCAB, (2, 16), generator=torch.Generator().manual_seed(3))
+    changed = inputs.clone()
+    changed[:, 10:] = torch.randint(6, VOCAB, (2, 6), generator=torch.Generator().manual_seed(4))
+    a, b = logits(model, inputs), logits(model, changed)
+    torch.testing.assert_close(a[:, :10], b[:, :10], rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def varlen_reference(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """FlashAttention's varlen contract on CPU, as transformers' flash path calls it: the batch flattened,
+    each [cu_seqlens[i], cu_seqlens[i+1]) segment attending causally within itself."""
+    cu = kwargs["cu_seq_lens_q"].tolist()
+    assert kwargs["cu_seq_lens_k"] is kwargs["cu_seq_lens_q"] and attention_mask is None
+    assert kwargs["max_length_q"] == query.shape[2]  # the sample length bounds every document: nothing read back
+    batch, heads, length, dim = query.shape
+    groups = heads // key.shape[1]
+    q, k, v = (t.transpose(1, 2).reshape(batch * length, t.shape[1], dim) for t in (query, key, value))
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    out = torch.empty_like(q)
+    for start, end in zip(cu[:-1], cu[1:]):
+        out[start:end] = torch.nn.functional.scaled_dot_product_attention(
+            q[start:end].transpose(0, 1), k[start:end].transpose(0, 1), v[start:end].transpose(0, 1), is_causal=True,
+            scale=scaling).transpose(0, 1)
+    return out.view(batch, length, heads, dim), None
+
+
+def test_the_varlen_kernels_path_gives_the_masked_logits(monkeypatch, caplog):
+    """Where flash-attn is missing (here), a GPU run falls back to SDPA and says so. The varlen path itself, with
+    a CPU stand-in for FlashAttention's kernel registered as transformers' flash_attention_2: the boundaries
+    the collate function makes reach every block and give the logits of the masked SDPA path."""
+    import logging
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    model = tiny()
+    with caplog.at_level(logging.INFO):
+        chosen = model.family.configure_attention(model.hf, document_mask=True, on_gpu=True)
+    assert chosen.kind == "sdpa" and "flash-attn unavailable" in caplog.text
+    docs = documents([5, 9, 7, 11])
+    tokens = torch.stack([torch.cat(docs + [docs[0][:1]])[:33], torch.cat(docs[::-1] + [docs[0][:1]])[:33]])
+    samples = [{"tokens": row, "position_ids": torch.from_numpy(document_positions(row[:-1].numpy(), EOD))}
+               for row in tokens]
+    batch = collate(samples)
+    want = logits(model, batch["tokens"][:, :-1], batch["position_ids"])
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flash_attention_2", varlen_reference)
+    model.hf.config._attn_implementation = "flash_attention_2"
+    with torch.no_grad():
+        hidden = model.family.trunk(model.hf, batch["tokens"][:, :-1], batch["position_ids"], batch["cu_seqlens"])
+    torch.testing.assert_close(hidden @ model.head.weight.T, want, rtol=1e-10, atol=1e-10)
+
+
+def test_llama_trunk_equals_transformers_forward():
+    """The trainer's module-by-module forward gives LlamaForCausalLM's own logits (tied and untied)."""
+    for tied in (True, False):
+        model = tiny(tie_embeddings=tied)
+        assert (model.hf.lm_head.weight is model.hf.model.embed_tokens.weight) == tied
+        inputs = torch.randint(6, VOCAB, (2, 20), generator=torch.Generator().manual_seed(5))
+        with torch.no_grad():
+            want = model.hf(input_ids=inputs).logits
+        torch.testing.assert_close(logits(model, inputs), want, rtol=1e-10, atol=1e-10)
+
+
+def test_model_config_keys_reach_the_transformers_config():
+    model = tiny(rope_theta=500000.0, tie_embeddings=False)
+    config = model.hf.config
+    assert config.rope_parameters["rope_theta"] == 500000.0 and config.tie_word_embeddings is False
+    assert (config.num_attention_heads, config.num_key_value_heads, config.intermediate_size) == (4, 2, 176)
+    assert not any(name.endswith("bias") for name, _ in model.named_parameters())  # no biases anywhere
+    norms = [m for m in model.hf.modules() if type(m).__name__ == "LlamaRMSNorm"]
+    assert len(norms) == 5 and all(bool((m.weight == 1).all()) for m in norms)  # RMSNorm starts at 1
+
+
+def test_flops_equal_pytorchs_count_of_the_matmuls():
+    """Forward + backward of the trainer's loss (a GQA model with a gated MLP, untied head): the FLOPs PyTorch's
+    FlopCounterMode counts equal the family's formula. Eager attention, whose score and value matmuls the
+    counter sees (it has no formula for the CPU's SDPA kernel), over the full square as Megatron counts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny(tie_embeddings=False, lm_head="plain", attention="eager").float().train()
+    batch = {"tokens": torch.randint(6, VOCAB, (2, 33))}
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = model(batch)
+        loss.backward()
+    counted = counter.get_total_flops()
+    shape, vocab = model.shape, model.hf.config.vocab_size
+    formula = model.family.flops(shape, 32, vocab, 64)
+    assert counted == pytest.approx(formula, rel=1e-9), (counted, formula)
+
+
+def test_init_from_a_transformers_folder_gives_its_logits(tmp_path):
+    """A LlamaForCausalLM made by transformers (random weights, GQA, rotary base 50,000, untied) continues
+    with its own logits; a tokenizer larger than its embedding grows it and leaves the logits of the
+    existing tokens unchanged."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=280, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=256,
+                         rope_parameters={"rope_type": "default", "rope_theta": 50000.0}, tie_word_embeddings=False,
+                         rms_norm_eps=1e-5)
+    torch.manual_seed(7)
+    theirs = LlamaForCausalLM(config).eval()
+    theirs.save_pretrained(tmp_path / "released")
+    inputs = torch.randint(0, 280, (2, 24), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        want = theirs.double()(input_ids=inputs).logits
+    for vocab in (280, VOCAB):  # the same rows; more tokens than rows
+        ours = build_model(ModelConfig(preset="llama-tiny", init_from=str(tmp_path / "released"), vocab_multiple=8),
+                           vocab, SPECIALS, sentence_order=False, seed=1, ds_config=None).double().eval()
+        assert ours.hf.config.vocab_size == (280 if vocab == 280 else 304)
+        assert ours.shape.hidden == 48 and ours.shape.key_value_heads == 2 and ours.shape.rope_theta == 50000.0
+        got = logits(ours, inputs)
+        torch.testing.assert_close(got[..., :280], want, rtol=1e-9, atol=1e-9)
+
+
+def test_init_from_refuses_another_familys_folder(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="is a gpt2 model, but model.preset=llama-tiny asks for the llama family"):
+        tiny(init_from=str(tmp_path / "gpt2"))
+
+
+# ------------------------------------------------------------------------------------ a real run (slow)
+STEPS, STOP = 6, 3
+RUN = (f"train.steps={STEPS}", "train.log_interval=1", f"train.eval_interval={STOP}", f"train.save_interval={STOP}",
+       "optim.warmup_steps=2", "train.eval_samples=16", "data.split=80,20,0", "train.stop_check_interval=1",
+       "train.global_batch=8", "model.tie_embeddings=false", "model.rope_theta=20000")
+
+
+@pytest.fixture(scope="module")
+def llama_runs(tmp_path_factory, small_corpus, tokenizer_dir):
+    """An uninterrupted 2-rank run of tiny_llama (document masking on), and the same run stopped at step 3 and
+    resumed."""
+    from tests.distributed import launch, preprocess
+
+    root = tmp_path_factory.mktemp("llama")
+    preprocess(small_corpus, tokenizer_dir, root / "data", "--append-eod")
+    data = (f"data.tokenizer={tokenizer_dir}", f"data.prefixes=[{root / 'data_text_document'}]", *RUN)
+    full, stopped = root / "full", root / "stopped"
+    out = {"full": launch(2, "tiny_llama", full, *data), "dirs": {"full": full, "stopped": stopped},
+           "prefix": root / "data_text_document", "tokenizer": tokenizer_dir}
+    launch(2, "tiny_llama", stopped, *data, f"train.exit_interval={STOP}", expect=75)
+    out["resumed"] = launch(2, "tiny_llama", stopped, *data)
+    return out
+
+
+@pytest.mark.slow
+def test_llama_run_resumes_exactly(llama_runs):
+    from tests.distributed import metrics
+
+    full, full_evals = metrics(llama_runs["dirs"]["full"])
+    resumed, resumed_evals = metrics(llama_runs["dirs"]["stopped"])
+    assert sorted(full) == sorted(resumed) == list(range(1, STEPS + 1))
+    for step in range(STOP + 1, STEPS + 1):
+        assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+    assert resumed_evals[-1]["eval_loss"] == pytest.approx(full_evals[-1]["eval_loss"], rel=1e-5)
+    assert full[STEPS] < full[1] and full_evals[-1]["eval_loss"] < full_evals[0]["eval_loss"]
+    log = llama_runs["full"].stderr
+    assert "document mask: sdpa attention with a mask built on the device" in log
+    config = (llama_runs["dirs"]["full"] / "config.yaml").read_text()
+    assert "document_mask: true" in config and "rope_theta: 20000.0" in config
+
+
+@pytest.mark.slow
+def test_llama_export_gives_the_trainers_logits(llama_runs, tmp_path):
+    """pretrain-export writes a LlamaForCausalLM folder (safetensors, tokenizer, generation config) whose fp32
+    logits equal the trainer's model's, loaded from the same checkpoint, within 1e-4."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    from pretrain.checkpoint import tag_for
+    from pretrain.config import load_config
+    from pretrain.tokenization import load_tokenizer
+    from tests.conftest import run_tool
+
+    run_dir = llama_runs["dirs"]["full"]
+    run_tool("export_hf", run_dir, tmp_path / "hf")
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= {
+        p.name for p in (tmp_path / "hf").iterdir()}
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    assert isinstance(exported, LlamaForCausalLM) and exported.config.rope_parameters["rope_theta"] == 20000.0
+    assert json.loads((tmp_path / "hf" / "generation_config.json").read_text())["eos_token_id"] == \
+        load_tokenizer(llama_runs["tokenizer"]).specials.eod
+
+    config = load_config(str(run_dir / "config.yaml"))
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    trained = build_model(config.model, tokenizer.vocab_size, tokenizer.specials.ids, sentence_order=False, seed=0,
+                          ds_config=None).eval()
+    states = torch.load(run_dir / "checkpoints" / tag_for(STEPS) / "mp_rank_00_model_states.pt", map_location="cpu",
+                        weights_only=False)["module"]
+    trained.load_state_dict(states)
+    text = AutoTokenizer.from_pretrained(tmp_path / "hf")("안녕하세요. Guten Tag, wie geht es?", return_tensors="pt")
+    inputs = text.input_ids
+    with torch.no_grad():
+        want = trained.family.trunk(trained.hf, inputs) @ trained.head.weight.T
+        got = exported(input_ids=inputs).logits
+    assert (got - want).abs().max().item() <= 1e-4
+    generated = exported.generate(inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert generated.shape[1] == inputs.shape[1] + 4
+    shutil.rmtree(tmp_path / "hf")
