@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -23,22 +24,33 @@ PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, 
 
 
 def transformer_flops(layers: int, hidden: int, seq_len: int, vocab: int, tokens: int, recomputed_layers: int = 0,
-                      head_tokens: int | None = None) -> float:
+                      head_tokens: int | None = None, *, kv_hidden: int | None = None, ffn_hidden: int | None = None,
+                      gated_mlp: bool = False) -> float:
     """FLOPs of one forward+backward over ``tokens`` tokens (Megatron-LM, Narayanan et al. 2021).
 
-    Per token, each layer costs 72 h^2 + 12 s h (QKV/projection/MLP matmuls and attention scores: PaLM's
-    6N + 12 L h s), and each recomputed layer one more forward, a third of that again; the output
+    Each matmul of an m x n weight costs 2 m n FLOPs per token forward and twice that backward: 6 m n in
+    all. Per token, each layer has the query and output projections (h x h each), the key and value
+    projections (h x ``kv_hidden`` each: grouped-query attention shares them), the MLP (two h x
+    ``ffn_hidden`` matrices, three with a gate: SwiGLU), and attention's scores and weighted sum (12 s h
+    over forward and backward). GPT-2's shape (kv = h, ffn = 4h, no gate) gives Megatron's 72 h^2 + 12 s h
+    (PaLM's 6N + 12 L h s). Each recomputed layer adds one more forward, a third of that again; the output
     projection costs 6 h V per token that reaches it (every token for CLM, only masked ones for MLM).
     Model FLOPs (for MFU) count no recompute; hardware FLOPs (for HFU) count ``recomputed_layers``.
     """
-    per_layer = 72 * hidden * hidden + 12 * seq_len * hidden
+    kv = hidden if kv_hidden is None else kv_hidden
+    ffn = 4 * hidden if ffn_hidden is None else ffn_hidden
+    matmul_weights = 2 * hidden * hidden + 2 * hidden * kv + (3 if gated_mlp else 2) * hidden * ffn
+    per_layer = 6 * matmul_weights + 12 * seq_len * hidden
     body = (layers + recomputed_layers / 3) * per_layer
     head = 6 * hidden * vocab * (tokens if head_tokens is None else head_tokens)
     return body * tokens + head
 
 
 def peak_tflops(configured: float | None) -> float:
-    """Per-device peak for MFU: configured, else by GPU name, else a measured fp32 matmul rate (CPU)."""
+    """Per-device peak for MFU: configured (``train.peak_tflops``), else the datasheet's dense bf16 rate for
+    a known GPU, else measured here: the best of repeated bf16 matmuls on an unknown GPU (with a warning:
+    a measured rate is below the datasheet's, so MFU reads high), the best of repeated fp32 matmuls on a
+    CPU (what this CPU sustains: the honest 'peak' for a CPU run)."""
     if configured:
         return configured
     if torch.cuda.is_available():
@@ -46,19 +58,30 @@ def peak_tflops(configured: float | None) -> float:
         for key, value in PEAK_TFLOPS.items():
             if key in name:
                 return value
-        log.warning("unknown GPU %r: set train.peak_tflops for a meaningful MFU (using 100)", name)
-        return 100.0
+        measured = measured_matmul_tflops(8192, torch.bfloat16, torch.device("cuda"))
+        log.warning("unknown GPU %r: MFU is against a measured bf16 matmul rate of %.0f TFLOP/s; set "
+                    "train.peak_tflops to its datasheet's dense bf16 rate", name, measured)
+        return measured
     return measured_matmul_tflops()
 
 
-def measured_matmul_tflops(size: int = 1024, repeats: int = 3) -> float:
-    """What this CPU sustains on a fp32 matmul: the honest 'peak' for MFU on a CPU run."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
+def measured_matmul_tflops(size: int = 1024, dtype: torch.dtype = torch.float32,
+                           device: torch.device | None = None, repeats: int = 10) -> float:
+    """The best rate of ``repeats`` timed ``size``-square matmuls after two warm-ups (the best, since a peak
+    is what the hardware reaches, and a shared machine only ever slows a repetition down)."""
+    device = device or torch.device("cpu")
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    best = math.inf
+    for repetition in range(repeats + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
         a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if repetition >= 2:
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
 
 
 def memory_gib() -> float:
@@ -116,13 +139,22 @@ class MetricsWriter:
                     self.tb.add_scalar(key, value, record["step"])
             self.tb.flush()
         if self.wandb is not None:
-            self.wandb.log(scalars)
+            try:
+                self.wandb.log(scalars)
+            except Exception as exc:  # noqa: BLE001 - W&B failing mid-run costs the mirror, never the run
+                log.warning("W&B stopped taking records (%s): the mirror ends at step %s; %s has every record.",
+                            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, record["step"],
+                            self.path)
+                self.wandb = None
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
-            self.wandb.finish()
+            try:
+                self.wandb.finish()
+            except Exception as exc:  # noqa: BLE001 - as above
+                log.warning("W&B did not finish cleanly (%s); %s has every record.", exc, self.path)
             self.wandb = None
 
 

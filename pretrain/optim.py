@@ -1,7 +1,8 @@
 """Optimizers: the fastest kernel available for this run, chosen once and said once.
 
-    adamw, GPU             DeepSpeed's FusedAdam (multi-tensor CUDA kernel); if it cannot be built,
-                           torch.optim.AdamW(fused=True)
+    adamw, GPU             torch.optim.AdamW(fused=True), one multi-tensor CUDA kernel; DeepSpeed's
+                           FusedAdam (the same arithmetic) only where DeepSpeed was installed with it
+                           built (DS_BUILD_FUSED_ADAM=1): never a just-in-time build at start-up
     adamw, optimizer on    DeepSpeed's CPU Adam (AVX kernel); if it cannot be built, torch AdamW on
     CPU (ZeRO offload)     the CPU (and DeepSpeed is told to accept it)
     adamw, CPU-only run    torch.optim.AdamW (foreach)
@@ -26,7 +27,7 @@ import logging
 
 import torch
 
-from pretrain.jit_ops import load_op
+from pretrain.jit_ops import load_op, prebuilt
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,13 @@ def _build(param_groups: list[dict], name: str, hyper: dict, on_gpu: bool, offlo
             ds_config["zero_force_ds_cpu_optimizer"] = False
             return torch.optim.AdamW(param_groups, **adam_hyper), f"torch AdamW on CPU (CPU Adam unavailable: {_short(exc)})"
     if on_gpu and hyper.get("fused", True):
+        if not prebuilt("FusedAdamBuilder"):  # the same fused kernel in torch: no minute-long JIT build per node
+            return torch.optim.AdamW(param_groups, fused=True, **adam_hyper), "torch AdamW(fused=True)"
         try:
             from deepspeed.ops.adam import FusedAdam
 
             load_op("FusedAdamBuilder")
-            return FusedAdam(param_groups, adam_w_mode=True, **adam_hyper), "FusedAdam (DeepSpeed, CUDA)"
+            return FusedAdam(param_groups, adam_w_mode=True, **adam_hyper), "FusedAdam (DeepSpeed, prebuilt)"
         except Exception as exc:  # noqa: BLE001
             return (torch.optim.AdamW(param_groups, fused=True, **adam_hyper),
                     f"torch AdamW(fused=True) (FusedAdam unavailable: {_short(exc)})")

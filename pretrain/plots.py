@@ -1,8 +1,9 @@
 """Pictures of runs: loss (against steps and tokens, with eval perplexity), learning rate, gradient
-norm, tokens/s and MFU, drawn from ``metrics.jsonl`` with matplotlib's Agg backend (no display, no
-pyplot state). One run or several overlaid, each labelled by its run dir's name. A resumed run is
-one continuous curve: on resume the trainer drops the records logged after its checkpoint, and any
-step still logged twice is drawn once (the later record wins)."""
+norm, tokens/s and MFU, and each blend source's eval loss and bits per byte, drawn from
+``metrics.jsonl`` with matplotlib's Agg backend (no display, no pyplot state). One run or several
+overlaid, each labelled by its run dir's name. A resumed run is one continuous curve: on resume the
+trainer drops the records logged after its checkpoint, and any step still logged twice is drawn once
+(the later record wins)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,22 @@ from pretrain.metrics import RunMetrics, read_metrics
 DPI = 80
 OVERVIEW_SIZE = (15.0, 8.0)  # inches: 1200 x 640 pixels at DPI
 LOSS_SIZE = (10.0, 5.0)  # 800 x 400
+SOURCES_SIZE = (12.0, 4.5)  # 960 x 360
+SOURCE_STYLES = ("-", "--", ":", "-.")
 
 
 def write_run_plots(run_dir: str | os.PathLike) -> list[Path]:
-    """``run_dir/plots/loss.png`` and ``overview.png`` for one run; returns their paths."""
+    """``run_dir/plots/loss.png`` and ``overview.png`` for one run, and ``eval_sources.png`` once its
+    evaluations report figures per source; returns their paths."""
     run = read_metrics(run_dir)
     folder = Path(run_dir) / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "loss.png", folder / "overview.png"]
     plot_loss([run], paths[0])
     plot_overview([run], paths[1])
+    if source_names([run], "eval_loss"):
+        paths.append(folder / "eval_sources.png")
+        plot_eval_sources([run], paths[2])
     return paths
 
 
@@ -57,6 +64,49 @@ def plot_loss(runs: list[RunMetrics], output: str | os.PathLike) -> None:
     _save(figure, output)
 
 
+def plot_eval_sources(runs: list[RunMetrics], output: str | os.PathLike) -> None:
+    """Eval loss and eval bits per byte by step, a line per blend source (``eval_loss/NAME``,
+    ``eval_bpb/NAME`` in metrics.jsonl) and the whole valid split dotted. One run: a colour per
+    source; several: a colour per run and a line style per source."""
+    figure, axes = _figure(SOURCES_SIZE, 1, 2)
+    for panel, metric, title in ((axes.flat[0], "eval_loss", "eval loss by source"),
+                                 (axes.flat[1], "eval_bpb", "eval bits per byte by source")):
+        names = source_names(runs, metric)
+        for run_color, run in _colors(runs):
+            for index, name in enumerate(names):
+                color, style = (_colors(names)[index][0], "-") if len(runs) == 1 else (
+                    run_color, SOURCE_STYLES[index % len(SOURCE_STYLES)])
+                label = name if len(runs) == 1 else f"{run.name} {name}"
+                _eval_line(panel, run, f"{metric}/{name}", color, style, label)
+            _eval_line(panel, run, metric, run_color if len(runs) > 1 else "black", ":",
+                       "all sources" if len(runs) == 1 else f"{run.name} all sources")
+        if names:
+            panel.legend(loc="upper right", fontsize=8)
+        else:
+            what = ("no bits per byte (a causal LM's figure: masked LMs report loss only)" if metric == "eval_bpb"
+                    else "no figures per source")
+            panel.text(0.5, 0.5, what, ha="center", va="center", transform=panel.transAxes)
+        panel.set_title(title)
+        panel.set_xlabel("step")
+        panel.grid(alpha=0.3)
+    _save(figure, output)
+
+
+def source_names(runs: list[RunMetrics], metric: str) -> list[str]:
+    """The sources with a ``metric/NAME`` figure in any of the runs' evaluations, in first-seen order."""
+    names: dict[str, None] = {}
+    for run in runs:
+        for record in run.evals:
+            names.update((key.split("/", 1)[1], None) for key in record if key.startswith(f"{metric}/"))
+    return list(names)
+
+
+def _eval_line(panel, run: RunMetrics, key: str, color: str, style: str, label: str) -> None:
+    points = [(r["step"], r[key]) for r in run.evals if r.get(key) is not None]
+    if points:
+        panel.plot(*zip(*points), style, marker="o", color=color, linewidth=1.5, markersize=3, label=label)
+
+
 def _loss_panel(panel, runs: list[RunMetrics], x: str) -> None:
     """Train (thin) and eval (dots) loss against ``x``; by step, eval perplexity reads on the right axis."""
     drawn = False
@@ -85,7 +135,7 @@ def _ppl(loss: float) -> float:
     return math.exp(min(loss, 50.0))
 
 
-def _colors(runs: list[RunMetrics]):
+def _colors(runs: list):
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     return [(palette[i % len(palette)], run) for i, run in enumerate(runs)]
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -15,15 +16,17 @@ import torch
 
 from pretrain import checkpoint
 from pretrain.checkpoint import TrainerState
-from pretrain.config import Config
+from pretrain.config import Config, data_prefixes
 from pretrain.data.builder import SplitSizes, build_datasets
 from pretrain.data.collate import collate
 from pretrain.data.health import changed_files, next_batch
 from pretrain.data.masking import max_predictions
 from pretrain.data.sampler import PretrainingBatchSampler
 from pretrain.distributed import DistEnv
-from pretrain.engine import clips_in_optimizer, create_engine, deepspeed_config
-from pretrain.metrics import MetricsWriter, memory_gib, peak_tflops, transformer_flops
+from pretrain.engine import clips_in_optimizer, create_engine, deepspeed_config, follow_schedule_after_resume
+from pretrain.evaluation.sources import SourceEvaluation, source_names
+from pretrain.evaluation.token_bytes import token_byte_lengths
+from pretrain.metrics import MetricsWriter, memory_gib, peak_tflops
 from pretrain.model import build_model, count_parameters, parameter_groups
 from pretrain.parallel import choose_plan, device_memory_bytes, request_from_config
 from pretrain.planner import parameter_sizes
@@ -126,7 +129,7 @@ class Trainer:
             if not self.plan.fits:
                 log.warning("the configured plan needs %.1f GiB per device, more than the %.1f GiB usable: it may "
                             "run out of memory", self.plan.planned_bytes / 2**30, self.plan.budget_bytes / 2**30)
-        _, block, _ = parameter_sizes(config.model.preset, self.tokenizer.vocab_size)
+        _, block, _ = parameter_sizes(config.model.preset, self.tokenizer.vocab_size, config.model.tie_embeddings)
         self.ds_config = deepspeed_config(config.train, config.optim, self.plan, block)
         self.state.zero_stage = self.plan.zero_stage
 
@@ -141,14 +144,14 @@ class Trainer:
 
     def _build_model_and_engine(self) -> None:
         config, on_gpu = self.config, self.device.type == "cuda"
+        # "auto" compiles on GPUs only (on CPUs it costs more than it saves); an explicit true compiles on CPUs
+        # too, which is how CI runs the compiled blocks before any GPU does
         compile_blocks = on_gpu if config.model.compile == "auto" else bool(config.model.compile)
-        if compile_blocks and not on_gpu:
-            log.info("model.compile is ignored on CPU (it pays off on GPUs only)")
-            compile_blocks = False
         self.model = build_model(config.model, self.tokenizer.vocab_size, self.tokenizer.specials.ids,
                                  sentence_order=config.data.sentence_order_prediction, seed=config.run.seed,
                                  ds_config=self.ds_config, recompute_layers=self.plan.recompute_layers,
-                                 compile_blocks=compile_blocks, on_gpu=on_gpu)
+                                 compile_blocks=compile_blocks, on_gpu=on_gpu,
+                                 document_mask=bool(config.data.document_mask))
         self.parameters = count_parameters(self.model)
         local = sum(getattr(p, "ds_tensor", p).numel() for p in self.model.parameters())
         node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
@@ -163,6 +166,7 @@ class Trainer:
         if not tag:
             return
         checkpoint.load(self.engine, self.checkpoint_dir, tag, self.env.rank, self.weight_decays)
+        follow_schedule_after_resume(self.scheduler, self.config.optim, self.config.train.steps)
         log.info("resumed from %s: step %d, %d samples consumed", tag, self.state.step, self.state.consumed_samples)
 
     def _build_datasets(self) -> None:
@@ -183,13 +187,14 @@ class Trainer:
         self.metrics.truncate_after(self.state.step)
         self.peak = peak_tflops(config.train.peak_tflops)
         tokens = config.train.global_batch * config.data.seq_len
-        shape, vocab = self.preset, self.model.hf.config.vocab_size
+        # the built model's shape (a model.init_from folder's own), counted by its family (GQA, gated MLPs)
+        shape, vocab, family = self.model.shape, self.model.hf.config.vocab_size, self.model.family
         head_rows = None  # CLM: every token; MLM: the fixed number of predicted positions per sample
-        if shape.objective == "mlm":
+        if self.preset.objective == "mlm":
             head_rows = config.train.global_batch * max_predictions(config.data.seq_len, config.data.mask_prob)
-        self.model_flops = transformer_flops(shape.layers, shape.hidden, config.data.seq_len, vocab, tokens, 0, head_rows)
-        self.hardware_flops = transformer_flops(shape.layers, shape.hidden, config.data.seq_len, vocab, tokens,
-                                                self.plan.recompute_layers, head_rows)
+        self.model_flops = family.flops(shape, config.data.seq_len, vocab, tokens, 0, head_rows)
+        self.hardware_flops = family.flops(shape, config.data.seq_len, vocab, tokens, self.plan.recompute_layers,
+                                           head_rows)
 
     def _write_run_files(self) -> None:
         if not self.is_main:
@@ -296,23 +301,31 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
+        """Loss on the valid split, and per blend source its loss and (causal LMs) bits per byte
+        (pretrain/evaluation/sources.py): sums on the device, read back once at the end."""
         self.engine.eval()
-        total = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for batch in self._loader(self.valid_data, 0, workers=0):
+        sources = self._eval_sources
+        sums = sources.zeros()
+        for described, batch in sources.loader():
             batch = {k: v.to(self.device) for k, v in batch.items() if k != "num_labels"}
             loss, count = self.engine(batch)
-            total += torch.stack([loss.double() * count, count.double()])
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(total)
+            sources.add(sums, described, batch, loss, count)
+        figures = sources.figures(sums)
         self.engine.train()
-        eval_loss = float(total[0] / total[1].clamp(min=1))
-        record = {"step": self.state.step, "tokens": self._tokens_seen(), "eval_loss": eval_loss,
-                  "eval_ppl": math.exp(min(eval_loss, 50.0))}
+        record = {"step": self.state.step, "tokens": self._tokens_seen(), **figures}
         if self.is_main:
-            log.info("step %d | eval loss %.4f | eval ppl %.2f", self.state.step, eval_loss, record["eval_ppl"])
+            for line in sources.describe(figures):
+                log.info("step %d | %s", self.state.step, line)
         self.metrics.write(record)
         self._plot()
         return record
+
+    @functools.cached_property
+    def _eval_sources(self) -> SourceEvaluation:
+        """Built at the first evaluation: the sources' names, this rank's batches, the byte table."""
+        names = source_names([prefix for prefix, _ in data_prefixes(self.config.data)])
+        return SourceEvaluation(self.valid_data, names, token_byte_lengths(self.tokenizer), self.plan.micro_batch,
+                                self.env.rank, self.env.world_size, self.device)
 
     def _tokens_seen(self) -> int:
         return self.state.consumed_samples * self.config.data.seq_len
