@@ -37,3 +37,9 @@ else
   RANKS_PER_NODE=$GPUS_PER_NODE
 fi
 WORLD_SIZE=$((NNODES * RANKS_PER_NODE))
+
+# pretrain-pipeline --slurm sets PIPELINE_STAMP (and PIPELINE_HASH) on the last job of each stage: once the
+# stage's work succeeded, record it complete (its outputs are checked first; a check that fails fails the job).
+record_stage() {
+  [ -z "${PIPELINE_STAMP:-}" ] || python tools/pipeline.py --record "$PIPELINE_STAMP" --expect-hash "${PIPELINE_HASH:-}"
+}

@@ -1,0 +1,72 @@
+"""Run the stages that are not up to date on this machine, one command after the other.
+
+Before a stage runs its stamp says ``running`` (with its inputs as they are then); only after its
+commands exited 0 and its outputs were checked does it say ``complete``. The commands publish their
+outputs atomically, so an interrupted stage leaves its previous outputs or none, and never a stamp that
+calls it done.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from pretrain.pipeline.stages import Command, Layout, remove_stale
+from pretrain.pipeline.status import RUN, Status, new_stamp, record, stamp_path
+
+STOPPED = 75
+
+
+def run_stages(statuses: list[Status], layout: Layout, dry_run: bool = False) -> int:
+    """Run (or with ``dry_run`` show) the stages; returns 0, or the exit code of the command that failed."""
+    for status in statuses:
+        plan = status.plan
+        if status.action != RUN:
+            print(f"--- {plan.name}: {status.action} ({status.reason})" if status.action != "use as is" else
+                  f"--- {plan.name}: {status.reason}", flush=True)
+            continue
+        print(f"\n=== {plan.name}: {'would run' if dry_run else 'runs'} ({status.reason})", flush=True)
+        if dry_run:
+            for command in plan.commands:
+                print(f"$ {command}")
+            continue
+        if status.replace:
+            note = remove_stale(plan)
+            if note:
+                print(note, flush=True)
+        path = stamp_path(layout, plan.name)
+        new_stamp(status, layout, "running").write(path)
+        started = time.perf_counter()
+        for command in plan.commands:
+            print(f"$ {command}", flush=True)
+            code = run_command(command)
+            if code != 0:
+                print(f"\n{plan.name} failed (exit {code}): {_after_failure(code)}", flush=True)
+                return code
+        record(path)
+        print(f"--- {plan.name}: done in {time.perf_counter() - started:.1f} s", flush=True)
+    return 0
+
+
+def _after_failure(code: int) -> str:
+    if code == STOPPED:
+        return "training stopped early and saved a checkpoint; run the same command again to resume it"
+    if code == 2:
+        return "the message above says what to fix; then run the same command again (finished stages are skipped)"
+    return "nothing of this stage was recorded as done; run the same command again to retry it"
+
+
+def run_command(command: Command) -> int:
+    """Run ``command``, passing on SIGTERM and Ctrl-C so that it removes its temporary outputs."""
+    proc = subprocess.Popen(command.argv)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the child too; SIGTERM (turned into this) reached only us
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
