@@ -1,20 +1,26 @@
 #!/usr/bin/env python
 """Training speed on one device: each case with this project's default (the parallel plan, compiled
-blocks, the fused head, a step that never waits for the GPU) beside a baseline, every run in its own
-process with a deadline, results appended to a JSONL as they finish, a table at the end.
+blocks, the chunked head, a step that never waits for the GPU) beside a baseline, every run in its own
+process with a deadline, each record appended to results.jsonl and the table rewritten as it finishes.
 
-    python benchmarks/mfu_check.py --out /tmp/mfu                  # GPU: the five cases below
-    python benchmarks/mfu_check.py --kernels                       # GPU: LM heads and GPT-2 blocks alone
-    python benchmarks/mfu_check.py --cases gpt2-small --baseline zero3 --steps 4
+    python benchmarks/mfu_check.py --out /tmp/mfu                  # GPU: the cases below, deciding ones first
+    python benchmarks/mfu_check.py --kernels                       # the LM heads and GPT-2 blocks alone
+    python benchmarks/mfu_check.py --cases tiny-gpt2 tiny-bert --baseline zero3 --steps 4   # CPU rehearsal
 
 Baselines: ``previous`` runs the code of the round before (``--baseline-root``, a checkout of that commit,
-made by mfu_check.sh) with its own sweep harness and its default for the case (ZeRO-3 with whole-block
-gathering, eager blocks, the chunked head, the micro batch and recompute it used); ``zero3`` runs this
-code with train.ds_config=zero3 and model.compile=false at the baseline's micro batch and recompute.
+made by prepare_device.sh) with its own sweep harness and its default for the case (ZeRO-3 with
+whole-block gathering, eager blocks, the chunked head; its BERT batches had no padding, so its BERT
+figures are optimistic); ``zero3`` runs this code with train.ds_config=zero3 and model.compile=false at
+the baseline's micro batch and recompute, on the same batches as the default.
 
 Per run: tokens/s, MFU (model FLOPs: 6 N T + attention, no recompute) and HFU (recompute counted), the
-plan, host time per step (until the step is queued) against GPU time per step (kernel time from the
-profiler), peak memory against the planner, host syncs in a step, and the speed-up over the baseline.
+median step (timed per step with device events, never a mean), the plan, the host's time to queue a
+step ("queue ms": near the step time when the launch queue is full, which is fine) and the share of the
+step the GPU spends in kernels ("GPU busy", from the profiler), peak memory against the planner, what
+made the host wait in a steady-state step (set_sync_debug_mode and patched synchronizes), recompilations
+seen (TORCH_LOGS=recompiles), the top kernels of the step's profile, and the speed-up over the
+baseline. BERT batches are padded as real ones are: their lengths are drawn from
+benchmarks/mlm_lengths.json (measured on real articles).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -35,33 +42,61 @@ sys.path.insert(0, str(ROOT))
 CASES = {
     "gpt2-medium": (1024, 16, 16, False),
     "gpt2-xl": (1024, 16, 16, True),
-    "gpt2-small": (1024, 16, 16, False),
     "bert-large": (512, 32, 32, False),
+    "gpt2-small": (1024, 16, 16, False),
     "bert-base": (512, 32, 32, False),
-    "tiny-gpt2": (64, 16, 16, False),  # CPU smoke runs
+    "llama-1b": (2048, 16, 8, True),  # TinyLlama's shape and sequence length; target >= 45% MFU
+    "modernbert-base": (1024, 64, 64, False),  # ModernBERT's pretraining length; target >= 35% MFU
+    "tiny-gpt2": (64, 8, 8, False),  # CPU rehearsals (--dry-run)
+    "tiny-bert": (64, 8, 8, False),
+    "llama-tiny": (64, 8, 8, False),
+    "modernbert-tiny": (64, 8, 8, False),
 }
+DECIDING = ["gpt2-medium", "gpt2-xl", "bert-large"]  # measured first, with their baselines, before the rest
+NEW_FAMILIES = ("llama", "modernbert")  # the previous round's code has no such model: no "previous" baseline
 SWEEP_VOCAB = 50257  # the GPU cases', as the previous round's harness had it (GPT-2's vocabulary, BERT's cases too)
+LENGTHS = ROOT / "benchmarks" / "mlm_lengths.json"
+
+
+def bert_lengths(seq: int, count: int, rng: random.Random) -> list[int]:
+    """Sample lengths of real MLM batches (mlm_lengths.json, scaled to ``seq``): nearly every batch is padded."""
+    measured = json.loads(LENGTHS.read_text())
+    lengths, weights = zip(*((int(k), v) for k, v in measured["lengths"].items()))
+    return [max(8, min(seq, round(length * seq / measured["seq_len"]))) for length in rng.choices(lengths, weights, k=count)]
 
 
 def synthetic_batches(family: str, micro: int, seq: int, vocab: int, count: int) -> list[dict]:
-    """Random token batches shaped as the loaders make them (full-length BERT samples: no padding mask)."""
+    """Random token batches shaped as the loaders make them: packed decoder samples (GPT-2, Llama; without
+    document boundaries: the plain causal kernel); encoder samples (BERT, ModernBERT) padded to ``seq`` after
+    a real sample's length, with their padding mask (dropped by the collate function only when nothing in the
+    batch is padded) and 15% of their tokens to predict (30% for ModernBERT)."""
     import torch
 
+    from pretrain.data.collate import collate
     from pretrain.data.masking import max_predictions
 
-    generator = torch.Generator().manual_seed(0)
+    generator, rng = torch.Generator().manual_seed(0), random.Random(0)
     batches = []
     for _ in range(count):
-        if family == "gpt2":
+        if family in ("gpt2", "llama"):
             batches.append({"tokens": torch.randint(0, vocab, (micro, seq + 1), generator=generator),
                             "num_labels": micro * seq})
             continue
-        width = max_predictions(seq, 0.15)
-        positions = torch.stack([torch.randperm(seq - 2, generator=generator)[:width] + 1 for _ in range(micro)])
-        ids = torch.randint(5, vocab, (micro, seq), generator=generator)
-        labels = torch.full_like(ids, -100).scatter(1, positions, ids.gather(1, positions))
-        batches.append({"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "labels": labels,
-                        "masked_positions": positions, "num_labels": micro * width})
+        share = 0.3 if family == "modernbert" else 0.15
+        width = max_predictions(seq, share)
+        samples = []
+        for length in bert_lengths(seq, micro, rng):
+            ids = torch.full((seq,), 0, dtype=torch.long)
+            ids[:length] = torch.randint(5, vocab, (length,), generator=generator)
+            chosen = torch.randperm(length - 2, generator=generator)[: min(width, round(share * length))] + 1
+            positions = torch.zeros(width, dtype=torch.long)
+            positions[: len(chosen)] = chosen
+            labels = torch.full_like(ids, -100).scatter(0, chosen, ids[chosen])
+            mask = torch.zeros(seq, dtype=torch.long)
+            mask[:length] = 1
+            samples.append({"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "labels": labels,
+                            "attention_mask": mask, "masked_positions": positions})
+        batches.append(collate(samples))
     return batches
 
 
@@ -72,8 +107,9 @@ def run_case(preset: str, variant: str, steps: int, warmup: int) -> dict:
     from pretrain.config import load_config
     from pretrain.distributed import init_process_group
     from pretrain.engine import clips_in_optimizer, create_engine, deepspeed_config
-    from pretrain.metrics import peak_tflops, transformer_flops
+    from pretrain.metrics import peak_tflops
     from pretrain.model import build_model, parameter_groups
+    from pretrain.model.families import get_family
     from pretrain.parallel import choose_plan, device_memory_bytes, request_from_config
     from pretrain.planner import parameter_sizes
     from pretrain.presets import get_preset
@@ -83,12 +119,16 @@ def run_case(preset: str, variant: str, steps: int, warmup: int) -> dict:
                       MASTER_PORT=os.environ.get("MASTER_PORT", "29517"))
     init_process_group()
     on_gpu = torch.cuda.is_available()
-    device = torch.device("cuda" if on_gpu else "cpu")
+    device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
+    if on_gpu:
+        torch.cuda.set_device(device)
     shape = get_preset(preset)
     seq, samples, base_micro, base_ckpt = CASES[preset]
-    vocab = 1024 if preset.startswith("tiny") else SWEEP_VOCAB
+    vocab = 1024 if "tiny" in preset else SWEEP_VOCAB
     overrides = [f"model.preset={preset}", f"data.seq_len={seq}", f"train.global_batch={samples}",
-                 f"train.precision={'bf16' if on_gpu else 'fp32'}", "optim.warmup_steps=1", "train.steps=100"]
+                 "train.precision=bf16", "optim.warmup_steps=1", "train.steps=100"]
+    if not on_gpu:  # rehearse the compiled blocks on CPU too (the graphs, not the minutes of C++ generation)
+        overrides += ["model.compile=true", "model.compile_backend=aot_eager"]
     if variant == "zero3":
         overrides += ["train.ds_config=zero3", "model.compile=false", f"train.micro_batch={base_micro}",
                       f"model.activation_checkpointing={'full' if base_ckpt else 'none'}"]
@@ -99,11 +139,14 @@ def run_case(preset: str, variant: str, steps: int, warmup: int) -> dict:
     if on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats()
-    compile_blocks = on_gpu and config.model.compile is not False
-    model = build_model(config.model, vocab, {"eod": 0, "pad": 0}, sentence_order=False, seed=1, ds_config=ds,
-                        recompute_layers=plan.recompute_layers, compile_blocks=compile_blocks, on_gpu=on_gpu)
+    compile_blocks = config.model.compile is not False and (on_gpu or config.model.compile is True)
+    built = time.perf_counter()
+    model = build_model(config.model, vocab, {"eod": 0, "pad": 0, "cls": 1, "sep": 2, "mask": 3}, sentence_order=False,
+                        seed=1, ds_config=ds, recompute_layers=plan.recompute_layers, compile_blocks=compile_blocks,
+                        on_gpu=on_gpu)
     engine, _ = create_engine(model, parameter_groups(model, 0.1), config.optim, 100, ds, on_gpu,
                               clips_in_optimizer(plan, config.train.precision))
+    build_s = time.perf_counter() - built
     micro = synthetic_batches(shape.family, plan.micro_batch, seq, vocab, plan.accumulation)
     if on_gpu:
         micro = [{k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in b.items()} for b in micro]
@@ -111,40 +154,60 @@ def run_case(preset: str, variant: str, steps: int, warmup: int) -> dict:
     def step():
         return optimizer_step(engine, [dict(b) for b in micro], device, 1)
 
-    def sync():
-        if on_gpu:
-            torch.cuda.synchronize()
-
+    began = time.perf_counter()
     for _ in range(warmup):
         step()
-    sync()
-    host, started = [], time.perf_counter()
-    for _ in range(steps):
-        queued = time.perf_counter()
-        loss, _ = step()
-        host.append(time.perf_counter() - queued)
-    sync()
-    step_s = (time.perf_counter() - started) / steps
+    if on_gpu:
+        torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - began
+    step_s, host_ms, loss = timed_steps(step, steps, on_gpu)
     record = {"preset": preset, "variant": variant, "plan": plan.summary(), "micro_batch": plan.micro_batch,
               "accumulation": plan.accumulation, "seq_len": seq, "recompute_layers": plan.recompute_layers,
-              "step_s": step_s, "host_ms": 1000 * statistics.median(host), "loss": float(loss),
-              "planned_gib": plan.planned_bytes / 2**30}
-    record["gpu_ms"] = gpu_milliseconds(step) if on_gpu else None
-    record["syncs"] = sync_errors(step) if on_gpu else None
+              "step_s": step_s, "host_ms": host_ms, "loss": loss, "planned_gib": plan.planned_bytes / 2**30,
+              "build_s": build_s, "warmup_s": warmup_s, "optimizer": type(engine.optimizer).__name__}
+    if on_gpu:
+        record["gpu_ms"], record["top_kernels"] = profile_step(step)
+    record["syncs"] = host_syncs(step, micro, engine.optimizer)
     tokens = samples * seq
-    head_rows = None if shape.family == "gpt2" else samples * micro[0]["masked_positions"].shape[1]
+    head_rows = None if "masked_positions" not in micro[0] else samples * micro[0]["masked_positions"].shape[1]
     peak = peak_tflops(None)
-    model_flops = transformer_flops(shape.layers, shape.hidden, seq, model.hf.config.vocab_size, tokens, 0, head_rows)
-    hardware_flops = transformer_flops(shape.layers, shape.hidden, seq, model.hf.config.vocab_size, tokens,
-                                       plan.recompute_layers, head_rows)
+    family = get_family(shape.family)  # GQA and gated MLPs counted
+    model_flops = family.flops(shape, seq, model.hf.config.vocab_size, tokens, 0, head_rows)
+    hardware_flops = family.flops(shape, seq, model.hf.config.vocab_size, tokens, plan.recompute_layers, head_rows)
     record.update(tokens_per_s=tokens / step_s, mfu=model_flops / step_s / 1e12 / peak,
                   hfu=hardware_flops / step_s / 1e12 / peak, peak_tflops=peak,
                   peak_gib=torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None)
     return record
 
 
-def gpu_milliseconds(step, steps: int = 2) -> float:
-    """Kernel time per step (the profiler's device self time), against the host's time to queue it."""
+def timed_steps(step, steps: int, on_gpu: bool) -> tuple[float, float, float]:
+    """(median seconds per step, median host milliseconds to queue a step, the last loss). On a GPU each step
+    is bracketed by device events, recorded without waiting, so steps still overlap as in training."""
+    import torch
+
+    host, marks, loss = [], [], None
+    for _ in range(steps):
+        if on_gpu:
+            marks.append(torch.cuda.Event(enable_timing=True))
+            marks[-1].record()
+        else:
+            marks.append(time.perf_counter())
+        queued = time.perf_counter()
+        loss, _ = step()
+        host.append(1000 * (time.perf_counter() - queued))
+    if on_gpu:
+        marks.append(torch.cuda.Event(enable_timing=True))
+        marks[-1].record()
+        marks[-1].synchronize()
+        seconds = [a.elapsed_time(b) / 1000 for a, b in zip(marks, marks[1:])]
+    else:
+        marks.append(time.perf_counter())
+        seconds = [b - a for a, b in zip(marks, marks[1:])]
+    return statistics.median(seconds), statistics.median(host), float(loss)
+
+
+def profile_step(step, steps: int = 2) -> tuple[float, list[list]]:
+    """(kernel milliseconds per step, the 8 kernels with the most device time: [name, ms per step])."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -152,26 +215,41 @@ def gpu_milliseconds(step, steps: int = 2) -> float:
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-    total_us = sum(event.self_device_time_total for event in prof.key_averages())
-    return total_us / 1000 / steps
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    total_us = sum(e.self_device_time_total for e in events)
+    top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:8]
+    return total_us / 1000 / steps, [[e.key[:80], e.self_device_time_total / 1000 / steps] for e in top]
 
 
-def sync_errors(step) -> list[str]:
-    """A steady-state step under torch.cuda.set_sync_debug_mode("error"): what made the host wait."""
+def host_syncs(step, batches, optimizer) -> list[str]:
+    """What made the host wait in a steady-state step: one step under HostSyncs (values read, copies to the host,
+    data-dependent shapes, explicit synchronizes, each with where it happened), then on a GPU one under
+    set_sync_debug_mode("error") (what the CUDA runtime itself sees). The batches before their copy and an
+    optimizer's step counts kept on the host are free to read."""
     import torch
 
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    from pretrain.host_sync import HostSyncs
+
+    inner = getattr(optimizer, "optimizer", optimizer)  # DeepSpeed's ZeRO optimizers wrap the torch one
+    steps = [s.get("step") for s in inner.state.values()]
+    host = [t for b in batches for t in b.values() if torch.is_tensor(t)]
+    host += [s for s in steps if torch.is_tensor(s) and s.device.type == "cpu"]
+    with HostSyncs(host_tensors=host) as syncs:
         step()
-        return []
-    except RuntimeError as exc:
-        return [str(exc).splitlines()[0][:200]]
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    found = list(syncs.found)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step()
+        except RuntimeError as exc:
+            found.append(f"set_sync_debug_mode: {str(exc).splitlines()[0][:200]}")
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return found
 
 
-def previous_code(preset: str, args) -> dict:
+def previous_code(preset: str, args, deadline: float) -> dict:
     """The baseline: the previous round's code and harness (benchmarks/gpu_sweep.py there), its default.
     Its MFU counted recompute; both are recomputed here from its tokens/s with this round's formula."""
     from pretrain.metrics import peak_tflops, transformer_flops
@@ -180,11 +258,12 @@ def previous_code(preset: str, args) -> dict:
 
     seq, samples, micro, checkpointing = CASES[preset]
     root = Path(args.baseline_root).resolve()
+    peak = peak_tflops(None)
     command = [sys.executable, str(root / "benchmarks" / "gpu_sweep.py"), "--case", preset, "fused", str(micro), str(seq),
                str(int(checkpointing)), "--steps", str(args.steps), "--warmup", str(args.warmup), "--port", "29531",
-               "--peak", str(peak_tflops(None))]
+               "--peak", str(peak)]
     proc = subprocess.run(command, cwd=root, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(root), os.environ.get("PYTHONPATH", "")])}, capture_output=True, text=True, timeout=args.deadline)
+        [str(root), os.environ.get("PYTHONPATH", "")])}, capture_output=True, text=True, timeout=deadline)
     found = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if not found:
         raise RuntimeError(f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1][:200]}")
@@ -198,37 +277,61 @@ def previous_code(preset: str, args) -> dict:
     flops = [transformer_flops(shape.layers, shape.hidden, seq, vocab, tokens, recomputed, head)
              for recomputed in (0, shape.layers if checkpointing else 0)]
     return {"preset": preset, "variant": "previous", "plan": f"ZeRO-3, micro batch {micro}, recompute "
-            f"{'full' if checkpointing else 'none'} (the previous default)", "micro_batch": micro, "accumulation": 1,
-            "seq_len": seq, "recompute_layers": shape.layers if checkpointing else 0, "step_s": step_s,
-            "tokens_per_s": old["tokens_per_s"], "mfu": flops[0] / step_s / 1e12 / peak_tflops(None),
-            "hfu": flops[1] / step_s / 1e12 / peak_tflops(None), "peak_gib": old.get("peak_gib"),
+            f"{'full' if checkpointing else 'none'} (the previous default; BERT batches unpadded)", "micro_batch": micro,
+            "accumulation": 1, "seq_len": seq, "recompute_layers": shape.layers if checkpointing else 0,
+            "step_s": step_s, "tokens_per_s": old["tokens_per_s"], "mfu": flops[0] / step_s / 1e12 / peak,
+            "hfu": flops[1] / step_s / 1e12 / peak, "peak_gib": old.get("peak_gib"),
             "planned_gib": old.get("planned_gib"), "host_ms": None, "gpu_ms": None, "syncs": None}
 
 
-def child(preset: str, variant: str, args) -> dict:
+def child(preset: str, variant: str, args, deadline: float) -> dict:
     """Run one case in its own process (a fresh GPU, a deadline); the record or the reason it failed."""
     if variant == "previous":
         try:
-            return previous_code(preset, args)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            return previous_code(preset, args, deadline)
+        except subprocess.TimeoutExpired as exc:
+            tail = (exc.stderr or b"")[-300:]
+            tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+            return {"preset": preset, "variant": variant, "error": f"over its {deadline:.0f} s deadline; {tail.strip()[-150:]}"}
+        except RuntimeError as exc:
             return {"preset": preset, "variant": variant, "error": str(exc)[:200]}
     command = [sys.executable, __file__, "--child", preset, variant, "--steps", str(args.steps), "--warmup",
                str(args.warmup)]
+    env = {**os.environ, "TORCH_LOGS": "recompiles"}
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=args.deadline)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=deadline, env=env)
     except subprocess.TimeoutExpired:
-        return {"preset": preset, "variant": variant, "error": f"over the {args.deadline} s deadline"}
+        return {"preset": preset, "variant": variant, "error": f"over its {deadline:.0f} s deadline"}
     found = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if found:
+        found[0]["recompiles"] = proc.stderr.count("Recompiling function")
         return found[0]
     tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     return {"preset": preset, "variant": variant, "error": f"exit {proc.returncode}: {(tail or [''])[-1][:200]}"}
 
 
+def run_order(cases: list[str], baseline: str) -> list[tuple[str, str]]:
+    """Each case's default, then its baseline at once (a speed-up needs both), deciding cases first."""
+    from pretrain.presets import get_preset
+
+    ordered = [c for c in DECIDING if c in cases] + [c for c in cases if c not in DECIDING]
+    return [(case, variant) for case in ordered for variant in ("default", baseline) if variant != "none"
+            and not (variant == "previous" and get_preset(case).family in NEW_FAMILIES)]
+
+
+def busy(record: dict) -> str:
+    """The share of the step the GPU spends in kernels (profiled kernel time over the median step): well
+    under 100% means the GPU waits (for the host, the data, or between kernels)."""
+    if not record.get("gpu_ms"):
+        return "-"
+    return f"{100 * record['gpu_ms'] / (1000 * record['step_s']):.0f}%"
+
+
 def table(records: list[dict], device: str) -> list[str]:
-    lines = [f"{device}: tokens/s, MFU (model FLOPs) and HFU (recompute counted) per device; median of the timed steps",
+    lines = [f"{device}: tokens/s, MFU (model FLOPs) and HFU (recompute counted) per device; median step",
              f"{'case':<12} {'run':<9} {'micro x acc x seq':>18} {'recompute':>10} {'tok/s':>9} {'MFU':>6} {'HFU':>6} "
-             f"{'host ms':>8} {'GPU ms':>8} {'step ms':>8} {'peak GiB':>9} {'planned':>8} {'speed-up':>8} syncs"]
+             f"{'queue ms':>8} {'GPU busy':>8} {'step ms':>8} {'peak GiB':>9} {'planned':>8} {'speed-up':>8} "
+             f"{'recompiles':>10} syncs"]
     baselines = {r["preset"]: r for r in records if r["variant"] != "default" and "error" not in r}
     for r in records:
         head = f"{r['preset']:<12} {r['variant']:<9}"
@@ -240,14 +343,20 @@ def table(records: list[dict], device: str) -> list[str]:
             return "-" if record.get(key) is None else f"{record[key]:.1f}"
 
         base = baselines.get(r["preset"])
-        speed = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base and r["variant"] == "default" else "1.00x"
-        syncs = "-" if r.get("syncs") is None else ("none" if not r["syncs"] else r["syncs"][0][:60])
+        speed = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base and r["variant"] == "default" else "-"
+        syncs = "-" if r.get("syncs") is None else ("none" if not r["syncs"] else f"{len(r['syncs'])}: {r['syncs'][0][:60]}")
         shape = f"{r['micro_batch']} x {r['accumulation']} x {r['seq_len']}"
         recompute = r.get("recompute_layers")
         lines.append(f"{head} {shape:>18} {'-' if recompute is None else recompute:>10} {r['tokens_per_s']:>9,.0f} "
-                     f"{100 * r['mfu']:>5.1f}% {100 * r['hfu']:>5.1f}% {number('host_ms'):>8} {number('gpu_ms'):>8} "
-                     f"{1000 * r['step_s']:>8.1f} {number('peak_gib'):>9} {number('planned_gib'):>8} {speed:>8} {syncs}")
+                     f"{100 * r['mfu']:>5.1f}% {100 * r['hfu']:>5.1f}% {number('host_ms'):>8} {busy(r):>8} "
+                     f"{1000 * r['step_s']:>8.1f} {number('peak_gib'):>9} {number('planned_gib'):>8} {speed:>8} "
+                     f"{r.get('recompiles', '-'):>10} {syncs}")
     lines += [f"  {r['preset']} {r['variant']}: {r['plan']}" for r in records if "plan" in r]
+    measured = [r for r in records if r["variant"] == "default" and r.get("top_kernels")]
+    if measured:
+        worst = min(measured, key=lambda r: r["mfu"])
+        lines.append(f"  top kernels of the lowest-MFU case ({worst['preset']}), ms per step:")
+        lines += [f"    {ms:8.2f}  {name}" for name, ms in worst["top_kernels"]]
     return lines
 
 
@@ -262,14 +371,19 @@ def main() -> None:
         print("RESULT " + json.dumps(record), flush=True)
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=["gpt2-medium", "gpt2-xl", "gpt2-small", "bert-large", "bert-base"])
+    parser.add_argument("--cases", nargs="+", default=["gpt2-medium", "gpt2-xl", "bert-large", "llama-1b",
+                                                       "modernbert-base", "gpt2-small", "bert-base"],
+                        choices=list(CASES))
     parser.add_argument("--baseline", choices=["previous", "zero3", "none"], default="previous")
     parser.add_argument("--baseline-root", default=str(ROOT / ".device" / "baseline"))
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--deadline", type=int, default=120, help="seconds per run")
-    parser.add_argument("--out", default="/tmp/mfu_check", help="results.jsonl and table.txt go here")
+    parser.add_argument("--deadline", type=float, default=120, help="seconds per run at most")
+    parser.add_argument("--until", type=float, default=None,
+                        help="a time (seconds since the epoch) after which no run starts; a run's deadline ends there")
+    parser.add_argument("--out", default="/tmp/mfu_check", help="results.jsonl, table.txt and kernels.jsonl go here")
     parser.add_argument("--kernels", action="store_true", help="time the LM heads and GPT-2 blocks alone")
+    parser.add_argument("--tiny", action="store_true", help="--kernels: tiny shapes (a CPU rehearsal)")
     args = parser.parse_args()
     import torch
 
@@ -279,23 +393,26 @@ def main() -> None:
     if args.kernels:
         from benchmarks.kernel_times import time_kernels
 
-        for line in time_kernels(out / "kernels.jsonl"):
+        for line in time_kernels(out / "kernels.jsonl", tiny=args.tiny):
             print(line, flush=True)
         return
-    if args.baseline == "previous" and not Path(args.baseline_root).exists():
+    if args.baseline == "previous" and not (Path(args.baseline_root) / "benchmarks" / "gpu_sweep.py").exists():
         print(f"no previous code at {args.baseline_root}: using the zero3 baseline", flush=True)
         args.baseline = "zero3"
-    records = []
-    for preset in args.cases:
-        for variant in ("default", args.baseline) if args.baseline != "none" else ("default",):
-            record = child(preset, variant, args)
-            records.append(record)
-            with open(out / "results.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            print(json.dumps(record), flush=True)
-    lines = table(records, device)
-    (out / "table.txt").write_text("\n".join(lines) + "\n")
-    print("\n" + "\n".join(lines), flush=True)
+    results = out / "results.jsonl"  # appended to by every invocation of a session; the table covers them all
+    for preset, variant in run_order(args.cases, args.baseline):
+        left = args.deadline if args.until is None else min(args.deadline, args.until - time.time())
+        if left < 20:
+            record = {"preset": preset, "variant": variant, "error": "not run: the session's time was up"}
+        else:
+            record = child(preset, variant, args, left)
+        with open(results, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        (out / "table.txt").write_text("\n".join(table(records, device)) + "\n")
+        print(json.dumps({k: v for k, v in record.items() if k != "top_kernels"}), flush=True)
+    if (out / "table.txt").exists():
+        print("\n" + (out / "table.txt").read_text(), flush=True)
 
 
 if __name__ == "__main__":

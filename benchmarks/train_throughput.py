@@ -2,11 +2,14 @@
 """Training throughput: tokens/s, TFLOP/s and MFU per device, beside a baseline from the same run.
 
     python benchmarks/train_throughput.py                       # CPU: tiny GPT-2, 2 ranks, vs HF Trainer
+    python benchmarks/train_throughput.py --preset llama-tiny   # CPU: tiny Llama vs LlamaForCausalLM in HF's Trainer
     python benchmarks/train_throughput.py --preset gpt2-medium --ranks 1 --micro-batch 8 --seq-len 1024 \
         --precision bf16 --baseline unfused                      # GPU: fused paths on vs off
 
 Both runs train the same model on the same samples (random token documents, EOD-separated, in the
-tokenizer's vocabulary) with the same DeepSpeed ZeRO config, launched by the deepspeed launcher.
+tokenizer's vocabulary) with the same DeepSpeed ZeRO config, launched by the deepspeed launcher. Against
+HF's Trainer a Llama trains without document masking (data.document_mask=false): the Trainer's model
+attends across documents, and the two must do the same work.
 Baselines:
   hf        Hugging Face's Trainer with that DeepSpeed config (its own loss, data loader and loop);
   zero3     this trainer with train.ds_config=zero3 (against the default parallel plan);
@@ -68,10 +71,12 @@ def default_tokenizer(work: Path) -> str:
 
 
 def overrides(args, data: str, run_dir: Path) -> list[str]:
-    config = "tiny_clm" if args.preset.startswith("tiny") else "gpt2_small"
-    if "bert" in args.preset:
-        config = "tiny_mlm" if args.preset.startswith("tiny") else "bert_base"
-    return ["--config", config, f"model.preset={args.preset}", f"data.tokenizer={args.tokenizer}",
+    tiny = "tiny" in args.preset
+    family = args.preset.split("-")[0] if not args.preset.startswith("tiny-") else args.preset.split("-")[1]
+    config = {"gpt2": ("tiny_clm", "gpt2_small"), "bert": ("tiny_mlm", "bert_base"),
+              "llama": ("tiny_llama", "llama_125m"), "modernbert": ("modernbert_tiny", "modernbert_base")}[family][not tiny]
+    same_work = ["data.document_mask=false"] if family == "llama" and args.baseline == "hf" else []
+    return ["--config", config, *same_work, f"model.preset={args.preset}", f"data.tokenizer={args.tokenizer}",
             f"data.prefixes=[{data}]", f"data.seq_len={args.seq_len}", f"train.micro_batch={args.micro_batch}",
             f"train.global_batch={args.micro_batch * args.ranks * args.accumulation}", f"train.steps={args.steps}",
             f"train.precision={args.precision}", f"train.ds_config={args.ds_config}", "train.log_interval=1",
@@ -136,7 +141,7 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
         save_strategy="no", report_to=[], deepspeed=ds, bf16=args.precision == "bf16", fp16=args.precision == "fp16",
         dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), gradient_checkpointing=args.checkpointing)
     model_config = hf_config(preset, padded_vocab_size(tokenizer.vocab_size, 64), tokenizer.specials.ids)
-    auto = AutoModelForCausalLM if preset.family == "gpt2" else AutoModelForMaskedLM
+    auto = AutoModelForCausalLM if preset.objective == "clm" else AutoModelForMaskedLM
     model = auto.from_config(model_config)
     dataset = build_datasets(config.data, tokenizer, preset.objective, config.run.seed,
                              SplitSizes(args.steps * config.train.global_batch, 0, 0), True)["train"]
@@ -196,8 +201,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternate the two runs this many times (noisy machines)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
-    from pretrain.metrics import peak_tflops, transformer_flops
+    from pretrain.metrics import peak_tflops
     from pretrain.model import padded_vocab_size
+    from pretrain.model.families import get_family
     from pretrain.presets import get_preset
     from pretrain.tokenization import load_tokenizer
 
@@ -208,8 +214,8 @@ def main() -> None:
     data = make_data(work, tokenizer.vocab_size, tokenizer.specials.eod,
                      2 * args.steps * args.micro_batch * args.ranks * args.accumulation * (args.seq_len + 1) + 100_000)
     tokens = args.micro_batch * args.ranks * args.accumulation * args.seq_len
-    flops = transformer_flops(preset.layers, preset.hidden, args.seq_len, padded_vocab_size(tokenizer.vocab_size, 64),
-                              tokens, preset.layers if args.checkpointing else 0)
+    flops = get_family(preset.family).flops(preset, args.seq_len, padded_vocab_size(tokenizer.vocab_size, 64), tokens,
+                                            preset.layers if args.checkpointing else 0)
     peak = peak_tflops(None)
     runs: dict[str, list[float]] = {}
     for round_ in range(args.rounds):  # alternate, so slow phases of a shared machine hit both alike

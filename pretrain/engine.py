@@ -7,6 +7,7 @@ plan, clipping and precision from the run config, filled in here, once:
     optimizer stepping the fp32 weights directly and clipping the gradients itself (one foreach norm,
     no host sync); with ZeRO: DeepSpeed's bf16 optimizer (bf16 weights, fp32 master partitions).
   * fp16: DeepSpeed's dynamic loss scaling (its defaults unless the JSON sets them).
+  * DeepSpeed's throughput timer off: it would synchronize the device twice per micro batch.
   * "auto" bucket sizes get DeepSpeed's defaults; ZeRO-3's prefetch, live-parameter and reuse-distance
     limits are sized per transformer block (the unit gathered at once), so one block is prefetched
     while another runs and a block recomputed in backward is not gathered twice.
@@ -49,6 +50,9 @@ def deepspeed_config(train: TrainConfig, optim: OptimConfig, plan: ParallelPlan,
     ds["train_micro_batch_size_per_gpu"] = plan.micro_batch
     ds["gradient_accumulation_steps"] = plan.accumulation
     ds["gradient_clipping"] = 0.0 if clips_in_optimizer(plan, train.precision) else optim.grad_clip
+    # DeepSpeed's throughput timer is on by default and synchronizes the device in every forward and step
+    # (it times steps for its own log lines, which this trainer does not print): off unless a JSON asks
+    ds.setdefault("timers", {"throughput": {"enabled": False}})
     loss_scaling = ds.pop("fp16", {})  # a JSON may tune fp16's loss scaling; whether fp16 runs is the config's
     ds.pop("bf16", None)
     ds.pop("torch_autocast", None)
@@ -69,19 +73,41 @@ def deepspeed_config(train: TrainConfig, optim: OptimConfig, plan: ParallelPlan,
 
 
 def lr_multiplier(optim: OptimConfig, steps: int) -> Callable[[int], float]:
-    """Step -> lr / peak lr: linear warmup, then cosine or linear decay to min_lr at ``steps``."""
+    """Step -> lr / peak lr: linear warmup, then cosine or linear decay to min_lr at ``steps``, or none
+    ("constant"), or WSD: the peak until the last ``optim.decay_fraction`` of ``steps``, then 1-sqrt or
+    linear down to min_lr at ``steps``.
+
+    A pure function of the step and the config: a run resumed (or branched with ``run.resume_from``)
+    under another ``train.steps`` or schedule follows the new curve from its checkpoint's step on."""
     floor = optim.min_lr / optim.lr
+    decay_from = steps - optim.wsd_decay_steps(steps) if optim.decay == "wsd" else optim.warmup_steps
 
     def multiplier(step: int) -> float:
         if step < optim.warmup_steps:
             return (step + 1) / optim.warmup_steps
-        if optim.decay == "constant" or steps <= optim.warmup_steps:
+        if optim.decay == "constant" or step < decay_from or steps <= decay_from:
             return 1.0
-        progress = min(1.0, (step - optim.warmup_steps) / (steps - optim.warmup_steps))
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if optim.decay == "cosine" else 1 - progress
+        progress = min(1.0, (step - decay_from) / (steps - decay_from))
+        if optim.decay == "cosine":
+            shape = 0.5 * (1 + math.cos(math.pi * progress))
+        elif optim.decay == "wsd" and optim.wsd_shape == "1-sqrt":
+            shape = 1 - math.sqrt(progress)
+        else:  # linear, and WSD's linear decay
+            shape = 1 - progress
         return floor + (1 - floor) * shape
 
     return multiplier
+
+
+def follow_schedule_after_resume(scheduler, optim: OptimConfig, steps: int) -> None:
+    """After a checkpoint is loaded: the next step's lr from this run's ``optim.lr`` and schedule, not the
+    checkpoint's. LambdaLR restores its base lrs, and the optimizer the lr it last set, from the checkpoint;
+    only later steps would follow the new curve. So a run branched with ``run.resume_from`` under another
+    ``train.steps``, ``optim.decay`` or ``optim.lr`` would take its first step at the old lr."""
+    lr = optim.lr * lr_multiplier(optim, steps)(scheduler.last_epoch)
+    scheduler.base_lrs = [optim.lr] * len(scheduler.base_lrs)
+    for group in scheduler.optimizer.param_groups:
+        group["lr"] = lr
 
 
 def create_engine(model: torch.nn.Module, param_groups: list[dict], optim: OptimConfig, steps: int, ds_config: dict,

@@ -50,6 +50,15 @@ def load_op(builder_name: str) -> ModuleType | None:
         return builder.load(verbose=False)
 
 
+def prebuilt(builder_name: str) -> bool:
+    """Whether DeepSpeed was installed with op ``builder_name`` compiled (loading it then builds nothing)."""
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.git_version_info import installed_ops
+
+    builder = get_accelerator().create_op_builder(builder_name)
+    return builder is not None and bool(installed_ops.get(builder.NAME, False))
+
+
 @contextmanager
 def _exclusive(path: Path, what: str) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` (closing the file drops it); without flock support, go on unlocked."""

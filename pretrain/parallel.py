@@ -58,6 +58,8 @@ class PlanRequest:
     recompute: str = "auto"  # auto | none | selective | full
     recompute_layers: int | None = None  # selective with a fixed count
     whole_stage_only: tuple[int, ...] | None = None  # stages the optimizer allows (LAMB: 0)
+    document_mask: bool = False  # packed documents masked (data.document_mask)
+    tie_embeddings: bool | None = None  # model.tie_embeddings (default: the preset's)
 
 
 @dataclass(frozen=True)
@@ -106,14 +108,15 @@ def choose_plan(request: PlanRequest) -> ParallelPlan:
     """The fastest plan that fits (what the request fixes is kept); PlanError if none fits."""
     preset = get_preset(request.preset)
     layers, one_device = preset.layers, request.world_size == 1
-    sizes = parameter_sizes(request.preset, request.vocab_size)
+    sizes = parameter_sizes(request.preset, request.vocab_size, request.tie_embeddings)
     budget = request.device_memory * (1 - request.margin)
     per_rank = request.global_batch // request.world_size
     base = PlanInput(request.preset, vocab_size=request.vocab_size, seq_len=request.seq_len, offload=request.offload,
                      precision=request.precision, attention=request.attention, fused_loss=request.fused_loss,
                      predicted_per_sample=request.predicted_per_sample, gpus_per_node=request.ranks_per_node,
                      nodes=max(1, request.world_size // max(request.ranks_per_node, 1)),
-                     gpu_memory_gib=request.device_memory / GIB)
+                     gpu_memory_gib=request.device_memory / GIB, document_mask=request.document_mask,
+                     tie_embeddings=request.tie_embeddings)
     candidates = []
     for stage in _stages(request, one_device):
         for micro in _micro_batches(request, per_rank):
@@ -217,4 +220,5 @@ def request_from_config(config: Config, vocab_size: int, world_size: int, ranks_
         precision=train.precision, attention=model.attention, fused_loss=model.lm_head != "plain",
         predicted_per_sample=max_predictions(data.seq_len, data.mask_prob) if mlm else None, zero_stage=stage,
         offload=offload, micro_batch=None if train.micro_batch == "auto" else train.micro_batch, recompute=recompute,
-        recompute_layers=model.checkpoint_layers, whole_stage_only=(0,) if config.optim.optimizer == "lamb" else None)
+        recompute_layers=model.checkpoint_layers, whole_stage_only=(0,) if config.optim.optimizer == "lamb" else None,
+        document_mask=bool(data.document_mask), tie_embeddings=model.tie_embeddings)

@@ -51,22 +51,27 @@ def measure_states(trainer) -> dict:
 
 
 def find_syncs(trainer) -> list[str]:
-    """Operators of a steady-state step that would make the host wait (any device); on a GPU also what
-    torch.cuda.set_sync_debug_mode("error") refuses."""
-    from tests.host_sync import HostSyncs
+    """What in a steady-state step would make the host wait for the device (see pretrain/host_sync.py): on any
+    machine through HostSyncs; on a GPU also what torch.cuda.set_sync_debug_mode("error") refuses, with
+    every synchronize patched to be counted."""
+    from pretrain.host_sync import HostSyncs
 
     loader = iter(trainer._loader(trainer.train_data, 0))
-    trainer.train_step(loader)  # the first step creates the optimizer's state (and compiles, on GPUs)
+    for _ in range(2):  # the optimizer's state, compilation, ZeRO-3's trace of the module order (2nd step)
+        trainer.train_step(loader)
     batches = [next(loader) for _ in range(2 * trainer.plan.accumulation)]  # fetched (and pinned) beforehand
     steps = [s["step"] for s in trainer.engine.optimizer.state.values() if torch.is_tensor(s.get("step"))]
-    with HostSyncs(host_tensors=[s for s in steps if s.device.type == "cpu"]) as syncs:
+    host = [s for s in steps if s.device.type == "cpu"] + [t for b in batches for t in b.values() if torch.is_tensor(t)]
+    with HostSyncs(host_tensors=host) as syncs:
         trainer.train_step(iter(batches[: trainer.plan.accumulation]))
     found = list(syncs.found)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            trainer.train_step(iter(batches[trainer.plan.accumulation:]))
+            with HostSyncs(host_tensors=host) as explicit:  # set_sync_debug_mode misses explicit synchronizes
+                trainer.train_step(iter(batches[trainer.plan.accumulation:]))
+            found += [f"on the GPU: {what}" for what in explicit.found]
         except RuntimeError as exc:
             found.append(f"set_sync_debug_mode: {str(exc).splitlines()[0]}")
         finally:

@@ -1,6 +1,7 @@
-"""GPU checks: the CUDA kernels and the compiled paths against the plain ones, and a steady-state step
-under torch.cuda.set_sync_debug_mode("error"). Skipped without a GPU; benchmarks/mfu_check.sh runs them
-on one (the CPU tests cover the same arithmetic)."""
+"""GPU checks of what a CPU cannot run: the CUDA kernels (flash attention, the compiled head and blocks with
+Triton) against the plain paths, and a steady-state step under torch.cuda.set_sync_debug_mode("error").
+Skipped without a GPU; benchmarks/mfu_check.sh runs them on one. Every path they take ran on CPU first
+(tests/test_rehearsal.py, tests/test_kernels.py)."""
 
 from __future__ import annotations
 
@@ -20,23 +21,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got.double() - want.double()).norm() / want.double().norm().clamp(min=1e-30))
-
-
-def test_fused_adam_equals_torch_adamw():
-    from deepspeed.ops.adam import FusedAdam
-
-    generator = torch.Generator(device="cuda").manual_seed(0)
-    first = [torch.nn.Parameter(torch.randn(s, device="cuda", generator=generator)) for s in ((1024, 1024), (4096,))]
-    second = [torch.nn.Parameter(p.detach().clone()) for p in first]
-    hyper = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    fused, plain = FusedAdam(first, adam_w_mode=True, **hyper), torch.optim.AdamW(second, **hyper)
-    for _ in range(3):
-        for a, b in zip(first, second):
-            a.grad = torch.randn(a.shape, device="cuda", generator=generator)
-            b.grad = a.grad.clone()
-        fused.step()
-        plain.step()
-    assert max((a - b).abs().max().item() for a, b in zip(first, second)) < 1e-5
 
 
 @pytest.mark.parametrize("kind", ["chunked", "liger"])
@@ -96,21 +80,56 @@ def test_own_block_and_compiled_blocks_match_on_the_gpu():
         assert relative_error(grad, reference[1]) < 5e-2, name
 
 
-def test_bert_without_padding_runs_on_the_flash_kernel():
+def test_bert_without_padding_runs_on_the_flash_kernel_and_padded_batches_on_another():
+    """A batch without padding reaches SDPA with no mask, which the flash kernel runs (with only flash allowed,
+    anything else raises); a padded batch carries its mask, which flash cannot take, so it runs on the
+    memory-efficient kernel, to the same loss as the math kernel."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from pretrain.config import ModelConfig
     from pretrain.model import build_model
 
-    model = build_model(ModelConfig(preset="bert-base"), 30522, {"pad": 0}, sentence_order=False, seed=1,
+    model = build_model(ModelConfig(preset="bert-base"), 30522, {"pad": 0, "cls": 1, "sep": 2, "mask": 3},
+                        sentence_order=False, seed=1,
                         ds_config=None, on_gpu=True).cuda()
     batch = {"input_ids": torch.randint(5, 30000, (4, 512), device="cuda"),
              "token_type_ids": torch.zeros(4, 512, dtype=torch.long, device="cuda"),
              "labels": torch.randint(5, 30000, (4, 512), device="cuda"),
              "masked_positions": torch.randint(0, 512, (4, 77), device="cuda")}
     with torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-        loss, _ = model(batch)  # raises if the flash kernel cannot run this attention
+        loss, _ = model(batch)
     loss.backward()
+    assert torch.isfinite(loss)
+    padded = {**batch, "attention_mask": torch.ones(4, 512, dtype=torch.long, device="cuda")}
+    padded["attention_mask"][1, 400:] = 0
+    with torch.autocast("cuda", dtype=torch.bfloat16), pytest.raises(RuntimeError):
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            model(padded)
+    losses = []
+    for backend in (SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH):
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16), sdpa_kernel([backend]):
+            losses.append(float(model(padded)[0]))
+    assert abs(losses[0] - losses[1]) / losses[1] < 1e-2
+
+
+def test_chunked_head_under_autocast_with_fp32_weights():
+    """The default GPU path without ZeRO: fp32 weights and fp32 hidden states (a LayerNorm's output) under bf16
+    autocast; last round's head crashed here. Gradients against the plain head in the same precision."""
+    from pretrain.model.head import CHUNK_ROWS, lm_cross_entropy, resolve_head
+
+    rows, hidden, vocab = 16 * 1024, 1024, 50304
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    h = (torch.randn(rows, hidden, device="cuda", generator=generator) * 0.5).requires_grad_()
+    w = (torch.randn(vocab, hidden, device="cuda", generator=generator) * 0.02).requires_grad_()
+    y = torch.randint(0, vocab, (rows,), device="cuda", generator=generator)
+    _, _, kernel = resolve_head("chunked", on_gpu=True)
+    results = []
+    for chunk in (None, CHUNK_ROWS):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss, _ = lm_cross_entropy(h, w, y, chunk_rows=chunk, chunk_kernel=kernel if chunk else None)
+        results.append([loss.detach(), *torch.autograd.grad(loss, [h, w])])
+    for got, want in zip(results[1], results[0]):
+        assert got.dtype == want.dtype and relative_error(got, want) < 1e-2
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +142,19 @@ def gpu_data(tmp_path_factory, small_corpus, tokenizer_dir):
 
 @pytest.mark.parametrize("config,objective", [("tiny_clm", "clm"), ("tiny_mlm", "mlm")])
 def test_a_steady_state_step_passes_sync_debug_mode_error(tmp_path, gpu_data, config, objective):
+    """The default GPU configuration (bf16 autocast, no ZeRO, compiled blocks, the chunked head): a steady-state
+    step under set_sync_debug_mode("error") with every synchronize patched to be counted (tests/probe.py)."""
+    from tests.probe import result_path
+
+    run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "tests/probe.py", "syncs", config, f"data.tokenizer={gpu_data['tokenizer']}",
-                           f"data.prefixes=[{gpu_data[objective]}]", f"run.dir={tmp_path}/run", "train.precision=bf16",
+                           f"data.prefixes=[{gpu_data[objective]}]", f"run.dir={run_dir}", "train.precision=bf16",
                            "data.split=90,10,0", "train.eval_samples=8"], cwd=ROOT,
                           env={**train_env(), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
                           capture_output=True, text=True, timeout=600)
-    found = [line for line in proc.stdout.splitlines() if line.startswith("SYNCS ")]
-    assert found, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert json.loads(found[0][len("SYNCS "):]) == []
+    found = result_path(run_dir, "syncs", 0)
+    assert found.exists(), proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert json.loads(found.read_text()) == []
 
 
 @pytest.mark.parametrize("config,objective", [("tiny_clm", "clm"), ("tiny_mlm", "mlm")])

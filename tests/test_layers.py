@@ -12,15 +12,16 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "pretrain"
 LAYERS = [  # lowest first; a module belongs to the first entry that names it or a package above it
     ("foundations", ["pretrain.atomic", "pretrain.progress", "pretrain.presets", "pretrain.ds_json", "pretrain.config",
-                     "pretrain.jit_ops", "pretrain.distributed"]),
+                     "pretrain.jit_ops", "pretrain.distributed", "pretrain.host_sync"]),
     ("corpus", ["pretrain.corpus"]),
     ("tokenization", ["pretrain.tokenization"]),
     ("data", ["pretrain.data"]),
     ("model and engine", ["pretrain.model", "pretrain.planner", "pretrain.parallel", "pretrain.engine", "pretrain.optim",
                           "pretrain.metrics"]),
     ("trainer", ["pretrain.trainer", "pretrain.step_tracking", "pretrain.checkpoint", "pretrain.manifest",
-                 "pretrain.run_lock", "pretrain.run_summary", "pretrain.plots", "pretrain.export"]),
-    ("commands", ["pretrain.cli", "pretrain.demo"]),
+                 "pretrain.run_lock", "pretrain.run_summary", "pretrain.plots", "pretrain.export",
+                 "pretrain.evaluation"]),
+    ("commands", ["pretrain.cli", "pretrain.demo", "pretrain.pipeline"]),
 ]
 
 
@@ -102,3 +103,37 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     source.write_text("def f():\n    from pretrain.trainer import Trainer\n    import pretrain.corpus.sources\n")
     found = imports(source, {"pretrain.trainer", "pretrain.corpus.sources", "pretrain.corpus"}, "pretrain.x")
     assert found == {"pretrain.trainer", "pretrain.corpus.sources"}
+
+
+def family_branches(path: Path) -> list[str]:
+    """``family == "gpt2"``-like comparisons (``!=``, ``in`` too) of a name or attribute called ``family`` or
+    ``model_type`` with a model family's name, in ``path``."""
+    from pretrain.presets import FAMILIES
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        named = any(isinstance(o, ast.Name) and o.id in ("family", "model_type") or
+                    isinstance(o, ast.Attribute) and o.attr in ("family", "model_type", "name") for o in operands)
+        literals = {o.value for o in operands if isinstance(o, ast.Constant)}
+        literals |= {e.value for o in operands if isinstance(o, (ast.Tuple, ast.List, ast.Set)) for e in o.elts
+                     if isinstance(e, ast.Constant)}
+        if named and literals & set(FAMILIES):
+            found.append(f"{path}:{node.lineno}")
+    return found
+
+
+def test_no_model_family_branch_outside_the_family_modules():
+    """Callers ask the family (pretrain/model/families/), never test its name: a new family is one module."""
+    families = PACKAGE / "model" / "families"
+    found = [hit for path in sorted(PACKAGE.rglob("*.py")) if families not in path.parents for hit in family_branches(path)]
+    assert found == []
+
+
+def test_the_family_branch_check_sees_a_branch(tmp_path):
+    source = tmp_path / "x.py"
+    source.write_text('def f(preset, hf):\n    if preset.family == "gpt2":\n        pass\n'
+                      '    return hf.config.model_type in ("llama", "x")\n')
+    assert len(family_branches(source)) == 2
