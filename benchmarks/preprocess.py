@@ -4,18 +4,20 @@
     python benchmarks/preprocess.py --size-mb 200 --workers 1 2
 
 On one corpus (the real ko/de jsonl in ../shared/corpora repeated to --size-mb of text) it times:
-  limit     one thread parsing the jsonl lines (with orjson, as the workers do) and encoding them with the
-            tokenizer's ``encode_batch_fast`` in 1 MB batches, nothing checked or written, times the
-            worker count: what W cores can do at best;
-  limit at once  W copies of that loop running at the same time: what W cores give when all are busy
-            (on a 2-vCPU VM two busy processes each run slower than one alone);
+  limit     what these cores can do at best: W processes at the same time (started together), each
+            running the bare loop on its 1/W of the corpus (split at line boundaries): parse each line
+            with orjson (the workers' parser) and call the tokenizer's ``encode_batch_fast`` on 1 MB
+            batches, nothing checked, counted or written; the blocks are read into memory before the
+            clock starts. Total text over the time from the first loop's start to the last one's end;
   megatron  Megatron-LM's tools/preprocess_data.py method at its best: a process pool (fork,
             imap chunksize 32) encoding each document straight to ids, written through
             megatron-core's IndexedDatasetBuilder;
-  pretrain  tools/preprocess_data.py of this project.
-Throughput is MB of document text (UTF-8) per second of wall time, start-up included. Memory is
-the peak over the whole process tree, as the sum of PSS (shared pages split between processes)
-and of RSS, sampled every 0.5 s. Everything is measured --rounds times, alternating; rates are medians.
+  pretrain  tools/preprocess_data.py of this project with --workers W.
+Throughput is MB of document text (UTF-8) per second of wall time (the project's and Megatron's with
+start-up included). Memory is the peak over the whole process tree, as the sum of PSS (shared pages
+split between processes) and of RSS, sampled every 0.5 s. Everything is measured --rounds times,
+alternating; rates are medians, and shares of the limit are medians of each round's ratio to the limit
+measured right before it.
 
 With --readers it also times this project's dump readers end to end (read, clean the markup, encode,
 write) in MB of input per second: a MediaWiki XML dump (the jawiki excerpt's complete pages, repeated)
@@ -97,20 +99,40 @@ def _tree_memory(pid: int) -> tuple[float, float]:
     return pss / 1024, rss / 1024
 
 
-def concurrent_limit(corpus: Path, tokenizer: str, limit_mb: float, processes: int) -> float:
-    """MB/s of ``processes`` copies of the bare loop running at once, each on ``limit_mb`` MB: what the
-    cores give together when all are busy (shared caches, memory bandwidth, a VM's vCPUs)."""
-    cmd = [sys.executable, __file__, "--bare-run", str(corpus), tokenizer, str(limit_mb)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(processes)]
+def concurrent_limit(corpus: Path, tokenizer: str, limit_mb: float | None, processes: int) -> float:
+    """MB/s of text of the bare loop in ``processes`` processes at once, each on its share of the corpus (its
+    first ``limit_mb`` MB of file, default all): the most these cores give when all are busy."""
+    size = corpus.stat().st_size if limit_mb is None else min(corpus.stat().st_size, int(limit_mb * 1e6))
+    cuts = [_line_start(corpus, size * k // processes) for k in range(processes)] + [size]
+    procs = [subprocess.Popen([sys.executable, __file__, "--bare-run", str(corpus), tokenizer, str(start), str(end)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for start, end in zip(cuts, cuts[1:])]
+    for proc in procs:  # every process has loaded the tokenizer and read its part: start the loops together
+        if proc.stdout.readline().strip() != b"ready":
+            raise SystemExit(f"the bare-encode run failed:\n{proc.communicate()[1].decode()[-3000:]}")
+    for proc in procs:
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
     outputs = [proc.communicate()[0].split() for proc in procs]
     if any(proc.returncode for proc in procs):
-        raise SystemExit("the concurrent bare-encode run failed")
-    text = sum(float(out[0]) for out in outputs)
-    return text / max(float(out[1]) for out in outputs) / 1e6
+        raise SystemExit("the bare-encode run failed")
+    text = sum(int(out[0]) for out in outputs)
+    return text / (max(float(out[2]) for out in outputs) - min(float(out[1]) for out in outputs)) / 1e6
 
 
-def bare_encode(corpus: Path, tokenizer: str, limit_mb: float) -> tuple[int, float]:
-    """(bytes of text, seconds) of the bare loop on the first ``limit_mb`` MB of text."""
+def _line_start(path: Path, offset: int) -> int:
+    """The first line start at or after ``offset``."""
+    if offset == 0:
+        return 0
+    with open(path, "rb") as handle:
+        handle.seek(offset - 1)
+        handle.readline()
+        return handle.tell()
+
+
+def bare_encode(corpus: Path, tokenizer: str, start: int, end: int) -> None:
+    """One process of the limit: read bytes ``start:end`` of the corpus into 1 MB blocks (whole lines), say
+    ready, wait for the go, then parse and encode them; prints text bytes and the loop's start and end."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     os.environ["RAYON_NUM_THREADS"] = "1"
     import orjson  # the parser the workers use
@@ -118,22 +140,25 @@ def bare_encode(corpus: Path, tokenizer: str, limit_mb: float) -> tuple[int, flo
     from pretrain.tokenization import load_tokenizer
 
     backend = load_tokenizer(tokenizer).backend
-    blocks, size = [], 0
+    blocks = []
     with open(corpus, "rb") as handle:
-        while size < limit_mb * 1e6:
-            block = handle.read(1 << 20)
+        handle.seek(start)
+        while handle.tell() < end:
+            block = handle.read(min(1 << 20, end - handle.tell()))
             if not block:
                 break
-            block += handle.readline()
+            if not block.endswith(b"\n"):
+                block += handle.readline()
             blocks.append(block)
-            size += len(block)
+    print("ready", flush=True)
+    sys.stdin.readline()
     text = 0
-    start = time.perf_counter()
+    started = time.time()
     for block in blocks:
         texts = [orjson.loads(line)["text"] for line in block.splitlines()]
         text += sum(len(t.encode("utf-8")) for t in texts)
         backend.encode_batch_fast(texts, add_special_tokens=False)
-    return text, time.perf_counter() - start
+    print(text, started, time.time())
 
 
 def reader_inputs(samples: Path, out: Path, size_mb: float) -> dict[str, Path]:
@@ -200,16 +225,15 @@ def main() -> None:
     p.add_argument("--only", choices=["limit", "megatron", "pretrain"], nargs="+",
                    default=["limit", "megatron", "pretrain"])
     p.add_argument("--rounds", type=int, default=2, help="alternate all runs this many times; medians are shown")
-    p.add_argument("--limit-mb", type=float, default=50, help="MB of text the bare-encode limit is timed on")
+    p.add_argument("--limit-mb", type=float, help="MB of the corpus file the limit is timed on (default: all of it)")
     p.add_argument("--readers", type=float, metavar="MB", help="also time the dump readers on inputs of this size")
-    p.add_argument("--bare-run", nargs=3, metavar=("CORPUS", "TOKENIZER", "MB"),
-                   help=argparse.SUPPRESS)  # internal: one copy of the bare loop, for the concurrent limit
+    p.add_argument("--bare-run", nargs=4, metavar=("CORPUS", "TOKENIZER", "START", "END"),
+                   help=argparse.SUPPRESS)  # internal: one process of the limit
     p.add_argument("--megatron-run", nargs=4, metavar=("CORPUS", "TOKENIZER", "PREFIX", "WORKERS"),
                    help=argparse.SUPPRESS)  # internal: run the Megatron method in a child process
     args = p.parse_args()
     if args.bare_run:
-        text, seconds = bare_encode(Path(args.bare_run[0]), args.bare_run[1], float(args.bare_run[2]))
-        print(text, seconds)
+        bare_encode(Path(args.bare_run[0]), args.bare_run[1], int(args.bare_run[2]), int(args.bare_run[3]))
         return
     if args.megatron_run:
         corpus, tokenizer, prefix, workers = args.megatron_run
@@ -220,19 +244,15 @@ def main() -> None:
     mb = text_bytes / 1e6
     print(f"corpus: {corpus} ({mb:,.1f} MB of text), tokenizer: {args.tokenizer}", flush=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
-    # every round measures the limits right before the runs they are compared with, and shares are
-    # medians of per-round ratios: this VM's speed drifts by 30% or more between minutes
-    limit_mb = min(args.limit_mb, mb)
-    runs: dict[tuple[int, str], list[tuple[float, float, float, float, float]]] = {}
+    # every round measures the limit right before the runs it is compared with, and shares are medians
+    # of per-round ratios: this VM's speed drifts by 30% or more between minutes
+    runs: dict[tuple[int, str], list[tuple[float, float, float, float]]] = {}
     for _ in range(args.rounds):
-        single = concurrent_limit(corpus, args.tokenizer, limit_mb, 1) if "limit" in args.only else None
         for workers in args.workers:
-            at_once = None
-            if single:
-                at_once = single if workers == 1 else concurrent_limit(corpus, args.tokenizer, limit_mb, workers)
-                runs.setdefault((workers, "limit"), []).append((single * workers, 0, 0, single * workers, at_once))
-                if workers > 1:
-                    runs.setdefault((workers, "limit at once"), []).append((at_once, 0, 0, single * workers, at_once))
+            limit = 0.0
+            if "limit" in args.only:
+                limit = concurrent_limit(corpus, args.tokenizer, args.limit_mb, workers)
+                runs.setdefault((workers, "limit"), []).append((limit, 0, 0, limit))
             out = args.workdir / f"out-w{workers}"
             commands = {
                 "megatron": [sys.executable, __file__, "--megatron-run", str(corpus), args.tokenizer,
@@ -242,8 +262,7 @@ def main() -> None:
                              str(workers), "--no-progress", "--overwrite"]}
             for name in (n for n in ("megatron", "pretrain") if n in args.only):
                 seconds, pss, rss = measure(commands[name], env)
-                runs.setdefault((workers, name), []).append(
-                    (mb / seconds, pss, rss, single * workers if single else 0, at_once or 0))
+                runs.setdefault((workers, name), []).append((mb / seconds, pss, rss, limit))
     readers = {}
     if args.readers:
         for name, path in reader_inputs(args.corpora / "samples", args.workdir, args.readers).items():
@@ -253,17 +272,16 @@ def main() -> None:
                                              str(args.workdir / "reader"), "--workers", str(workers), "--no-progress",
                                              "--overwrite"], env)
                 readers[(name, workers)] = (path.stat().st_size / 1e6 / seconds, pss, rss)
-    print(f"\nmedian of {args.rounds} round(s); limit = one thread parsing JSON and calling encode_batch_fast "
-          f"({limit_mb:g} MB) x workers;\nlimit at once = W copies of it at the same time (total text / slowest wall "
-          "time); shares are medians of per-round ratios")
-    print(f"{'workers':>7} {'method':<13} {'MB/s':>7} {'of limit':>9} {'at once':>8} {'peak PSS MiB':>12} "
-          f"{'peak RSS MiB':>12}")
+    limit_part = "the whole corpus" if args.limit_mb is None else f"its first {args.limit_mb:g} MB"
+    print(f"\nmedian of {args.rounds} round(s); limit = W processes at once, each parsing (orjson) and encoding "
+          f"(encode_batch_fast) its 1/W of {limit_part}; shares are medians of per-round ratios")
+    print(f"{'workers':>7} {'method':<9} {'MB/s':>7} {'of limit':>9} {'peak PSS MiB':>12} {'peak RSS MiB':>12}")
     for (workers, name), rows in runs.items():
         rate = statistics.median(r[0] for r in rows)
         share = f"{100 * statistics.median(r[0] / r[3] for r in rows):>8.1f}%" if rows[0][3] else f"{'-':>9}"
-        at_once = f"{100 * statistics.median(r[0] / r[4] for r in rows):>7.1f}%" if rows[0][4] else f"{'-':>8}"
-        memory = f" {max(r[1] for r in rows):>12.0f} {max(r[2] for r in rows):>12.0f}" if rows[0][1] else ""
-        print(f"{workers:>7} {name:<13} {rate:>7.2f} {share} {at_once}{memory}")
+        per_round = " ".join(f"{r[0]:.2f}" for r in rows)
+        memory = f" {max(r[1] for r in rows):>12.0f} {max(r[2] for r in rows):>12.0f}" if rows[0][1] else f"{'':>26}"
+        print(f"{workers:>7} {name:<9} {rate:>7.2f} {share}{memory}   rounds: {per_round}")
     if readers:
         print("\ndump readers, end to end (read, clean markup, encode, write), MB of input per second, 1 round:")
         for (name, workers), (rate, pss, rss) in readers.items():

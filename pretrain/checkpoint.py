@@ -12,8 +12,10 @@ Layout under ``run.dir/checkpoints``::
 last, by rank 0, after every rank has finished writing, and only then is ``latest`` moved. A checkpoint
 half-written when a node died or the disk filled has no COMPLETE and is never resumed from. Before a
 checkpoint is resumed from, the ranks check it against its manifest; a damaged one is set aside with a
-warning and the previous complete one is used. Resuming with a different number of ranks converts the
-ZeRO checkpoint to DeepSpeed's universal format first (``<tag>_universal``), which any world size can load.
+warning and the previous complete one is used; one without a manifest is refused (its files cannot be
+checked) until ``pretrain-inspect-checkpoint --write-manifest`` records them. Resuming with a different
+number of ranks converts the ZeRO checkpoint to DeepSpeed's universal format first (``<tag>_universal``),
+which any world size can load.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def find_resumable(checkpoint_dir: Path, rank: int, world_size: int, resume_from
     for tag in candidates:
         found = _verify_together(checkpoint_dir / tag, rank, world_size)
         if found is None:
-            log.info("%s was saved without a manifest (an older version): resuming without checking it", tag)
+            raise CheckpointError(unverifiable(checkpoint_dir, tag))
         if not found:
             break
         if rank == 0:
@@ -118,6 +120,16 @@ def find_resumable(checkpoint_dir: Path, rank: int, world_size: int, resume_from
         log.warning("resuming from %s (step %d): %d step(s) after it will be trained again", tag, step_of(tag), lost)
     _barrier()
     return tag
+
+
+def unverifiable(checkpoint_dir: Path, tag: str) -> str:
+    """Why a complete checkpoint without a manifest is not resumed from, and the ways on."""
+    run_dir = checkpoint_dir.parent
+    return (f"checkpoint {tag} is marked complete but has no {manifest.MANIFEST} (it was saved by a version of this "
+            f"project before manifests, or copied without it), so its files cannot be checked before they are "
+            f"trusted. If its files are intact, record them as they are now: `pretrain-inspect-checkpoint {run_dir} "
+            f"--write-manifest {tag}`, then relaunch; or resume from an earlier checkpoint with "
+            f"run.resume_from=TAG ({INSPECT_HINT}).")
 
 
 def _verify_together(folder: Path, rank: int, world_size: int) -> list[str] | None:

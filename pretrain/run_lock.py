@@ -7,7 +7,8 @@ by a dead run never blocks the next one:
   - on another host, the holder rewrites its heartbeat every ``HEARTBEAT_S``; a lock whose heartbeat
     is older than ``STALE_S`` belongs to a dead run.
 The lock is created with ``os.link`` of a private file, which is atomic on NFS and Lustre as well as
-on local disks, so two launches on two nodes cannot both win.
+on local disks, so two launches on two nodes cannot both win; whether the link was made is read from
+the private file's link count, not from ``link``'s answer, which an NFS retry can get wrong.
 """
 
 from __future__ import annotations
@@ -107,8 +108,15 @@ class RunLock:
         try:
             os.link(private, self.path)
             return True
-        except FileExistsError:
-            return False
+        except OSError as exc:
+            # NFS: when the reply to a link is lost, the client retries it, and the retry reports EEXIST (or
+            # another error) although the first attempt made the link. The private file's link count tells:
+            # 2 means LOCK is that file, so the lock is ours (the recipe of open(2) under O_EXCL).
+            if os.stat(private).st_nlink == 2:
+                return True
+            if isinstance(exc, FileExistsError):
+                return False
+            raise
         finally:
             private.unlink(missing_ok=True)
 

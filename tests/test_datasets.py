@@ -4,7 +4,11 @@ and the sample-index cache."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import time
+from queue import Empty
 
 import numpy as np
 import pytest
@@ -16,7 +20,7 @@ from pretrain.data.indexed import IndexedDataset, IndexedDatasetWriter
 from pretrain.data.masking import IGNORE_INDEX, MaskingSpec, max_predictions
 from pretrain.data.mlm_dataset import MLMDataset, build_mlm_indices
 from pretrain.data.sampler import PretrainingBatchSampler
-from tests.conftest import run_tool
+from tests.conftest import ROOT, run_tool
 
 
 def make_dataset(tmp_path, docs, name="d"):
@@ -85,8 +89,12 @@ def test_sampler_resumes_without_replay_and_matches_any_world_size():
     assert global_steps(2, consumed=40) == list(range(40, 96))
 
 
-def _build_in_child(cache_dir, queue):
+def _build_in_child(cache_dir, builds, queue):
+    """One rank: load the index, building it (slowly) if this rank wins; each build appends a line to
+    ``builds`` (O_APPEND: the lines of concurrent builders never mix)."""
     def build():
+        with open(builds, "a") as log:
+            log.write(f"{os.getpid()}\n")
         time.sleep(1.0)
         return {"a": np.arange(10)}
 
@@ -95,15 +103,25 @@ def _build_in_child(cache_dir, queue):
 
 
 def test_index_cache_is_built_once_while_others_wait(tmp_path):
-    queue = multiprocessing.get_context("fork").Queue()
-    procs = [multiprocessing.get_context("fork").Process(target=_build_in_child, args=(tmp_path, queue)) for _ in range(4)]
+    context = multiprocessing.get_context("fork")
+    queue, builds, cache = context.Queue(), tmp_path / "builds.log", tmp_path / "cache"
+    procs = [context.Process(target=_build_in_child, args=(cache, builds, queue)) for _ in range(4)]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(30)
-    assert sorted(queue.get() for _ in procs) == [45] * 4
-    built = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert len(built) == 1 and not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob("*.tmp-*"))
+    try:
+        results = [queue.get(timeout=60) for _ in procs]  # a child that crashed or hangs fails the test here
+    except Empty:
+        raise AssertionError(f"a rank gave no result within 60 s (exit codes: {[p.exitcode for p in procs]})") from None
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert results == [45] * 4
+    assert len(builds.read_text().split()) == 1, "the index was built more than once"
+    built = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(built) == 1 and not list(cache.glob("*.lock")) and not list(cache.glob("*.tmp-*"))
 
 
 @pytest.fixture(scope="module", params=["grown", "real"])
@@ -165,10 +183,30 @@ def test_masking_statistics(sentence_data, whole_word):
     assert 0.77 < masked / chosen < 0.83 and 0.08 < randomized / chosen < 0.12 and 0.08 < kept / chosen < 0.12
 
 
-def test_mlm_samples_are_pairs_and_deterministic(sentence_data):
+# A resume: a new process builds the dataset afresh and reads from the middle of the serving order, in
+# whatever order its workers ask; its samples must equal those the first launch read.
+FRESH_MLM_SAMPLES = """
+import sys
+sys.path.insert(0, {root!r})
+import numpy as np
+from pretrain.data.indexed import IndexedDataset
+from pretrain.tokenization import load_tokenizer
+from tests.test_datasets import mlm_dataset
+dataset = mlm_dataset(IndexedDataset({prefix!r}), load_tokenizer({tokenizer!r}), sentence_order=True)
+np.savez({out!r}, **{{f"{{i}}.{{k}}": v.numpy() for i in range(99, -1, -1) for k, v in dataset[i].items()}})
+"""
+
+
+def test_mlm_samples_are_pairs_and_deterministic(sentence_data, tmp_path):
     indexed, tokenizer = sentence_data
     dataset = mlm_dataset(indexed, tokenizer, sentence_order=True)
     ids = tokenizer.specials.ids
+    fresh = tmp_path / "fresh.npz"
+    script = FRESH_MLM_SAMPLES.format(root=str(ROOT), prefix=indexed.prefix, tokenizer=str(tokenizer.source),
+                                      out=str(fresh))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = np.load(fresh)
     swapped = 0
     for i in range(100):
         sample = dataset[i]
@@ -177,8 +215,9 @@ def test_mlm_samples_are_pairs_and_deterministic(sentence_data):
         assert inputs[0] == ids["cls"] and inputs[length - 1] == ids["sep"] and length <= 128
         assert types[:length].min() == 0 and types[length - 1] == 1  # two segments
         swapped += int(sample["sop_label"])
-        again = dataset[i]
-        assert all(np.array_equal(again[k].numpy(), sample[k].numpy()) for k in sample)
+        assert sorted(k.split(".", 1)[1] for k in resumed.files if k.startswith(f"{i}.")) == sorted(sample)
+        for key, value in sample.items():
+            assert np.array_equal(resumed[f"{i}.{key}"], value.numpy()), f"sample {i}: {key} differs after a resume"
     assert 30 < swapped < 70
 
 

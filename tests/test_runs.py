@@ -3,6 +3,7 @@ summary, checkpoint manifests and inspect_checkpoint, and the run-dir lock (live
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pretrain import manifest
@@ -20,7 +22,7 @@ from pretrain.metrics import read_metrics
 from pretrain.plots import DPI, OVERVIEW_SIZE, write_run_plots
 from pretrain.run_lock import STALE_S, Holder, RunDirInUse, RunLock
 from pretrain.run_summary import build_summary, summary_lines
-from tests.conftest import ROOT
+from tests.conftest import ROOT, skip_outside_ci
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -47,12 +49,46 @@ def write_metrics(run_dir: Path, steps: range, start_loss: float, resumed_at: in
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 9')
 
 
-def test_run_plots_are_pngs_of_the_expected_size(tmp_path):
-    write_metrics(tmp_path / "run", range(1, 41), 7.0)
+BLUE, RED = (31, 119, 180), (214, 39, 40)  # the first two runs' colours (pretrain.plots' palette)
+TRAIN_BLUE = (143, 187, 217)  # the first run's training loss: blue at alpha 0.5 on white
+
+
+def panel_pixels(path: Path, rows: int, columns: int, color: tuple[int, int, int]) -> list[list[np.ndarray]]:
+    """For each panel of a rows x columns figure (its share of the image), a mask of the pixels drawn in
+    ``color`` (within antialiasing): a blank panel has none."""
+    from matplotlib.image import imread
+
+    image = (imread(path)[..., :3] * 255).round().astype(int)
+    near = np.abs(image - np.array(color)).max(axis=-1) < 30
+    height, width = near.shape
+    return [[near[r * height // rows:(r + 1) * height // rows, c * width // columns:(c + 1) * width // columns]
+             for c in range(columns)] for r in range(rows)]
+
+
+def slope(mask: np.ndarray) -> float:
+    """How far the drawn line rises from the panel's left third to its right third, in pixel rows."""
+    rows, columns = np.nonzero(mask)
+    third = mask.shape[1] // 3
+    left, right = rows[columns < third], rows[columns >= 2 * third]
+    assert len(left) and len(right), "the line does not span the panel"
+    return float(left.mean() - right.mean())
+
+
+def test_run_plots_draw_every_curve_in_its_panel(tmp_path):
+    write_metrics(tmp_path / "run", range(1, 41), 7.0)  # loss falls, tokens/s rises, the rest is flat
     paths = write_run_plots(tmp_path / "run")
     assert [p.name for p in paths] == ["loss.png", "overview.png"]
     assert png_size(paths[1]) == (int(OVERVIEW_SIZE[0] * DPI), int(OVERVIEW_SIZE[1] * DPI))
-    assert png_size(paths[0])[0] > 0
+    # overview: loss by step and by tokens (train and eval), learning rate, gradient norm, tokens/s, MFU
+    solid, train = panel_pixels(paths[1], 2, 3, BLUE), panel_pixels(paths[1], 2, 3, TRAIN_BLUE)
+    drawn = [[int(mask.sum()) for mask in row] for row in solid]
+    assert all(count > 150 for row in drawn for count in row), f"blue pixels per panel: {drawn}"
+    assert train[0][0].sum() > 150 and train[0][1].sum() > 150, "no training loss curve"
+    assert slope(train[0][1]) < -20, "the loss by tokens does not fall"
+    assert slope(solid[1][1]) > 20, "tokens/s does not rise"
+    loss_solid, loss_train = (panel_pixels(paths[0], 1, 1, color)[0][0] for color in (BLUE, TRAIN_BLUE))
+    assert loss_solid.sum() > 300 and loss_train.sum() > 300, "loss.png has no loss curves"
+    assert not any(mask.any() for row in panel_pixels(paths[1], 2, 3, RED) for mask in row)  # one run, one colour
 
 
 def test_a_resumed_run_reads_as_one_curve(tmp_path):
@@ -71,6 +107,9 @@ def test_plot_runs_overlays_two_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "2 runs: ko, de" in done.stdout
     assert png_size(out) == (int(OVERVIEW_SIZE[0] * DPI), int(OVERVIEW_SIZE[1] * DPI))
+    for color in (BLUE, RED):  # each run's curves in every panel
+        drawn = [[int(mask.sum()) for mask in row] for row in panel_pixels(out, 2, 3, color)]
+        assert all(count > 50 for row in drawn for count in row), f"{color} pixels per panel: {drawn}"
     missing = subprocess.run([sys.executable, "tools/plot_runs.py", str(tmp_path / "nope"), "--output", str(out)],
                              cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "metrics.jsonl does not exist" in missing.stderr
@@ -143,6 +182,36 @@ def test_inspect_checkpoint_lists_and_flags_a_damaged_one(tmp_path):
     assert done.returncode == 1 and "DAMAGED" in done.stdout and "trainer_state.json" in done.stdout
 
 
+def test_a_checkpoint_without_a_manifest_is_refused_until_its_files_are_recorded(tmp_path):
+    """A complete checkpoint without MANIFEST.json (saved before manifests, or copied without it) cannot be
+    checked: it is refused (a launch exits 2 with this message: test_faults) instead of resumed unchecked;
+    --write-manifest records its files, and then it is resumed from (and checked like any other)."""
+    from pretrain.checkpoint import CheckpointError, find_resumable
+
+    run_dir = tmp_path / "run"
+    checkpoints = run_dir / "checkpoints"
+    fake_checkpoint(checkpoints / "step00000004")
+    fake_checkpoint(checkpoints / "step00000006")
+    (checkpoints / "step00000006" / "MANIFEST.json").unlink()
+    with pytest.raises(CheckpointError) as refused:
+        find_resumable(checkpoints, 0, 1, None)
+    fix = f"pretrain-inspect-checkpoint {run_dir} --write-manifest step00000006"
+    assert "step00000006 is marked complete but has no MANIFEST.json" in str(refused.value) and fix in str(refused.value)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step00000004", "step00000006"]  # nothing moved
+
+
+    inspect = [sys.executable, "tools/inspect_checkpoint.py", str(run_dir)]
+    listed = subprocess.run(inspect, cwd=ROOT, capture_output=True, text=True)
+    assert listed.returncode == 0 and "NO MANIFEST" in listed.stdout, listed.stdout
+    wrote = subprocess.run([*inspect, "--write-manifest", "step00000006"], cwd=ROOT, capture_output=True, text=True)
+    assert wrote.returncode == 0 and "recorded 2 files of step00000006" in wrote.stdout, wrote.stdout + wrote.stderr
+    again = subprocess.run([*inspect, "--write-manifest", "step00000006"], cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 2 and "already has MANIFEST.json" in again.stderr
+    assert find_resumable(checkpoints, 0, 1, None) == "step00000006"
+    (checkpoints / "step00000006" / "trainer_state.json").write_text("{}")  # and from now on it is checked
+    assert find_resumable(checkpoints, 0, 1, None) == "step00000004"
+
+
 # ------------------------------------------------------------------------------------------- run lock
 def lock_file(run_dir: Path, **changes) -> Path:
     holder = {**Holder.me().__dict__, **changes}
@@ -178,10 +247,82 @@ def test_a_live_run_on_another_node_is_refused_unless_it_is_this_jobs(tmp_path, 
     RunLock(tmp_path).acquire().release()
 
 
+@pytest.mark.parametrize("answer", [FileExistsError(17, "File exists"), OSError(5, "Input/output error")])
+def test_a_link_that_was_made_but_reported_failed_still_takes_the_lock(tmp_path, monkeypatch, answer):
+    """On NFS a link whose reply was lost is retried, and the retry answers EEXIST (or fails) although the
+    link exists: the lock is ours, told by the private file's link count, not a refusal naming this very
+    process. A link that truly failed still refuses."""
+    import pretrain.run_lock as run_lock
+
+    real_link = os.link
+
+    def made_but_reported_failed(source, target):
+        real_link(source, target)
+        raise answer
+
+    monkeypatch.setattr(run_lock.os, "link", made_but_reported_failed)
+    lock = RunLock(tmp_path).acquire()
+    assert json.loads((tmp_path / "LOCK").read_text())["token"] == lock.holder.token
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LOCK"]  # the private file is gone
+    monkeypatch.setattr(run_lock.os, "link", real_link)
+    with pytest.raises(RunDirInUse, match=f"pid {os.getpid()}"):
+        RunLock(tmp_path).acquire()
+    lock.release()
+    assert not (tmp_path / "LOCK").exists()
+
+    def failed(source, target):
+        raise answer
+
+    monkeypatch.setattr(run_lock.os, "link", failed)
+    if isinstance(answer, FileExistsError):  # another launch made LOCK: refused, once the holder is read
+        lock_file(tmp_path, host="gpu-node-7", pid=4242, heartbeat=time.time() - 5)
+        with pytest.raises(RunDirInUse, match="host gpu-node-7, pid 4242"):
+            RunLock(tmp_path).acquire()
+    else:  # a file system error is said as such, never taken for a lock
+        with pytest.raises(OSError, match="Input/output error"):
+            RunLock(tmp_path).acquire()
+        assert not (tmp_path / "LOCK").exists()
+
+
+def test_a_wandb_that_cannot_start_or_fails_later_costs_only_the_mirror(tmp_path, monkeypatch, caplog):
+    """The real wandb, online without an API key (a cluster node that was never logged in): a warning, and
+    every record still reaches metrics.jsonl; a W&B that fails mid-run ends the mirror, not the run."""
+    if importlib.util.find_spec("wandb") is None:
+        skip_outside_ci("wandb is not installed (the [test] extra installs it)")
+    from pretrain.metrics import MetricsWriter
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc or wandb settings with a key
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    (tmp_path / "run").mkdir()
+    writer = MetricsWriter(tmp_path / "run", True, False, "pretrain-test", {"a": 1})
+    assert writer.wandb is None and "W&B did not start" in caplog.text
+    writer.write({"step": 1, "loss": 7.0})
+
+    class FailingRun:
+        calls = 0
+
+        def log(self, scalars):
+            FailingRun.calls += 1
+            raise ConnectionError("wandb service process exited")
+
+        def finish(self):
+            raise ConnectionError("wandb service process exited")
+
+    writer.wandb = FailingRun()
+    for step in (2, 3):
+        writer.write({"step": step, "loss": 7.0 - step / 10})
+    writer.close()
+    assert FailingRun.calls == 1 and "W&B stopped taking records (wandb service process exited)" in caplog.text
+    assert [r["step"] for r in read_metrics(tmp_path / "run").train] == [1, 2, 3]
+
+
 @pytest.mark.slow
 def test_wandb_mirrors_a_run_and_its_resumed_launch_as_one_wandb_run(tmp_path, monkeypatch, small_corpus, tokenizer_dir):
-    """run.wandb with WANDB_MODE=offline (no network): both launches log into the same W&B run id."""
-    pytest.importorskip("wandb")
+    """run.wandb with WANDB_MODE=offline (no network): both launches log into the same W&B run id; a third
+    launch whose W&B cannot start trains on without it."""
+    if importlib.util.find_spec("wandb") is None:
+        skip_outside_ci("wandb is not installed (the [test] extra installs it)")
     from tests.distributed import launch, preprocess
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -197,3 +338,9 @@ def test_wandb_mirrors_a_run_and_its_resumed_launch_as_one_wandb_run(tmp_path, m
     assert len(offline) == 2 and all(folder.name.endswith(f"-{run_id}") for folder in offline)
     logged = [(folder / f"run-{run_id}.wandb").read_bytes() for folder in offline]
     assert all(b"eval_loss" in data and b"tokens_per_s" in data for data in logged)
+    # a third launch where W&B cannot start (online, no API key): the run goes on and logs as before
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    third = launch(1, "tiny_clm", run_dir, *common, "train.steps=7")
+    assert "W&B did not start" in third.stderr and [r["step"] for r in read_metrics(run_dir).train] == list(range(1, 8))

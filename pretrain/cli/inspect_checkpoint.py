@@ -2,6 +2,7 @@
 
     pretrain-inspect-checkpoint runs/ko-gpt2            (or python tools/inspect_checkpoint.py)
     pretrain-inspect-checkpoint runs/ko-gpt2 --no-verify   (sizes and state only: no file is read)
+    pretrain-inspect-checkpoint runs/ko-gpt2 --write-manifest step00000100   (trust one saved without a manifest)
 
 Shows every checkpoint, those set aside under damaged/, abandoned/ and replaced/ included: step,
 samples consumed, ranks and ZeRO stage it was saved with, size, and whether it is complete and intact.
@@ -29,7 +30,7 @@ def describe(folder: Path, verify: bool) -> tuple[str, bool]:
     except OSError as exc:
         problems = [str(exc)]
     if problems is None:
-        return "complete, no manifest (saved by an older version): not verified", False
+        return "complete, NO MANIFEST: not verified; a resume refuses it until --write-manifest records it", False
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         return f"DAMAGED: {problems[0]}{more}", True
@@ -40,11 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="a run dir (or its checkpoints/ dir)")
     parser.add_argument("--no-verify", action="store_true", help="do not read the files to check their checksums")
+    parser.add_argument("--write-manifest", metavar="TAG",
+                        help="record the files of a complete checkpoint saved without a manifest as they are now, so "
+                             "that a resume trusts them (only when you know they are intact)")
     args = parser.parse_args(argv)
     path = Path(args.run_dir)
     checkpoints = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     if not checkpoints.is_dir():
         raise UserError(f"{checkpoints} does not exist: pass a run dir (run.dir of a training run)")
+    if args.write_manifest:
+        return write_manifest(checkpoints / args.write_manifest)
     latest = latest_complete(checkpoints)
     folders = sorted(p for p in checkpoints.glob("step*") if p.is_dir() and not p.name.endswith("_universal"))
     aside = sorted(p for kind in ("damaged", "abandoned", "replaced") for p in (checkpoints / kind).glob("step*"))
@@ -66,6 +72,20 @@ def main(argv: list[str] | None = None) -> int:
         print("a damaged checkpoint is never resumed from: the next launch sets it aside under damaged/ and resumes "
               "from the newest intact one (or pick one with run.resume_from=TAG)")
     return 1 if damaged else 0
+
+
+def write_manifest(folder: Path) -> int:
+    """Record a manifest-less checkpoint's files (sizes and checksums) as they are now."""
+    if not (folder / COMPLETE).exists():
+        raise UserError(f"{folder} is not a complete checkpoint (no {COMPLETE}): it was never finished and is never "
+                        "resumed from")
+    if (folder / manifest.MANIFEST).exists():
+        raise UserError(f"{folder} already has {manifest.MANIFEST}; check it without --write-manifest")
+    names = manifest.files_of(folder)
+    manifest.write(folder, manifest.describe(folder, names))
+    print(f"recorded {len(names)} files of {folder.name} in {folder / manifest.MANIFEST}: a resume checks them from "
+          "now on")
+    return 0
 
 
 def _state(folder: Path) -> dict:
