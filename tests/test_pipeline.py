@@ -307,3 +307,14 @@ def test_demo_through_the_pipeline_holds_the_readme_claim(tmp_path):
     again = subprocess.run([sys.executable, "-m", "pretrain.cli.pipeline", "demo", "--workdir", str(tmp_path / "demo")],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("up to date (completed") == 5, again.stdout
+
+
+def test_the_demos_architectures_train_what_they_say():
+    """``--arch``: each names a shipped config of that family, decoders causal, encoders masked."""
+    from pretrain.config import load_config
+    from pretrain.demo.__main__ import ARCHITECTURES, DECODERS
+    from pretrain.presets import get_preset
+
+    for arch, (config, _) in ARCHITECTURES.items():
+        preset = get_preset(load_config(config).model.preset)
+        assert preset.family == arch and (preset.objective == "clm") == (arch in DECODERS)
