@@ -120,7 +120,7 @@ def cost(args: argparse.Namespace) -> None:
     out = Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for size in (args.size_mb / 4, args.size_mb):
+    for size in (args.size_mb,) if args.no_quarter else (args.size_mb / 4, args.size_mb):
         corpus = korean_corpus(size, out)
         for round_index in range(args.rounds):
             order = [None, "ko"] if round_index % 2 == 0 else ["ko", None]
@@ -162,6 +162,7 @@ def main() -> None:
     c.add_argument("--vocab-size", type=int, default=32000)
     c.add_argument("--workers", type=int, default=2)
     c.add_argument("--rounds", type=int, default=1)
+    c.add_argument("--no-quarter", action="store_true", help="only --size-mb (no run at a quarter of it)")
     c.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "tokenizer-bench"))
     args = p.parse_args()
     quality(args) if args.command == "quality" else cost(args)

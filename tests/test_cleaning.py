@@ -156,6 +156,33 @@ def test_existing_output_and_bad_settings_are_refused(tmp_path, planted):
     assert bad.returncode == 2 and "'lots' is not a number" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_stop_signal_while_the_pool_starts_is_raised_once_it_has_started():
+    """Ctrl-C in the middle of starting the workers (cleaning, preprocessing and the analyzer pool all start
+    theirs through worker_pool): the pool starts whole, then the interrupt is raised and the pool terminated.
+    Raised at once, it left a half-started worker reading an empty pipe (a traceback under "interrupted")."""
+    import multiprocessing
+
+    from pretrain.corpus.pool import worker_pool
+
+    started = []
+
+    class InterruptedContext:  # the spawn context, with Ctrl-C arriving while the pool starts
+        def Pool(self, *args):
+            signal.raise_signal(signal.SIGINT)
+            started.append(multiprocessing.get_context("spawn").Pool(*args))
+            return started[-1]
+
+    with pytest.raises(KeyboardInterrupt):
+        with worker_pool(InterruptedContext(), 1, print, ()):
+            time.sleep(1)  # the noted signal is raised before the body runs: it never gets here whole
+            pytest.fail("the body ran")
+    assert started, "the interrupt cut the pool's start in half"
+    for process in started[0]._pool:
+        process.join(timeout=30)
+        assert not process.is_alive()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.parametrize("stage", ["filter", "dedup"])
 def test_an_interrupted_cleaning_publishes_nothing(tmp_path, stage):
     """SIGTERM (what Slurm and kill send) while the rules run, or while the parts are written: exit 130,

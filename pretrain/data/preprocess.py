@@ -21,7 +21,7 @@ from pathlib import Path
 from pretrain.corpus import sources
 from pretrain.corpus.json_path import parse_path
 from pretrain.corpus.normalization import NORMALIZATIONS
-from pretrain.corpus.pool import ordered_imap
+from pretrain.corpus.pool import ordered_imap, worker_pool
 from pretrain.corpus.types import Chunk, TruncatedFile
 from pretrain.data import indexed
 from pretrain.data.encoding import EncodedChunk, EncodeSettings, encode_in_worker, init_worker
@@ -129,7 +129,7 @@ def preprocess(options: PreprocessOptions) -> Summary:
     with ExitStack() as stack:
         writers = {key: stack.enter_context(indexed.IndexedDatasetWriter(prefix, dtype)) for key, prefix in prefixes.items()}
         context = multiprocessing.get_context("spawn")  # workers import only tokenizers + numpy
-        pool = stack.enter_context(context.Pool(options.workers, init_worker, (settings,)))
+        pool = stack.enter_context(worker_pool(context, options.workers, init_worker, (settings,)))
         chunks = _chunks(plan, options, summary, json_path)
         for result in ordered_imap(pool.apply_async, encode_in_worker, chunks, 2 * options.workers + 2):
             _absorb(result, summary, writers, options.skip_bad_input)

@@ -23,7 +23,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from pretrain.corpus.pool import ordered_imap
+from pretrain.corpus.pool import ordered_imap, worker_pool
 from pretrain.tokenization.loading import TokenizerError
 
 MARKER = "\ua66e"  # a letter (Lo) no normalizer, BERT cleaner or pre-tokenizer touches, and that text never uses
@@ -227,7 +227,7 @@ def mark_documents(texts: Iterable[str], analyzer: str = DEFAULT_ANALYZER, norma
         yield from (marker(t) for t in texts)
         return
     context = multiprocessing.get_context("spawn")  # the trainer's threads are running: never fork
-    with context.Pool(workers, _init_worker, (analyzer, normalization)) as pool:
+    with worker_pool(context, workers, _init_worker, (analyzer, normalization)) as pool:
         for batch in ordered_imap(pool.apply_async, _mark_batch, _batches(texts), 2 * workers + 2):
             yield from batch
 

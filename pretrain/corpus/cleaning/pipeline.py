@@ -41,7 +41,7 @@ from pretrain.corpus.cleaning.filtering import FilteredChunk, FilterSettings, Ru
 from pretrain.corpus.cleaning.report import write_report
 from pretrain.corpus.cleaning.rules import RULES, rules_for
 from pretrain.corpus.json_path import parse_path
-from pretrain.corpus.pool import ordered_imap
+from pretrain.corpus.pool import ordered_imap, worker_pool
 from pretrain.corpus.types import InputError, TruncatedFile
 from pretrain.progress import Progress
 
@@ -147,7 +147,7 @@ def filter_shard(options: CleaningOptions) -> dict:
             open(signatures_temp, "wb") as signature_file, open(temps["hashes.u64"], "wb") as hash_file, \
             open(temps["bands.u64"], "wb") as band_file, \
             zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw, closefd=False) as writer, \
-            context.Pool(options.workers, init_worker, (settings,)) as pool:
+            worker_pool(context, options.workers, init_worker, (settings,)) as pool:
         chunks = _chunks(plan, options, path, totals)
         for result in ordered_imap(pool.apply_async, filter_in_worker, chunks, 2 * options.workers + 2):
             _absorb(result, options, totals, counts)
