@@ -104,3 +104,23 @@ def logged_step(run_dir: Path) -> int:
     steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if '"loss"' in line and
              line.endswith("}")]
     return max(steps, default=0)
+
+
+def trained_model(run_dir: Path, step: int):
+    """The trainer's model as the run built it (its config.yaml and tokenizer), with the weights of its
+    checkpoint at ``step`` (saved without ZeRO: one model-states file), in eval mode."""
+    import torch
+
+    from pretrain.checkpoint import tag_for
+    from pretrain.config import load_config
+    from pretrain.model import build_model
+    from pretrain.tokenization import load_tokenizer
+
+    config = load_config(str(run_dir / "config.yaml"))
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    model = build_model(config.model, tokenizer.vocab_size, tokenizer.specials.ids, sentence_order=False, seed=0,
+                        ds_config=None)
+    states = torch.load(run_dir / "checkpoints" / tag_for(step) / "mp_rank_00_model_states.pt", map_location="cpu",
+                        weights_only=False)["module"]
+    model.load_state_dict(states)
+    return model.eval()

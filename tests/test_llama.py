@@ -262,10 +262,9 @@ def test_llama_export_gives_the_trainers_logits(llama_runs, tmp_path):
     logits equal the trainer's model's, loaded from the same checkpoint, within 1e-4."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    from pretrain.checkpoint import tag_for
-    from pretrain.config import load_config
     from pretrain.tokenization import load_tokenizer
     from tests.conftest import run_tool
+    from tests.distributed import trained_model
 
     run_dir = llama_runs["dirs"]["full"]
     run_tool("export_hf", run_dir, tmp_path / "hf")
@@ -276,13 +275,7 @@ def test_llama_export_gives_the_trainers_logits(llama_runs, tmp_path):
     assert json.loads((tmp_path / "hf" / "generation_config.json").read_text())["eos_token_id"] == \
         load_tokenizer(llama_runs["tokenizer"]).specials.eod
 
-    config = load_config(str(run_dir / "config.yaml"))
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
-    trained = build_model(config.model, tokenizer.vocab_size, tokenizer.specials.ids, sentence_order=False, seed=0,
-                          ds_config=None).eval()
-    states = torch.load(run_dir / "checkpoints" / tag_for(STEPS) / "mp_rank_00_model_states.pt", map_location="cpu",
-                        weights_only=False)["module"]
-    trained.load_state_dict(states)
+    trained = trained_model(run_dir, STEPS)
     text = AutoTokenizer.from_pretrained(tmp_path / "hf")("안녕하세요. Guten Tag, wie geht es?", return_tensors="pt")
     inputs = text.input_ids
     with torch.no_grad():

@@ -276,9 +276,8 @@ def test_modernbert_export_gives_the_trainers_logits(modernbert_runs, tmp_path):
     longer than a local layer's reach."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer, ModernBertForMaskedLM
 
-    from pretrain.checkpoint import tag_for
-    from pretrain.tokenization import load_tokenizer
     from tests.conftest import run_tool
+    from tests.distributed import trained_model
 
     run_dir = modernbert_runs["dirs"]["full"]
     run_tool("export_hf", run_dir, tmp_path / "hf")
@@ -288,13 +287,7 @@ def test_modernbert_export_gives_the_trainers_logits(modernbert_runs, tmp_path):
     assert isinstance(exported, ModernBertForMaskedLM)
     assert exported.config.rope_parameters["full_attention"]["rope_theta"] == 20000.0
 
-    config = load_config(str(run_dir / "config.yaml"))
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
-    trained = build_model(config.model, tokenizer.vocab_size, tokenizer.specials.ids, sentence_order=False, seed=0,
-                          ds_config=None).eval()
-    states = torch.load(run_dir / "checkpoints" / tag_for(STEPS) / "mp_rank_00_model_states.pt", map_location="cpu",
-                        weights_only=False)["module"]
-    trained.load_state_dict(states)
+    trained = trained_model(run_dir, STEPS)
     text = ["안녕하세요. " * 20 + "Guten Tag, wie geht es?", "Guten Tag."]
     inputs = AutoTokenizer.from_pretrained(tmp_path / "hf")(text, return_tensors="pt", padding=True)
     assert inputs.input_ids.shape[1] > 129 and not bool(inputs.attention_mask.all())

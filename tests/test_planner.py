@@ -202,16 +202,7 @@ def test_llama_activation_memory_measured_on_cpu(attention, document_mask, recom
     """The trainer's Llama forward (grouped-query attention, SwiGLU, RMSNorm; packed documents masked or not), 4
     layers, each precision mode: the bytes saved for backward by 4 more samples (so autocast's bf16 weight
     copies, counted with the model states, cancel) equal the planner's within 2%."""
-    from pretrain.model.build import set_recompute
-    from pretrain.model.families import get_family
-
-    family = get_family("llama")
-    shape = dataclasses.replace(get_preset("llama-tiny"), layers=4)
-    model = create_uninitialized(family.model_class(), family.hf_config(shape, 1024, {}, attention=attention))
-    if mode == "half":
-        model = model.bfloat16()
-    set_recompute(model, recompute)
-    model.train()
+    family, shape, model = four_layer_model("llama-tiny", {}, attention, mode, recompute)
     seq, saved = 128, {}
     for batch in (4, 8):
         ids = torch.randint(0, 1000, (batch, seq))
@@ -233,6 +224,21 @@ def test_llama_activation_memory_measured_on_cpu(attention, document_mask, recom
     assert saved[8] - saved[4] == pytest.approx(predicted, rel=0.02), (saved, predicted)
 
 
+def four_layer_model(preset: str, special_ids: dict, attention: str, mode: str, recompute: int):
+    """(family, shape, model): the family's transformers model of ``preset`` at 4 layers, uninitialized, in
+    the precision ``mode`` gives its weights (bf16 for "half"), recomputing ``recompute`` blocks, training."""
+    from pretrain.model.build import set_recompute
+    from pretrain.model.families import get_family
+
+    family = get_family(get_preset(preset).family)
+    shape = dataclasses.replace(get_preset(preset), layers=4)
+    model = create_uninitialized(family.model_class(), family.hf_config(shape, 1024, special_ids, attention=attention))
+    if mode == "half":
+        model = model.bfloat16()
+    set_recompute(model, recompute)
+    return family, shape, model.train()
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("recompute", [0, 1])
 @pytest.mark.parametrize("mode", ["fp32", "autocast", "half"])
@@ -240,16 +246,7 @@ def test_modernbert_activation_memory_measured_on_cpu(attention, recompute, mode
     """The trainer's ModernBERT forward (global and local layers, GeGLU, LayerNorm without bias) on padded
     batches longer than a local layer's reach, 4 layers, each precision mode: the bytes saved for backward by 4
     more samples equal the planner's within 2%."""
-    from pretrain.model.build import set_recompute
-    from pretrain.model.families import get_family
-
-    family = get_family("modernbert")
-    shape = dataclasses.replace(get_preset("modernbert-tiny"), layers=4)
-    model = create_uninitialized(family.model_class(), family.hf_config(shape, 1024, {"pad": 0}, attention=attention))
-    if mode == "half":
-        model = model.bfloat16()
-    set_recompute(model, recompute)
-    model.train()
+    family, shape, model = four_layer_model("modernbert-tiny", {"pad": 0}, attention, mode, recompute)
     seq, saved = 128, {}
     for batch in (4, 8):
         ids = torch.randint(1, 1000, (batch, seq))

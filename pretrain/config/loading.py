@@ -14,16 +14,24 @@ import yaml
 from pretrain.config.schema import SHIPPED_CONFIGS, Config, ConfigError
 
 
-def resolve_config_path(name_or_path: str) -> Path:
-    """A path, or the name of a shipped config (``tiny_clm`` -> pretrain/configs/tiny_clm.yaml)."""
+def find_yaml(name_or_path: str, shipped: Path) -> tuple[Path | None, str]:
+    """(the file, or None) for a path or the name of a YAML file in ``shipped`` (``tiny_clm`` ->
+    SHIPPED/tiny_clm.yaml), and the shipped names for an error message."""
     path = Path(name_or_path)
     if path.exists():
-        return path
-    shipped = SHIPPED_CONFIGS / f"{name_or_path.removesuffix('.yaml')}.yaml"
-    if shipped.exists():
-        return shipped
-    names = ", ".join(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml")))
-    raise ConfigError([f"config {name_or_path!r} not found (shipped configs: {names})"])
+        return path, ""
+    named = shipped / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if named.exists():
+        return named, ""
+    return None, ", ".join(sorted(p.stem for p in shipped.glob("*.yaml")))
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A path, or the name of a shipped config (``tiny_clm`` -> pretrain/configs/tiny_clm.yaml)."""
+    path, names = find_yaml(name_or_path, SHIPPED_CONFIGS)
+    if path is None:
+        raise ConfigError([f"config {name_or_path!r} not found (shipped configs: {names})"])
+    return path
 
 
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:

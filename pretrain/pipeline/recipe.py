@@ -26,7 +26,7 @@ from typing import Literal
 import yaml
 
 from pretrain.config import load_config, validate
-from pretrain.config.loading import build_section
+from pretrain.config.loading import build_section, find_yaml
 from pretrain.config.schema import Config, ConfigError
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -171,14 +171,10 @@ class Recipe:
 
 def resolve_recipe_path(name_or_path: str) -> Path:
     """A path, or the name of a shipped recipe (``demo`` -> pretrain/recipes/demo.yaml)."""
-    path = Path(name_or_path)
-    if path.exists():
-        return path
-    shipped = RECIPES / f"{name_or_path.removesuffix('.yaml')}.yaml"
-    if shipped.exists():
-        return shipped
-    names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-    raise RecipeError(f"recipe {name_or_path!r} not found (shipped recipes: {names})")
+    path, names = find_yaml(name_or_path, RECIPES)
+    if path is None:
+        raise RecipeError(f"recipe {name_or_path!r} not found (shipped recipes: {names})")
+    return path
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None, workdir: str | None = None) -> Recipe:
