@@ -65,11 +65,22 @@ def bert_lengths(seq: int, count: int, rng: random.Random) -> list[int]:
     return [max(8, min(seq, round(length * seq / measured["seq_len"]))) for length in rng.choices(lengths, weights, k=count)]
 
 
-def synthetic_batches(family: str, micro: int, seq: int, vocab: int, count: int) -> list[dict]:
-    """Random token batches shaped as the loaders make them: packed decoder samples (GPT-2, Llama; without
-    document boundaries: the plain causal kernel); encoder samples (BERT, ModernBERT) padded to ``seq`` after
-    a real sample's length, with their padding mask (dropped by the collate function only when nothing in the
-    batch is padded) and 15% of their tokens to predict (30% for ModernBERT)."""
+def document_positions(seq: int, rng: random.Random) -> list[int]:
+    """Positions restarting at each packed document's first token (data.document_mask), documents of 64 to
+    ``seq`` tokens (uniform); the sample's first one continues a document from the previous sample."""
+    positions: list[int] = []
+    while len(positions) < seq:
+        length = rng.randint(min(64, seq), seq)
+        positions += range(0 if positions else rng.randint(0, length - 1), length)
+    return positions[:seq]
+
+
+def synthetic_batches(family: str, micro: int, seq: int, vocab: int, count: int, document_mask: bool) -> list[dict]:
+    """Random token batches shaped as the loaders make them with the family's default: packed decoder samples
+    (GPT-2: without document boundaries, the plain causal kernel; Llama: packed documents masked, with their
+    positions); BERT's sentence pairs padded to ``seq`` after a real sample's length, with their padding mask
+    (dropped by the collate function only when nothing in the batch is padded), 15% of their tokens to predict;
+    ModernBERT's packed documents, no padding, 30% to predict."""
     import torch
 
     from pretrain.data.collate import collate
@@ -78,24 +89,28 @@ def synthetic_batches(family: str, micro: int, seq: int, vocab: int, count: int)
     generator, rng = torch.Generator().manual_seed(0), random.Random(0)
     batches = []
     for _ in range(count):
+        positions = [torch.tensor(document_positions(seq, rng)) for _ in range(micro)] if document_mask else None
         if family in ("gpt2", "llama"):
-            batches.append({"tokens": torch.randint(0, vocab, (micro, seq + 1), generator=generator),
-                            "num_labels": micro * seq})
-            continue
-        share = 0.3 if family == "modernbert" else 0.15
-        width = max_predictions(seq, share)
-        samples = []
-        for length in bert_lengths(seq, micro, rng):
-            ids = torch.full((seq,), 0, dtype=torch.long)
-            ids[:length] = torch.randint(5, vocab, (length,), generator=generator)
-            chosen = torch.randperm(length - 2, generator=generator)[: min(width, round(share * length))] + 1
-            positions = torch.zeros(width, dtype=torch.long)
-            positions[: len(chosen)] = chosen
-            labels = torch.full_like(ids, -100).scatter(0, chosen, ids[chosen])
-            mask = torch.zeros(seq, dtype=torch.long)
-            mask[:length] = 1
-            samples.append({"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "labels": labels,
-                            "attention_mask": mask, "masked_positions": positions})
+            samples = [{"tokens": torch.randint(0, vocab, (seq + 1,), generator=generator)} for _ in range(micro)]
+        else:
+            share = 0.3 if family == "modernbert" else 0.15
+            width = max_predictions(seq, share, packed=document_mask)
+            samples = []
+            for length in [seq] * micro if document_mask else bert_lengths(seq, micro, rng):
+                ids = torch.full((seq,), 0, dtype=torch.long)
+                ids[:length] = torch.randint(5, vocab, (length,), generator=generator)
+                chosen = torch.randperm(length - 2, generator=generator)[: min(width, round(share * length))] + 1
+                chosen = chosen.sort().values
+                sample = {"input_ids": ids, "labels": torch.full_like(ids, -100).scatter(0, chosen, ids[chosen]),
+                          "masked_positions": torch.zeros(width, dtype=torch.long).scatter(0, torch.arange(len(chosen)),
+                                                                                           chosen)}
+                if not document_mask:
+                    mask = torch.zeros(seq, dtype=torch.long)
+                    mask[:length] = 1
+                    sample.update(token_type_ids=torch.zeros_like(ids), attention_mask=mask)
+                samples.append(sample)
+        for sample, position in zip(samples, positions or []):
+            sample["position_ids"] = position
         batches.append(collate(samples))
     return batches
 
@@ -141,13 +156,14 @@ def run_case(preset: str, variant: str, steps: int, warmup: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
     compile_blocks = config.model.compile is not False and (on_gpu or config.model.compile is True)
     built = time.perf_counter()
+    document_mask = bool(config.data.document_mask)  # the family's default: Llama's and ModernBERT's packed documents
     model = build_model(config.model, vocab, {"eod": 0, "pad": 0, "cls": 1, "sep": 2, "mask": 3}, sentence_order=False,
                         seed=1, ds_config=ds, recompute_layers=plan.recompute_layers, compile_blocks=compile_blocks,
-                        on_gpu=on_gpu)
+                        on_gpu=on_gpu, document_mask=document_mask)
     engine, _ = create_engine(model, parameter_groups(model, 0.1), config.optim, 100, ds, on_gpu,
                               clips_in_optimizer(plan, config.train.precision))
     build_s = time.perf_counter() - built
-    micro = synthetic_batches(shape.family, plan.micro_batch, seq, vocab, plan.accumulation)
+    micro = synthetic_batches(shape.family, plan.micro_batch, seq, vocab, plan.accumulation, document_mask)
     if on_gpu:
         micro = [{k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in b.items()} for b in micro]
 

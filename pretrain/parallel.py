@@ -218,7 +218,8 @@ def request_from_config(config: Config, vocab_size: int, world_size: int, ranks_
         preset=model.preset, vocab_size=vocab_size, seq_len=data.seq_len, global_batch=train.global_batch,
         world_size=world_size, ranks_per_node=ranks_per_node, device_memory=device_memory, margin=train.memory_margin,
         precision=train.precision, attention=model.attention, fused_loss=model.lm_head != "plain",
-        predicted_per_sample=max_predictions(data.seq_len, data.mask_prob) if mlm else None, zero_stage=stage,
+        predicted_per_sample=(max_predictions(data.seq_len, data.mask_prob, packed=bool(data.document_mask)) if mlm
+                              else None), zero_stage=stage,
         offload=offload, micro_batch=None if train.micro_batch == "auto" else train.micro_batch, recompute=recompute,
         recompute_layers=model.checkpoint_layers, whole_stage_only=(0,) if config.optim.optimizer == "lamb" else None,
         document_mask=bool(data.document_mask), tie_embeddings=model.tie_embeddings)

@@ -19,7 +19,7 @@ class FamilyTraits:
     published_vocab: int
     """The vocabulary of the family's reference release (the planner's default)."""
     document_mask: bool
-    """The default of data.document_mask: attention kept within each packed document."""
+    """The default of data.document_mask: packed documents, attention kept within each one."""
     rotary: bool = False
     """Rotary positions: model.rope_theta applies."""
     untied: bool = False
@@ -30,13 +30,15 @@ class FamilyTraits:
     """MLM: the default of data.mask_prob (BERT's 15%; ModernBERT's 30%)."""
     sentence_order: bool = False
     """MLM: the family has a sentence-order head (data.sentence_order_prediction)."""
+    packed_mlm: bool = False
+    """MLM: the family can train on packed documents without padding (data.document_mask)."""
 
 
 FAMILIES: dict[str, FamilyTraits] = {
     "gpt2": FamilyTraits("clm", 50257, document_mask=False, own_block=True),
     "bert": FamilyTraits("mlm", 30522, document_mask=False, sentence_order=True),
     "llama": FamilyTraits("clm", 32000, document_mask=True, rotary=True, untied=True),
-    "modernbert": FamilyTraits("mlm", 50368, document_mask=False, rotary=True, mask_prob=0.3),
+    "modernbert": FamilyTraits("mlm", 50368, document_mask=True, rotary=True, mask_prob=0.3, packed_mlm=True),
 }
 PUBLISHED_VOCAB = {name: traits.published_vocab for name, traits in FAMILIES.items()}
 

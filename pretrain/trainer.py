@@ -191,7 +191,8 @@ class Trainer:
         shape, vocab, family = self.model.shape, self.model.hf.config.vocab_size, self.model.family
         head_rows = None  # CLM: every token; MLM: the fixed number of predicted positions per sample
         if self.preset.objective == "mlm":
-            head_rows = config.train.global_batch * max_predictions(config.data.seq_len, config.data.mask_prob)
+            head_rows = config.train.global_batch * max_predictions(config.data.seq_len, config.data.mask_prob,
+                                                                     packed=bool(config.data.document_mask))
         self.model_flops = family.flops(shape, config.data.seq_len, vocab, tokens, 0, head_rows)
         self.hardware_flops = family.flops(shape, config.data.seq_len, vocab, tokens, self.plan.recompute_layers,
                                            head_rows)

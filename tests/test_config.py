@@ -129,13 +129,17 @@ def test_wandb_without_the_package_is_a_config_problem(data, monkeypatch):
     assert any("not a multiple of the data-parallel size 2" in p for p in err.value.problems)
 
 def test_family_keys_defaults_and_misuse(data):
-    """data.document_mask takes the family's default (Llama on, GPT-2 off), written into the config; keys a
+    """data.document_mask takes the family's default (Llama and ModernBERT on, GPT-2 and BERT off), written into
+    the config; keys a
     family does not take are reported with the family named."""
     assert load_config("tiny_llama").data.document_mask is True
     assert load_config("tiny_clm").data.document_mask is False and Config().data.document_mask is False
     assert load_config("tiny_clm", ["model.preset=llama-125m"]).data.document_mask is True
     assert load_config("tiny_clm", ["data.document_mask=true"]).data.document_mask is True
     assert load_config("tiny_llama", ["data.document_mask=false"]).data.document_mask is False
+    assert load_config("tiny_mlm").data.document_mask is False
+    assert load_config("modernbert_tiny").data.document_mask is True
+    assert load_config("tiny_mlm", ["model.preset=modernbert-tiny"]).data.document_mask is True
     common = [f"data.tokenizer={data['tokenizer']}", f"data.prefixes=[{data['clm']}]"]
     validate(load_config("tiny_llama", [*common, "model.rope_theta=500000", "model.tie_embeddings=false"]), 2)
     with pytest.raises(ConfigError) as err:
@@ -144,7 +148,8 @@ def test_family_keys_defaults_and_misuse(data):
     assert any("model.tie_embeddings=false: tiny-gpt2 (gpt2) always ties" in p for p in err.value.problems)
     with pytest.raises(ConfigError) as err:
         validate(load_config("tiny_mlm", [*common, "data.document_mask=true"]), 2)
-    assert any("data.document_mask applies to packed documents" in p for p in err.value.problems)
+    assert any("data.document_mask packs documents; tiny-bert (bert) trains on sentence pairs" in p
+               for p in err.value.problems)
     with pytest.raises(ConfigError) as err:
         validate(load_config("tiny_llama", [*common, "model.block=own", "model.rope_theta=-1"]), 2)
     assert any("model.block=own is this project's GPT-2 block; llama-tiny (llama)" in p for p in err.value.problems)

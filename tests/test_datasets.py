@@ -247,3 +247,53 @@ def test_korean_eojeol_is_one_word(request, which):
     ids = tokenizer.encode([text])[0]
     words = np.cumsum([True] + [bool(starts[i]) for i in ids[1:]])
     assert words[-1] == len(text.split())
+
+
+def test_packed_mlm_samples_are_whole_documents_without_padding(tmp_path):
+    """ModernBERT's unpadded samples (data.document_mask): each epoch's shuffled documents, each wrapped in
+    [CLS] ... [SEP], packed one after another and cut every seq_len tokens (no padding anywhere; a document
+    continues in the next sample); positions restart at every [CLS] and at a sample's first token; [CLS],
+    [SEP] and the first token are never masked; the masked positions are listed at a fixed width; 30% of the
+    candidates masked, 80/10/10; the same index gives the same sample in a new dataset (a resume)."""
+    from pretrain.data.packed_mlm import WRAP, PackedMLMDataset
+
+    rng = np.random.default_rng(0)
+    vocab, cls, sep, mask = 500, 1, 2, 3
+    # documents of 1 to 5 sentences, some longer than a sample
+    docs = [[list(rng.integers(4, vocab, rng.integers(1, 30))) for _ in range(rng.integers(1, 6))] for _ in range(80)]
+    indexed = make_dataset(tmp_path, docs)
+    seq_len, samples = 48, 200
+    lengths = indexed.document_lengths() + WRAP
+    epochs = epochs_needed(int(lengths.sum()), samples, seq_len)
+    indices = build_gpt_indices(lengths, 0, epochs, seq_len, seed=5)
+    spec = MaskingSpec(mask, 0.3, False, np.ones(vocab, dtype=bool), np.arange(4, vocab))
+    specials = {"cls": cls, "sep": sep, "mask": mask, "pad": 0}
+    dataset = PackedMLMDataset(indexed, indices, seq_len, specials, spec, seed=9, num_samples=samples)
+    again = PackedMLMDataset(indexed, indices, seq_len, specials, spec, seed=9, num_samples=samples)
+    per_epoch = samples_per_epoch(int(lengths.sum()), seq_len)
+    order = indices["document_index"].reshape(epochs, len(docs))
+    streams = [np.concatenate([[cls, *indexed.document(int(d)), sep] for d in epoch]) for epoch in order]
+    width = max_predictions(seq_len, 0.3, packed=True)
+    chosen = candidates = masked = kept = 0
+    for i in range(samples):
+        sample = {k: v.numpy() for k, v in dataset[i].items()}
+        assert sorted(sample) == ["input_ids", "labels", "masked_positions", "position_ids"]
+        assert all(np.array_equal(sample[k], v.numpy()) for k, v in again[i].items()), f"sample {i} differs"
+        inputs, labels, positions = sample["input_ids"], sample["labels"], sample["position_ids"]
+        original = np.where(labels != IGNORE_INDEX, labels, inputs)
+        epoch, row = divmod(int(indices["shuffle_index"][i]), per_epoch + 1)
+        assert original.tolist() == streams[epoch][row * seq_len : (row + 1) * seq_len].tolist(), f"sample {i}"
+        starts = np.flatnonzero(positions == 0)
+        assert starts[0] == 0 and set(starts[1:]) == set(np.flatnonzero(original == cls)) - {0}
+        assert np.array_equal(np.diff(positions)[positions[1:] != 0], np.ones((positions[1:] != 0).sum()))
+        picked = labels != IGNORE_INDEX
+        assert not picked[0] and not picked[np.isin(original, [cls, sep])].any()
+        listed = sample["masked_positions"]
+        assert len(listed) == width >= picked.sum() and not listed[picked.sum():].any()
+        assert listed[: picked.sum()].tolist() == np.flatnonzero(picked).tolist()
+        chosen += picked.sum()
+        candidates += seq_len - 1 - np.isin(original[1:], [cls, sep]).sum()
+        masked += (inputs[picked] == mask).sum()
+        kept += (inputs[picked] == labels[picked]).sum()
+    assert 0.29 < chosen / candidates < 0.31
+    assert 0.77 < masked / chosen < 0.83 and 0.08 < kept / chosen < 0.12

@@ -1,5 +1,6 @@
 """The ModernBERT encoder family, on CPU: the trainer's forward gives ModernBertForMaskedLM's own logits and
-loss (with padding, SDPA and eager), the local layers see 64 tokens either side and no further, the rotary
+loss (with padding, SDPA and eager), a packed sample (unpadded batches) gives each document's own logits (the
+masks and the varlen kernel's path), the local layers see 64 tokens either side and no further, the rotary
 bases are ModernBERT's, FLOPs equal PyTorch's count of the matmuls, a folder made by transformers (its own
 window, layer pattern and bases) continues with its own logits, the config layer's family defaults, and
 (slow, one rank) a run that resumes exactly and exports a ModernBertForMaskedLM with the trainer's logits."""
@@ -40,11 +41,27 @@ def padded_batch(lengths: list[int], width: int = LENGTH, seed: int = 0) -> tupl
     return ids, mask
 
 
-def trainer_logits(model, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def trainer_logits(model, ids: torch.Tensor, mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                   cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
     """The trainer's forward up to the logits: the family's trunk, the prediction head, the tied decoder and its bias."""
     with torch.no_grad():
-        hidden = model.hf.head(model.family.trunk(model.hf, ids, mask))
+        hidden = model.hf.head(model.family.trunk(model.hf, ids, mask, positions, cu_seqlens))
         return hidden @ model.head.weight.T + model.head.bias
+
+
+def documents(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
+    """Documents as packed samples hold them: [CLS], ``length - 2`` tokens, [SEP]."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.cat([torch.tensor([SPECIALS["cls"]]), torch.randint(6, VOCAB, (n - 2,), generator=generator),
+                       torch.tensor([SPECIALS["sep"]])]) for n in lengths]
+
+
+def packed_positions(inputs: torch.Tensor) -> torch.Tensor:
+    """The positions PackedMLMDataset gives: 0 at every [CLS] and at a sample's first token, counting up."""
+    index = torch.arange(inputs.shape[1]).expand_as(inputs)
+    starts = inputs == SPECIALS["cls"]
+    starts[:, 0] = True
+    return index - torch.where(starts, index, 0).cummax(dim=1).values
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -81,20 +98,96 @@ def test_trainer_forward_equals_transformers_forward(attention):
     torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_packed_sample_gives_each_documents_own_logits(attention):
+    """Unpadded batches: three documents packed into one sample (and in another order in a second), with the
+    positions the dataset makes: each document's logits equal those of the document run alone, in the local
+    layers (documents longer than their 64-token reach, neighbours within it) and the global ones (fp64;
+    eager attention takes its softmax in fp32). Without the positions, later documents see earlier ones."""
+    model = tiny(torch.float64, attention=attention)
+    tolerance = 1e-6 if attention == "eager" else 1e-10
+    docs = documents([100, 20, 90])
+    inputs = torch.stack([torch.cat(docs), torch.cat([docs[2], docs[0], docs[1]])])
+    got = trainer_logits(model, inputs, positions=packed_positions(inputs))
+    for row, order in ((0, (0, 1, 2)), (1, (2, 0, 1))):
+        start = 0
+        for index in order:
+            alone = trainer_logits(model, docs[index][None])[0]
+            torch.testing.assert_close(got[row, start : start + len(docs[index])], alone, rtol=tolerance,
+                                       atol=tolerance)
+            start += len(docs[index])
+    unmasked = trainer_logits(model, inputs)
+    assert not torch.allclose(unmasked[0, 100:120], got[0, 100:120])
+
+
+def varlen_reference(module, query, key, value, attention_mask, dropout=0.0, scaling=None, sliding_window=None,
+                     **kwargs):
+    """FlashAttention's varlen contract on CPU, as transformers' flash path calls it for ModernBERT: the batch
+    flattened, each [cu_seqlens[i], cu_seqlens[i+1]) segment attending within itself, both ways, a local layer
+    (``sliding_window`` = reach + 1) within ``sliding_window - 1`` positions either side."""
+    cu = kwargs["cu_seq_lens_q"].tolist()
+    assert kwargs["cu_seq_lens_k"] is kwargs["cu_seq_lens_q"] and attention_mask is None
+    assert kwargs["max_length_q"] == query.shape[2]
+    batch, heads, length, dim = query.shape
+    q, k, v = (t.transpose(1, 2).reshape(batch * length, heads, dim) for t in (query, key, value))
+    out = torch.empty_like(q)
+    for start, end in zip(cu[:-1], cu[1:]):
+        index = torch.arange(end - start)
+        band = None if sliding_window is None else (index[:, None] - index[None, :]).abs() < sliding_window
+        out[start:end] = torch.nn.functional.scaled_dot_product_attention(
+            q[start:end].transpose(0, 1), k[start:end].transpose(0, 1), v[start:end].transpose(0, 1),
+            attn_mask=band, scale=scaling).transpose(0, 1)
+    return out.view(batch, length, heads, dim), None
+
+
+def test_the_varlen_kernels_path_gives_the_masked_logits(monkeypatch, caplog):
+    """Where flash-attn is missing (here), a GPU run of packed documents falls back to SDPA and says so. The
+    varlen path itself, with a CPU stand-in for FlashAttention's kernel registered as transformers'
+    flash_attention_2: the boundaries the collate function makes reach every block, the local layers their
+    window, and the logits equal the masked SDPA path's."""
+    import logging
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from pretrain.data.collate import collate
+
+    model = tiny(torch.float64)
+    with caplog.at_level(logging.INFO):
+        chosen = model.family.configure_attention(model.hf, document_mask=True, on_gpu=True)
+    assert chosen.kind == "sdpa" and "flash-attn unavailable" in caplog.text
+    docs = documents([100, 20, 90, 30])
+    rows = [torch.cat(docs)[:200], torch.cat(docs[::-1])[:200]]
+    samples = [{"input_ids": row, "position_ids": packed_positions(row[None])[0],
+                "labels": torch.full_like(row, -100), "masked_positions": torch.zeros(4, dtype=torch.long)}
+               for row in rows]
+    batch = collate(samples)
+    want = trainer_logits(model, batch["input_ids"], positions=batch["position_ids"])
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flash_attention_2", varlen_reference)
+    model.hf.config._attn_implementation = "flash_attention_2"
+    got = trainer_logits(model, batch["input_ids"], positions=batch["position_ids"], cu_seqlens=batch["cu_seqlens"])
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 def test_forward_and_backward_read_nothing_back_to_the_host():
-    """The trainer's loss and its gradients on a padded batch: no value read, no copy to the host, no
-    data-dependent shape (pretrain/host_sync.py); transformers' own forward asks whether the mask is all ones."""
+    """The trainer's loss and its gradients on a padded batch and on packed documents: no value read, no copy
+    to the host, no data-dependent shape (pretrain/host_sync.py); transformers' own forward asks whether the
+    mask is all ones."""
     from pretrain.host_sync import HostSyncs
 
     model = tiny().train()
     ids, mask = padded_batch([LENGTH, 100])
     labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(4)) < 0.3, ids, -100)
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
-             "masked_positions": torch.arange(1, 41).repeat(2, 1)}
-    with HostSyncs() as syncs:
-        loss, count = model(batch)
-        (loss * count).backward()
-    assert syncs.found == []
+    padded = {"input_ids": ids, "attention_mask": mask, "labels": labels,
+              "masked_positions": torch.arange(1, 41).repeat(2, 1)}
+    docs = documents([100, 20, 40])
+    packed = torch.stack([torch.cat(docs), torch.cat(docs[::-1])])
+    unpadded = {"input_ids": packed, "position_ids": packed_positions(packed), "labels": labels,
+                "masked_positions": torch.arange(1, 41).repeat(2, 1)}
+    for batch in (padded, unpadded):
+        with HostSyncs() as syncs:
+            loss, count = model(batch)
+            (loss * count).backward()
+        assert syncs.found == []
     with HostSyncs() as syncs, torch.no_grad():
         model.hf(input_ids=ids, attention_mask=mask)
     assert syncs.found  # the probe sees what the trunk avoids
@@ -208,7 +301,7 @@ def test_init_from_a_transformers_folder_gives_its_logits(tmp_path):
 
 def test_config_defaults_and_misuse():
     """data.mask_prob defaults to the family's (ModernBERT 30%, BERT 15%), written into the config; sentence-order
-    prediction and a document mask are refused for ModernBERT, and its rotary base is accepted."""
+    prediction is refused for ModernBERT; packed documents (the default) and its rotary base are accepted."""
     assert Config(model=ModelConfig(preset="modernbert-base")).data.mask_prob == 0.3
     assert Config(model=ModelConfig(preset="bert-base")).data.mask_prob == 0.15 and Config().data.mask_prob == 0.15
     assert "mask_prob: 0.3" in Config(model=ModelConfig(preset="modernbert-tiny")).to_yaml()
@@ -219,7 +312,8 @@ def test_config_defaults_and_misuse():
                                                  "model.rope_theta=20000"]), 1)
     problems = "\n".join(err.value.problems)
     assert "data.sentence_order_prediction: modernbert-tiny (modernbert) has no sentence-order head" in problems
-    assert "data.document_mask applies to packed documents" in problems and "rope_theta" not in problems
+    assert "document_mask" not in problems and "rope_theta" not in problems  # packed documents: unpadded batches
+    assert Config(model=ModelConfig(preset="modernbert-base")).data.document_mask is True
     with pytest.raises(ValueError, match="no sentence-order head"):
         get_family("modernbert").model_class(sentence_order=True)
 
@@ -233,7 +327,7 @@ RUN = (f"train.steps={STEPS}", "train.log_interval=1", f"train.eval_interval={ST
 
 @pytest.fixture(scope="module")
 def modernbert_runs(tmp_path_factory, small_corpus, tokenizer_dir):
-    """A 1-rank run of modernbert_tiny on sentence pairs (checkpoints at steps 3 and 6), and a copy of it resumed
+    """A 1-rank run of modernbert_tiny on packed documents, unpadded (checkpoints at steps 3 and 6), and a copy of it resumed
     from step 3 (run.resume_from), its records after step 3 removed first: two launches instead of three."""
     import json
 
@@ -266,7 +360,7 @@ def test_modernbert_run_resumes_exactly(modernbert_runs):
     assert resumed_evals[-1]["eval_loss"] == pytest.approx(full_evals[-1]["eval_loss"], rel=1e-5)
     assert full[STEPS] < full[1] and full_evals[-1]["eval_loss"] < full_evals[0]["eval_loss"]
     config = (modernbert_runs["dirs"]["full"] / "config.yaml").read_text()
-    assert "mask_prob: 0.3" in config and "rope_theta: 20000.0" in config and "document_mask: false" in config
+    assert "mask_prob: 0.3" in config and "rope_theta: 20000.0" in config and "document_mask: true" in config
 
 
 @pytest.mark.slow

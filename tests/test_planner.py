@@ -239,28 +239,34 @@ def four_layer_model(preset: str, special_ids: dict, attention: str, mode: str, 
     return family, shape, model.train()
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention,document_mask", [("sdpa", False), ("sdpa", True), ("eager", False)])
 @pytest.mark.parametrize("recompute", [0, 1])
 @pytest.mark.parametrize("mode", ["fp32", "autocast", "half"])
-def test_modernbert_activation_memory_measured_on_cpu(attention, recompute, mode):
+def test_modernbert_activation_memory_measured_on_cpu(attention, document_mask, recompute, mode):
     """The trainer's ModernBERT forward (global and local layers, GeGLU, LayerNorm without bias) on padded
-    batches longer than a local layer's reach, 4 layers, each precision mode: the bytes saved for backward by 4
-    more samples equal the planner's within 2%."""
+    batches longer than a local layer's reach, or on packed documents (unpadded), 4 layers, each precision
+    mode: the bytes saved for backward by 4 more samples equal the planner's within 2%."""
     family, shape, model = four_layer_model("modernbert-tiny", {"pad": 0}, attention, mode, recompute)
     seq, saved = 128, {}
     for batch in (4, 8):
         ids = torch.randint(1, 1000, (batch, seq))
-        mask = torch.ones(batch, seq, dtype=torch.long)
-        mask[::2, seq // 2 :] = 0  # every other sample padded: the batch carries a mask, as MLM batches do
+        mask = positions = None
+        if document_mask:  # three documents in every sample, cut at other places in every other sample
+            positions = torch.arange(seq).repeat(batch, 1)
+            positions[:, 50:] -= 50
+            positions[::2, 90:] -= 40
+        else:
+            mask = torch.ones(batch, seq, dtype=torch.long)
+            mask[::2, seq // 2 :] = 0  # every other sample padded: the batch carries a mask, as MLM batches do
 
-        def run(ids=ids, mask=mask):
+        def run(ids=ids, mask=mask, positions=positions):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"):
-                family.trunk(model, ids, mask).float().sum()
+                family.trunk(model, ids, mask, positions).float().sum()
 
         saved[batch] = saved_activation_bytes(model, run)
     spec = PlanInput("modernbert-tiny", vocab_size=1000, seq_len=seq, micro_batch=4, attention=attention,
                      recompute_layers=recompute, precision="fp32" if mode == "fp32" else "bf16",
-                     zero_stage=0 if mode == "autocast" else 3)
+                     zero_stage=0 if mode == "autocast" else 3, document_mask=document_mask)
     predicted = saved_in_forward(spec, "modernbert", 4, shape.hidden, shape.heads)
     if not recompute:  # the planner counts the first block's attention norm, an identity, as a LayerNorm
         predicted -= 4 * seq * ((2 * shape.hidden + 4) if mode == "half" else (4 * shape.hidden + 8))

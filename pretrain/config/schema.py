@@ -87,8 +87,10 @@ class DataConfig:
     short_seq_prob: float = 0.1
     """MLM: share of samples built to a random shorter length, as BERT does."""
     document_mask: bool | None = None
-    """CLM: packed documents never attend to each other and positions restart at each one (attention stops at
-    every end-of-document token). Default (unset): the model family's: on for Llama, off for GPT-2."""
+    """Packed documents never attend to each other and positions restart at each one. CLM: attention stops at
+    every end-of-document token. MLM (ModernBERT): whole documents ``[CLS] text [SEP]`` packed without padding
+    instead of padded sentence pairs. Default (unset): the model family's: on for Llama and ModernBERT, off for
+    GPT-2 (and BERT, which trains on sentence pairs)."""
     num_workers: int = 2
     """DataLoader worker processes per rank."""
     cache_dir: str | None = None

@@ -161,6 +161,6 @@ def _validate_family_options(config: Config, problems: list[str]) -> None:
                         "the token embedding")
     if data.sentence_order_prediction and traits.objective == "mlm" and not traits.sentence_order:
         problems.append(f"data.sentence_order_prediction: {model.preset} ({family}) has no sentence-order head")
-    if data.document_mask and traits.objective != "clm":
-        problems.append(f"data.document_mask applies to packed documents (causal LM); {model.preset} ({family}) "
-                        "trains on sentence pairs")
+    if data.document_mask and traits.objective == "mlm" and not traits.packed_mlm:
+        problems.append(f"data.document_mask packs documents; {model.preset} ({family}) trains on sentence pairs "
+                        "with segment ids (a masked LM that packs: a modernbert preset)")

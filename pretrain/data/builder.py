@@ -17,6 +17,7 @@ from pretrain.data.index_cache import dataset_identity, load_or_build
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import MaskingSpec
 from pretrain.data.mlm_dataset import MLMDataset, build_mlm_mapping, serving_order
+from pretrain.data.packed_mlm import WRAP, PackedMLMDataset
 from pretrain.tokenization import LoadedTokenizer
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
             problems.append(f"{prefix}: documents do not end with the end-of-text token "
                             f"{tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod}): packed CLM samples "
                             "need it between documents. Preprocess with --append-eod.")
-        if objective == "mlm" and indexed.num_sequences == indexed.num_documents:
+        if objective == "mlm" and not data.document_mask and indexed.num_sequences == indexed.num_documents:
             log.warning("%s has one sequence per document: MLM pairs are cut inside documents, not at sentences "
                         "(preprocess with --split-sentences for sentence pairs)", prefix)
     return problems
@@ -80,8 +81,9 @@ def build_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str,
                    may_build_index: bool) -> dict:
     """{split: dataset} for every split with samples requested (blended when several prefixes).
 
-    ``objective``: "clm" (packed GPT samples) or "mlm" (BERT sentence pairs with masking); ``seed``: the
-    run's, from which each split's shuffling and masking are drawn."""
+    ``objective``: "clm" (packed GPT samples) or "mlm" (BERT sentence pairs with masking; with
+    data.document_mask, packed documents without padding); ``seed``: the run's, from which each split's
+    shuffling and masking are drawn."""
     pairs = data_prefixes(data)
     per_prefix: dict[str, list] = {name: [] for name in SPLITS}
     weights = [w for _, w in pairs]
@@ -122,15 +124,22 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
                                 describe, may_build, data.index_wait_minutes)
         return GPTDataset(indexed, indices, data.seq_len, num_samples,
                           tokenizer.specials.eod if data.document_mask else None)
-    key["short_seq_prob"] = data.short_seq_prob
-    cached = load_or_build(cache_dir, key, lambda: {"mapping": build_mlm_mapping(indexed, documents, data.seq_len,
-                                                                                 data.short_seq_prob, seed)},
-                           describe, may_build, data.index_wait_minutes)
-    indices = {"mapping": cached["mapping"], "shuffle_index": serving_order(len(cached["mapping"]), num_samples, seed)}
     specials = tokenizer.specials.ids
     special_ids = np.array(sorted(set(specials.values())))
     random_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), special_ids)
     masking = MaskingSpec(specials["mask"], data.mask_prob, data.whole_word_masking,
                           tokenizer.unit_starts(data.whole_word_unit), random_ids)
+    if data.document_mask:  # packed documents, no padding: the causal LM's index over the wrapped documents
+        lengths = indexed.document_lengths()[documents.start : documents.stop] + WRAP
+        key.update(objective="mlm-packed", epochs=epochs_needed(int(lengths.sum()), num_samples, data.seq_len))
+        indices = load_or_build(cache_dir, key, lambda: build_gpt_indices(lengths, documents.start, key["epochs"],
+                                                                          data.seq_len, seed),
+                                describe, may_build, data.index_wait_minutes)
+        return PackedMLMDataset(indexed, indices, data.seq_len, specials, masking, seed, num_samples)
+    key["short_seq_prob"] = data.short_seq_prob
+    cached = load_or_build(cache_dir, key, lambda: {"mapping": build_mlm_mapping(indexed, documents, data.seq_len,
+                                                                                 data.short_seq_prob, seed)},
+                           describe, may_build, data.index_wait_minutes)
+    indices = {"mapping": cached["mapping"], "shuffle_index": serving_order(len(cached["mapping"]), num_samples, seed)}
     return MLMDataset(indexed, indices, data.seq_len, specials, masking, data.sentence_order_prediction, seed,
                       num_samples)

@@ -13,10 +13,12 @@ import numpy as np
 IGNORE_INDEX = -100
 
 
-def max_predictions(seq_len: int, mask_prob: float) -> int:
-    """The most positions ``mask_tokens`` chooses in a sample of ``seq_len`` tokens ([CLS] and one [SEP]
-    at least are never candidates): the fixed width of a batch's ``masked_positions``."""
-    return max(1, int(round((seq_len - 2) * mask_prob)))
+def max_predictions(seq_len: int, mask_prob: float, packed: bool = False) -> int:
+    """The most positions ``mask_tokens`` chooses in a sample of ``seq_len`` tokens: the fixed width of a
+    batch's ``masked_positions``. Sentence pairs: [CLS] and one [SEP] at least are never candidates; packed
+    documents (data.document_mask): only the sample's first token, where the list pads (a sample cut inside
+    one document holds no special token)."""
+    return max(1, int(round((seq_len - (1 if packed else 2)) * mask_prob)))
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,17 @@
 """ModernBERT (Warner et al. 2024): transformers' ModernBertForMaskedLM, a pre-norm encoder with GeGLU MLPs, no
 biases, LayerNorm without bias, and rotary positions; every third layer (the first included) attends globally
-(rotary base 160,000), the others within a 128-token window (64 tokens either side, base 10,000). Trained on
-the project's MLM samples (padded sentence pairs, 30% of the tokens masked by default, no sentence-order
-prediction) with the masked-token loss over a fixed number of predicted positions per sample, as BERT is.
+(rotary base 160,000), the others within a 128-token window (64 tokens either side, base 10,000). Trained with
+the masked-token loss over a fixed number of predicted positions per sample, as BERT is, 30% of the tokens
+masked by default, no sentence-order prediction.
 
-Padding: transformers 5.24's ModernBERT does not unpad (the reference implementation removes the padding
-tokens and runs FlashAttention's varlen kernel; transformers keeps the padded batch and masks it). The
+Unpadded batches (data.document_mask, on by default here): whole documents packed one after another
+(pretrain/data/packed_mlm.py), every position a real token, with positions restarting at each document and
+attention kept within it, as the reference implementation's unpadding and sequence packing do. On a GPU with
+flash-attn installed the blocks run FlashAttention's varlen kernel (the sequence boundaries made on the host by
+the collate function), which computes no masked block; else SDPA with masks built on the device.
+
+Padded sentence pairs (data.document_mask=false): transformers 5.24's ModernBERT does not unpad (the reference
+removes the padding tokens and runs the varlen kernel; transformers keeps the padded batch and masks it). The
 trunk here does the same, building both masks on the device from the batch's attention mask: none for the
 global layers of a batch without padding (SDPA's flash kernel), and for the local layers the band (with the
 padding) as one additive mask shared by every local layer.
@@ -13,20 +19,25 @@ padding) as one additive mask shared by every local layer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from pretrain.model.families.base import MASK_BYTES, ModelFamily, scaled_output_std
+from pretrain.model.families.base import MASK_BYTES, Attention, ModelFamily, scaled_output_std
 from pretrain.model.families.masks import mask_dtype
 from pretrain.presets import Preset
+
+log = logging.getLogger(__name__)
 
 NORM_EPS = 1e-5
 LOCAL_WINDOW = 128  # tokens a local layer sees: 64 either side (transformers' config.local_attention)
 LOCAL_ROPE_THETA = 10000.0  # the local layers' rotary base (the global layers': the preset's rope_theta)
 GLOBAL_EVERY = 3  # layers 0, 3, 6, ... attend globally
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # transformers' layer types
+FLASH = "flash_attention_2"
+ROTARY_BYTES = {"fp32": 4, "autocast": 4, "half": 2}  # cos and sin, in the embedding output's precision
 
 # Bytes a ModernBertEncoderLayer saves for backward per token, as (per hidden, per MLP width, per token) by
 # precision mode, plus SDPA's fp32 logsumexp per head: measured with saved-tensor hooks on the trunk below
@@ -103,36 +114,64 @@ class ModernBertFamily(ModelFamily):
         and the MLP's Wo) and the prediction head's dense layer at std / sqrt(2 x layers)."""
         return scaled_output_std(std, layers) if module_name.endswith(("Wo", "head.dense")) else std
 
+    def configure_attention(self, hf: nn.Module, document_mask: bool, on_gpu: bool) -> Attention:
+        """SDPA, except for packed documents on a GPU with flash-attn installed: its varlen kernel, which skips
+        the masked blocks (other documents, keys beyond a local layer's window) instead of reading masks."""
+        kind = hf.config._attn_implementation
+        if document_mask and on_gpu and kind == "sdpa":
+            try:
+                hf.set_attn_implementation(FLASH)
+                kind = FLASH
+                log.info("packed documents: FlashAttention's varlen kernel")
+            except (ImportError, ValueError) as exc:
+                log.info("packed documents: SDPA with masks built on the device (flash-attn unavailable: %s)",
+                         (str(exc).splitlines() or [""])[0][:120])
+        elif document_mask:
+            log.info("packed documents: %s attention with masks built on the device", kind)
+        return Attention(kind, document_mask)
+
     # ----------------------------------------------------------------------------------------- the loss
     def forward(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss over the predicted positions, gathered as BERT's (a fixed number per sample, padded with
         position 0 and label -100); the prediction head (dense, GELU, norm) runs on those rows only."""
         hf = model.hf
-        hidden = self.trunk(hf, batch["input_ids"], batch.get("attention_mask"))
+        hidden = self.trunk(hf, batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"),
+                            batch.get("cu_seqlens"))
         positions = batch["masked_positions"]  # [batch, most predictions]
         picked = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
         labels = batch["labels"].gather(1, positions)
         return model.head(hf.head(picked.reshape(-1, picked.shape[-1])), labels.reshape(-1))
 
-    def trunk(self, hf: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def trunk(self, hf: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              position_ids: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
         """ModernBertModel's forward for training, module by module: embeddings, the rotary tables of each layer
         type, the blocks, the final norm. transformers' own forward asks the GPU whether the padding mask is all
-        ones (a read-back); here the masks come from the batch (``attention_mask`` is absent when the batch has
-        no padding). Other kernels than SDPA and eager take transformers' own forward."""
+        ones (a read-back); here the masks come from the batch: its padding mask (absent when the batch has no
+        padding), or for packed documents their positions (restarting at 0 at each document) and, for the
+        varlen kernel, their boundaries. Other kernels on padded batches take transformers' own forward."""
         inner = hf.model
         kind = hf.config._attn_implementation
-        if kind not in ("sdpa", "eager"):
+        varlen = kind == FLASH and position_ids is not None
+        if kind not in ("sdpa", "eager") and not varlen:
             return inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = inner.embeddings(input_ids=input_ids)
         length = input_ids.shape[1]
-        positions = torch.arange(length, device=input_ids.device)[None]
-        masks = encoder_masks(length, hf.config.sliding_window, attention_mask, input_ids.device,
-                              mask_dtype(inner.embeddings.tok_embeddings.weight))
+        positions = torch.arange(length, device=input_ids.device)[None] if position_ids is None else position_ids
+        extra = {}
+        if varlen:
+            if cu_seqlens is None:
+                raise ValueError("the varlen kernel needs the batch's cu_seqlens (pretrain.data.collate makes them)")
+            masks = dict.fromkeys((GLOBAL, LOCAL))
+            extra = {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": length,
+                     "max_length_k": length}  # the sample length bounds every document: no value read back
+        else:
+            masks = encoder_masks(length, hf.config.sliding_window, attention_mask, input_ids.device,
+                                  mask_dtype(inner.embeddings.tok_embeddings.weight), position_ids)
         rotary = {layer_type: rotary_tables(inner.rotary_emb, layer_type, hidden, positions)
                   for layer_type in set(hf.config.layer_types)}
         for layer in inner.layers:
             hidden = layer(hidden, attention_mask=masks[layer.attention_type],
-                           position_embeddings=rotary[layer.attention_type])
+                           position_embeddings=rotary[layer.attention_type], **extra)
         return inner.final_norm(hidden)
 
     # ------------------------------------------------------------------------------ FLOPs and memory
@@ -154,31 +193,43 @@ class ModernBertFamily(ModelFamily):
         return 4 if mode == "fp32" else 6  # the softmax taken in fp32, and its cast kept too
 
     def saved_outside_per_token(self, shape: Preset, mode: str, document_mask: bool = False) -> float:
+        """The embedding norm's and the final norm's, and for packed documents the per-sample rotary tables of
+        both layer types (cos and sin for each token's own position; without, one table shared by the batch)."""
         per_hidden, per_token = SAVED_OUTSIDE[mode]
-        return per_hidden * shape.hidden + per_token
+        rotary = 2 * 2 * ROTARY_BYTES[mode] * shape.head_dim if document_mask else 0
+        return per_hidden * shape.hidden + per_token + rotary
 
     def mask_bytes(self, attention: str, document_mask: bool, mode: str) -> float:
         """SDPA keeps the local layers' additive mask, [batch, 1, seq, seq] in the compute precision, once (every
         local layer takes the same tensor; without padding it is one [seq, seq] for the batch); the global
-        layers' padding mask is [batch, 1, 1, seq]. Eager attention adds them to the scores and keeps nothing."""
-        return MASK_BYTES[mode] if attention == "sdpa" else 0.0
+        layers' padding mask is [batch, 1, 1, seq], but with packed documents [batch, 1, seq, seq] too: two.
+        Eager attention adds them to the scores and keeps nothing."""
+        if attention != "sdpa":
+            return 0.0
+        return 2 * MASK_BYTES[mode] if document_mask else MASK_BYTES[mode]
 
 
 def encoder_masks(length: int, half_window: int, attention_mask: torch.Tensor | None, device: torch.device,
-                  dtype: torch.dtype) -> dict[str, torch.Tensor | None]:
+                  dtype: torch.dtype, position_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
     """The additive masks (0 where a query may attend, the dtype's minimum elsewhere) by layer type: the
     global layers' hides the padding (None without), [batch, 1, 1, length]; the local layers' also hides keys
     more than ``half_window`` positions away, [batch or 1, 1, length, length] (the global one when no key is
-    that far). Built with tensor operations only: nothing read back. Additive, not boolean: SDPA would turn a
-    boolean mask into an additive one in every layer and keep each copy for backward."""
+    that far). With ``position_ids`` (packed documents, restarting at 0 at each one) both also hide the other
+    documents' keys: [batch, 1, length, length] each. Built with tensor operations only: nothing read back.
+    Additive, not boolean: SDPA would turn a boolean mask into an additive one in every layer and keep each
+    copy for backward."""
     keep = None if attention_mask is None else attention_mask[:, None, None, :].bool()  # [batch, 1, 1, key]
+    if position_ids is not None:
+        document = (position_ids == 0).cumsum(dim=1)
+        same = (document[:, :, None] == document[:, None, :])[:, None]  # [batch, 1, query, key]
+        keep = same if keep is None else keep & same
 
     def additive(allowed: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
 
     masks: dict[str, torch.Tensor | None] = {GLOBAL: None, LOCAL: None}
     if keep is not None:
-        masks[GLOBAL] = additive(keep)  # broadcast over the queries by the kernels, never materialized
+        masks[GLOBAL] = additive(keep)  # a padding mask is broadcast over the queries by the kernels
     if length - 1 > half_window:
         index = torch.arange(length, device=device)
         band = ((index[:, None] - index[None, :]).abs() <= half_window)[None, None]  # [1, 1, query, key]
