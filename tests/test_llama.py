@@ -17,6 +17,7 @@ from pretrain.config import ModelConfig
 from pretrain.data.collate import collate
 from pretrain.data.gpt_dataset import document_positions
 from pretrain.model import build_model
+from tests.packing import assert_each_document_alone, packed_rows
 
 SPECIALS = {"eod": 1, "pad": 0, "cls": 2, "sep": 3, "mask": 4, "unk": 5}
 EOD = SPECIALS["eod"]
@@ -71,18 +72,10 @@ def test_a_packed_sample_gives_each_documents_own_logits(preset, attention):
     model = tiny(preset, attention=attention)
     tolerance = 1e-6 if (preset, attention) == ("llama-tiny", "eager") else 1e-10
     docs = documents([5, 9, 7])
-    packed = torch.cat(docs)
-    other = torch.cat([docs[2], docs[0], docs[1]])
-    inputs = torch.stack([packed, other])
+    inputs = packed_rows(docs)
     positions = torch.from_numpy(np.stack([document_positions(row.numpy(), EOD) for row in inputs]))
     got = logits(model, inputs, positions)
-    for row, order in ((0, (0, 1, 2)), (1, (2, 0, 1))):
-        start = 0
-        for index in order:
-            alone = logits(model, docs[index][None])[0]
-            torch.testing.assert_close(got[row, start : start + len(docs[index])], alone, rtol=tolerance,
-                                       atol=tolerance)
-            start += len(docs[index])
+    assert_each_document_alone(got, docs, lambda doc: logits(model, doc), tolerance)
     unmasked = logits(model, inputs)  # without the positions the later documents see the earlier ones
     assert not torch.allclose(unmasked[0, 5:14], got[0, 5:14])
 

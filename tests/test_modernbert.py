@@ -16,6 +16,7 @@ from pretrain.config import Config, ConfigError, ModelConfig, load_config, valid
 from pretrain.model import build_model
 from pretrain.model.families import get_family
 from pretrain.model.families.modernbert import encoder_masks, rotary_tables
+from tests.packing import assert_each_document_alone, packed_rows
 
 SPECIALS = {"eod": 1, "pad": 0, "cls": 2, "sep": 3, "mask": 4, "unk": 5}
 VOCAB = 300
@@ -107,15 +108,9 @@ def test_a_packed_sample_gives_each_documents_own_logits(attention):
     model = tiny(torch.float64, attention=attention)
     tolerance = 1e-6 if attention == "eager" else 1e-10
     docs = documents([100, 20, 90])
-    inputs = torch.stack([torch.cat(docs), torch.cat([docs[2], docs[0], docs[1]])])
+    inputs = packed_rows(docs)
     got = trainer_logits(model, inputs, positions=packed_positions(inputs))
-    for row, order in ((0, (0, 1, 2)), (1, (2, 0, 1))):
-        start = 0
-        for index in order:
-            alone = trainer_logits(model, docs[index][None])[0]
-            torch.testing.assert_close(got[row, start : start + len(docs[index])], alone, rtol=tolerance,
-                                       atol=tolerance)
-            start += len(docs[index])
+    assert_each_document_alone(got, docs, lambda doc: trainer_logits(model, doc), tolerance)
     unmasked = trainer_logits(model, inputs)
     assert not torch.allclose(unmasked[0, 100:120], got[0, 100:120])
 

@@ -13,6 +13,7 @@ never test its name:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from torch import nn
 
 from pretrain.presets import Preset
 
+log = logging.getLogger(__name__)
+FLASH = "flash_attention_2"  # transformers' name for FlashAttention (its varlen kernel with cu_seqlens)
 # GPT-2's and BERT's embeddings and final LayerNorm, bytes per (token x hidden) by precision mode (measured)
 SAVED_OUTSIDE_PER_TOKEN_HIDDEN = {"half": 2.2, "autocast": 4.3, "fp32": 4.4}
 MASK_BYTES = {"half": 2, "autocast": 2, "fp32": 4}  # an additive mask in the compute precision, per element
@@ -47,6 +50,8 @@ class ModelFamily:
     """The tokenizer's special-token roles the objective uses (pretrain/tokenization/specials.py's ROLES)."""
     gated_mlp: bool = False
     """The MLP has a gate (SwiGLU, GeGLU): three matrices instead of two (FLOPs)."""
+    varlen_packing: bool = False
+    """The trunk runs packed documents through FlashAttention's varlen kernel (``cu_seqlens``) where installed."""
 
     # ------------------------------------------------------------------------------------------- builder
     def hf_config(self, shape: Preset, vocab_size: int, special_ids: Mapping[str, int], dropout: float = 0.0,
@@ -87,8 +92,21 @@ class ModelFamily:
         raise ValueError(f"model.block=own: the {self.name} family has no block of this project's own")
 
     def configure_attention(self, hf: nn.Module, document_mask: bool, on_gpu: bool) -> Attention:
-        """The attention the blocks will run (set on ``hf`` where the kernel changes)."""
-        return Attention(hf.config._attn_implementation, document_mask)
+        """The attention the blocks will run (set on ``hf`` where the kernel changes): for packed documents on a
+        GPU, FlashAttention's varlen kernel where the family's trunk takes it and flash-attn is installed (it
+        skips the masked blocks instead of reading a [seq x seq] mask), else what the config chose."""
+        kind = hf.config._attn_implementation
+        if document_mask and on_gpu and kind == "sdpa" and self.varlen_packing:
+            try:
+                hf.set_attn_implementation(FLASH)
+                kind = FLASH
+                log.info("document mask: FlashAttention's varlen kernel")
+            except (ImportError, ValueError) as exc:
+                log.info("document mask: SDPA with a mask built on the device (flash-attn unavailable: %s)",
+                         (str(exc).splitlines() or [""])[0][:120])
+        elif document_mask:
+            log.info("document mask: %s attention with a mask built on the device", kind)
+        return Attention(kind, document_mask)
 
     # ----------------------------------------------------------------------------------------- the loss
     def forward(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,19 +9,16 @@ built on the device. ``model.dropout`` is the attention dropout (Llama has no ot
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from pretrain.model.families.base import MASK_BYTES, Attention, ModelFamily, scaled_output_std
+from pretrain.model.families.base import FLASH, MASK_BYTES, ModelFamily, scaled_output_std
 from pretrain.model.families.masks import decoder_mask, mask_dtype
 from pretrain.presets import Preset
 
-log = logging.getLogger(__name__)
 RMS_NORM_EPS = 1e-5  # Llama 2's, TinyLlama's and SmolLM's
-FLASH = "flash_attention_2"
 
 # Bytes a LlamaDecoderLayer saves for backward per token, as (per hidden, per key/value width, per MLP
 # width) by precision mode, measured with SDPA (tests/test_planner.py) and accounted for: each RMSNorm
@@ -44,6 +41,7 @@ class LlamaFamily(ModelFamily):
     model_types = ("llama",)
     special_roles = ("eod",)
     gated_mlp = True
+    varlen_packing = True
 
     def hf_config(self, shape: Preset, vocab_size: int, special_ids: Mapping[str, int], dropout: float = 0.0,
                   attention: str = "sdpa"):
@@ -94,22 +92,6 @@ class LlamaFamily(ModelFamily):
         from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
         return isinstance(module, LlamaRMSNorm)
-
-    def configure_attention(self, hf: nn.Module, document_mask: bool, on_gpu: bool) -> Attention:
-        """SDPA, except for packed documents on a GPU with flash-attn installed: its varlen kernel, which
-        skips the masked blocks instead of reading a [seq x seq] mask."""
-        kind = hf.config._attn_implementation
-        if document_mask and on_gpu and kind == "sdpa":
-            try:
-                hf.set_attn_implementation(FLASH)
-                kind = FLASH
-                log.info("document mask: FlashAttention's varlen kernel")
-            except (ImportError, ValueError) as exc:
-                log.info("document mask: SDPA with a boolean mask (flash-attn unavailable: %s)",
-                         (str(exc).splitlines() or [""])[0][:120])
-        elif document_mask:
-            log.info("document mask: %s attention with a mask built on the device", kind)
-        return Attention(kind, document_mask)
 
     def forward(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = batch["tokens"]

@@ -19,24 +19,20 @@ padding) as one additive mask shared by every local layer.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from pretrain.model.families.base import MASK_BYTES, Attention, ModelFamily, scaled_output_std
+from pretrain.model.families.base import FLASH, MASK_BYTES, ModelFamily, scaled_output_std
 from pretrain.model.families.masks import mask_dtype
 from pretrain.presets import Preset
-
-log = logging.getLogger(__name__)
 
 NORM_EPS = 1e-5
 LOCAL_WINDOW = 128  # tokens a local layer sees: 64 either side (transformers' config.local_attention)
 LOCAL_ROPE_THETA = 10000.0  # the local layers' rotary base (the global layers': the preset's rope_theta)
 GLOBAL_EVERY = 3  # layers 0, 3, 6, ... attend globally
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # transformers' layer types
-FLASH = "flash_attention_2"
 ROTARY_BYTES = {"fp32": 4, "autocast": 4, "half": 2}  # cos and sin, in the embedding output's precision
 
 # Bytes a ModernBertEncoderLayer saves for backward per token, as (per hidden, per MLP width, per token) by
@@ -61,6 +57,7 @@ class ModernBertFamily(ModelFamily):
     model_types = ("modernbert",)
     special_roles = ("cls", "sep", "mask", "pad")
     gated_mlp = True
+    varlen_packing = True
 
     def hf_config(self, shape: Preset, vocab_size: int, special_ids: Mapping[str, int], dropout: float = 0.0,
                   attention: str = "sdpa"):
@@ -113,22 +110,6 @@ class ModernBertFamily(ModelFamily):
         """As transformers initializes ModernBERT (its cutoff at 2 std aside): the residual outputs (attention's
         and the MLP's Wo) and the prediction head's dense layer at std / sqrt(2 x layers)."""
         return scaled_output_std(std, layers) if module_name.endswith(("Wo", "head.dense")) else std
-
-    def configure_attention(self, hf: nn.Module, document_mask: bool, on_gpu: bool) -> Attention:
-        """SDPA, except for packed documents on a GPU with flash-attn installed: its varlen kernel, which skips
-        the masked blocks (other documents, keys beyond a local layer's window) instead of reading masks."""
-        kind = hf.config._attn_implementation
-        if document_mask and on_gpu and kind == "sdpa":
-            try:
-                hf.set_attn_implementation(FLASH)
-                kind = FLASH
-                log.info("packed documents: FlashAttention's varlen kernel")
-            except (ImportError, ValueError) as exc:
-                log.info("packed documents: SDPA with masks built on the device (flash-attn unavailable: %s)",
-                         (str(exc).splitlines() or [""])[0][:120])
-        elif document_mask:
-            log.info("packed documents: %s attention with masks built on the device", kind)
-        return Attention(kind, document_mask)
 
     # ----------------------------------------------------------------------------------------- the loss
     def forward(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
