@@ -39,7 +39,9 @@ def line_pools(corpora: Path) -> dict[str, list[str]]:
         with zstandard.open(file, "rt", encoding="utf-8") as handle:
             for line in handle:
                 pools[language].update(s.strip() for s in json.loads(line)["text"].split("\n") if s.strip())
-    return {language: sorted(lines, key=lambda s: zlib.crc32(s.encode("utf-8"))) for language, lines in pools.items()}
+    # a total order: lines whose CRC-32 collide (the German pool has two such pairs) would otherwise keep the
+    # set's order, which changes with PYTHONHASHSEED, and a corpus grown in a later process would differ
+    return {language: sorted(lines, key=lambda s: (zlib.crc32(s.encode("utf-8")), s)) for language, lines in pools.items()}
 
 
 def edited(text: str, rng: random.Random) -> str:
@@ -132,8 +134,12 @@ def build(folder: Path, size_gb: float, part_mb: float, corpora: Path, exact_sha
     needed = int(np.ceil(size_gb * 1000 / part_mb - 1e-9))
     if len(meta["parts"]) < needed:
         grower = Grower(corpora, exact_share, near_share)
-        for _ in meta["parts"]:  # regrow the state of the parts already written (the generator is deterministic)
-            grower.write_part(folder / "regrow.jsonl", int(part_mb * 1e6))
+        for part in meta["parts"]:  # regrow the state of the parts already written (the generator is deterministic)
+            documents, _ = grower.write_part(folder / "regrow.jsonl", int(part_mb * 1e6))
+            if documents != part["documents"]:  # a later part's copies would point at other documents
+                raise SystemExit(f"{part['path']} holds {part['documents']:,} documents but the generator regrows "
+                                 f"{documents:,}: the corpus was grown by another version of this script; remove "
+                                 f"{folder} and grow it again")
         (folder / "regrow.jsonl").unlink(missing_ok=True)
         truth_path(folder / "regrow.jsonl").unlink(missing_ok=True)
         while len(meta["parts"]) < needed:
