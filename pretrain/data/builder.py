@@ -116,13 +116,17 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
            "seq_len": data.seq_len, "seed": seed, "objective": objective}
     cache_dir = Path(data.cache_dir) if data.cache_dir else Path(f"{indexed.prefix}.cache")
     describe = f"{os.path.basename(indexed.prefix)} ({split})"
-    if objective == "clm":
-        lengths = indexed.document_lengths()[documents.start : documents.stop]
+
+    def packed_index(extra_per_document: int) -> dict[str, np.ndarray]:
+        """The cached index of documents packed one after another (each ``extra_per_document`` tokens longer)."""
+        lengths = indexed.document_lengths()[documents.start : documents.stop] + extra_per_document
         key["epochs"] = epochs_needed(int(lengths.sum()), num_samples, data.seq_len)
-        indices = load_or_build(cache_dir, key, lambda: build_gpt_indices(lengths, documents.start, key["epochs"],
-                                                                          data.seq_len, seed),
-                                describe, may_build, data.index_wait_minutes)
-        return GPTDataset(indexed, indices, data.seq_len, num_samples,
+        return load_or_build(cache_dir, key, lambda: build_gpt_indices(lengths, documents.start, key["epochs"],
+                                                                       data.seq_len, seed),
+                             describe, may_build, data.index_wait_minutes)
+
+    if objective == "clm":
+        return GPTDataset(indexed, packed_index(0), data.seq_len, num_samples,
                           tokenizer.specials.eod if data.document_mask else None)
     specials = tokenizer.specials.ids
     special_ids = np.array(sorted(set(specials.values())))
@@ -130,12 +134,8 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
     masking = MaskingSpec(specials["mask"], data.mask_prob, data.whole_word_masking,
                           tokenizer.unit_starts(data.whole_word_unit), random_ids)
     if data.document_mask:  # packed documents, no padding: the causal LM's index over the wrapped documents
-        lengths = indexed.document_lengths()[documents.start : documents.stop] + WRAP
-        key.update(objective="mlm-packed", epochs=epochs_needed(int(lengths.sum()), num_samples, data.seq_len))
-        indices = load_or_build(cache_dir, key, lambda: build_gpt_indices(lengths, documents.start, key["epochs"],
-                                                                          data.seq_len, seed),
-                                describe, may_build, data.index_wait_minutes)
-        return PackedMLMDataset(indexed, indices, data.seq_len, specials, masking, seed, num_samples)
+        key["objective"] = "mlm-packed"
+        return PackedMLMDataset(indexed, packed_index(WRAP), data.seq_len, specials, masking, seed, num_samples)
     key["short_seq_prob"] = data.short_seq_prob
     cached = load_or_build(cache_dir, key, lambda: {"mapping": build_mlm_mapping(indexed, documents, data.seq_len,
                                                                                  data.short_seq_prob, seed)},

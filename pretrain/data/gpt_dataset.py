@@ -105,10 +105,15 @@ def build_gpt_indices(document_lengths: np.ndarray, first_document: int, epochs:
 def document_positions(inputs: np.ndarray, eod: int) -> np.ndarray:
     """Each token's position within its document: 0 at the first token and after every ``eod``, counting up
     in between (int64)."""
-    index = np.arange(len(inputs), dtype=np.int64)
     starts = np.empty(len(inputs), dtype=bool)
     starts[:1] = True
     np.equal(inputs[:-1], eod, out=starts[1:])
+    return positions_from_starts(starts)
+
+
+def positions_from_starts(starts: np.ndarray) -> np.ndarray:
+    """Each token's position counted from the last True of ``starts`` at or before it (``starts[0]`` True)."""
+    index = np.arange(len(starts), dtype=np.int64)
     return index - np.maximum.accumulate(np.where(starts, index, 0))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pretrain.data.gpt_dataset import positions_from_starts
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, max_predictions
 
@@ -92,8 +93,7 @@ class PackedMLMDataset(torch.utils.data.Dataset):
         maskable = ~special
         maskable[0] = False  # where masked_positions pads
         inputs, labels = mask_tokens(tokens, maskable, self.masking, np.random.default_rng([self.seed, index]))
-        order = np.arange(self.seq_len, dtype=np.int64)
-        positions = order - np.maximum.accumulate(np.where(starts, order, 0))
+        positions = positions_from_starts(starts)
         chosen = np.flatnonzero(labels != IGNORE_INDEX)
         masked = np.zeros(self.predictions, dtype=np.int64)
         masked[: len(chosen)] = chosen

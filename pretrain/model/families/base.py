@@ -28,6 +28,7 @@ FLASH = "flash_attention_2"  # transformers' name for FlashAttention (its varlen
 # GPT-2's and BERT's embeddings and final LayerNorm, bytes per (token x hidden) by precision mode (measured)
 SAVED_OUTSIDE_PER_TOKEN_HIDDEN = {"half": 2.2, "autocast": 4.3, "fp32": 4.4}
 MASK_BYTES = {"half": 2, "autocast": 2, "fp32": 4}  # an additive mask in the compute precision, per element
+ROTARY_BYTES = {"fp32": 4, "autocast": 4, "half": 2}  # rotary cos and sin per element, in the embedding's precision
 ATTENTION_PROBABILITIES = {"half": 2, "autocast": 6, "fp32": 4}  # GPT-2's and BERT's eager softmax, per element
 
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from pretrain.model.families.base import FLASH, MASK_BYTES, ModelFamily, scaled_output_std
-from pretrain.model.families.masks import decoder_mask, mask_dtype
+from pretrain.model.families.base import FLASH, MASK_BYTES, ROTARY_BYTES, ModelFamily, scaled_output_std
+from pretrain.model.families.masks import decoder_mask, mask_dtype, varlen_arguments
 from pretrain.presets import Preset
 
 RMS_NORM_EPS = 1e-5  # Llama 2's, TinyLlama's and SmolLM's
@@ -33,7 +33,6 @@ SAVED_PER_TOKEN = {"fp32": (32.0, 8.0, 16.0), "autocast": (30.0, 4.0, 8.0), "hal
 # outside the blocks, per token x hidden: the final norm's input and normalized value (fp32 copy under bf16
 # weights), plus the embedding's indices and the norm's rsqrt (12 bytes)
 SAVED_OUTSIDE = {"fp32": 8.0, "autocast": 8.0, "half": 6.0}
-ROTARY_BYTES = {"fp32": 4, "autocast": 4, "half": 2}  # cos and sin, in the embedding's precision
 
 
 class LlamaFamily(ModelFamily):
@@ -111,11 +110,7 @@ class LlamaFamily(ModelFamily):
         rotary = rotary_tables(inner.rotary_emb, hidden, positions)
         kind, extra = hf.config._attn_implementation, {}
         if kind == FLASH and position_ids is not None:
-            if cu_seqlens is None:
-                raise ValueError("the varlen kernel needs the batch's cu_seqlens (pretrain.data.collate makes them)")
-            mask = None
-            extra = {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": length,
-                     "max_length_k": length}  # the sample length bounds every document: no value read back
+            mask, extra = None, varlen_arguments(cu_seqlens, length)
         else:
             mask = decoder_mask(length, input_ids.device, kind, mask_dtype(inner.embed_tokens.weight), position_ids)
         for layer in inner.layers:

@@ -34,3 +34,11 @@ def decoder_mask(length: int, device: torch.device, attention: str, dtype: torch
         document = (position_ids == 0).cumsum(dim=1)
         keep = (keep & (document[:, :, None] == document[:, None, :]))[:, None]
     return torch.zeros((), dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def varlen_arguments(cu_seqlens: torch.Tensor | None, length: int) -> dict:
+    """What transformers' flash_attention_2 takes for packed documents: their boundaries (made on the host by
+    pretrain.data.collate) and the sample length as the longest document, so no value is read back."""
+    if cu_seqlens is None:
+        raise ValueError("the varlen kernel needs the batch's cu_seqlens (pretrain.data.collate makes them)")
+    return {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": length, "max_length_k": length}

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from pretrain.model.families.base import FLASH, MASK_BYTES, ModelFamily, scaled_output_std
-from pretrain.model.families.masks import mask_dtype
+from pretrain.model.families.base import FLASH, MASK_BYTES, ROTARY_BYTES, ModelFamily, scaled_output_std
+from pretrain.model.families.masks import mask_dtype, varlen_arguments
 from pretrain.presets import Preset
 
 NORM_EPS = 1e-5
@@ -33,7 +33,6 @@ LOCAL_WINDOW = 128  # tokens a local layer sees: 64 either side (transformers' c
 LOCAL_ROPE_THETA = 10000.0  # the local layers' rotary base (the global layers': the preset's rope_theta)
 GLOBAL_EVERY = 3  # layers 0, 3, 6, ... attend globally
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # transformers' layer types
-ROTARY_BYTES = {"fp32": 4, "autocast": 4, "half": 2}  # cos and sin, in the embedding output's precision
 
 # Bytes a ModernBertEncoderLayer saves for backward per token, as (per hidden, per MLP width, per token) by
 # precision mode, plus SDPA's fp32 logsumexp per head: measured with saved-tensor hooks on the trunk below
@@ -140,11 +139,7 @@ class ModernBertFamily(ModelFamily):
         positions = torch.arange(length, device=input_ids.device)[None] if position_ids is None else position_ids
         extra = {}
         if varlen:
-            if cu_seqlens is None:
-                raise ValueError("the varlen kernel needs the batch's cu_seqlens (pretrain.data.collate makes them)")
-            masks = dict.fromkeys((GLOBAL, LOCAL))
-            extra = {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": length,
-                     "max_length_k": length}  # the sample length bounds every document: no value read back
+            masks, extra = dict.fromkeys((GLOBAL, LOCAL)), varlen_arguments(cu_seqlens, length)
         else:
             masks = encoder_masks(length, hf.config.sliding_window, attention_mask, input_ids.device,
                                   mask_dtype(inner.embeddings.tok_embeddings.weight), position_ids)
