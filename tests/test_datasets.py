@@ -297,3 +297,28 @@ def test_packed_mlm_samples_are_whole_documents_without_padding(tmp_path):
         kept += (inputs[picked] == labels[picked]).sum()
     assert 0.29 < chosen / candidates < 0.31
     assert 0.77 < masked / chosen < 0.83 and 0.08 < kept / chosen < 0.12
+
+
+def test_packed_mlm_leaves_out_the_end_of_document_token(tmp_path, tokenizer_dir):
+    """Data preprocessed with --append-eod gives the same packed MLM samples as without: [SEP] ends each
+    document there, and the end-of-document token is not text to predict."""
+    import torch
+
+    from pretrain.config import DataConfig
+    from pretrain.data.builder import SplitSizes, build_datasets
+    from pretrain.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    rng = np.random.default_rng(3)
+    docs = [[list(rng.integers(300, 1000, rng.integers(1, 40)))] for _ in range(60)]
+    plain = make_dataset(tmp_path, docs, "plain")
+    ended = make_dataset(tmp_path, [[*doc[:-1], [*doc[-1], tokenizer.specials.eod]] for doc in docs], "ended")
+    built = {}
+    for indexed in (plain, ended):
+        data = DataConfig(tokenizer=str(tokenizer_dir), prefixes=[str(indexed.prefix)], seq_len=48, split="100,0,0",
+                          document_mask=True, mask_prob=0.3, cache_dir=str(tmp_path / "cache"))
+        built[indexed] = build_datasets(data, tokenizer, "mlm", 7, SplitSizes(40, 0, 0), True)["train"]
+    for i in range(40):
+        a, b = built[plain][i], built[ended][i]
+        assert all(torch.equal(a[k], b[k]) for k in a), f"sample {i} differs"
+        assert not (b["input_ids"] == tokenizer.specials.eod).any()

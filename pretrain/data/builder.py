@@ -62,6 +62,11 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
             problems.append(f"{prefix}: documents do not end with the end-of-text token "
                             f"{tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod}): packed CLM samples "
                             "need it between documents. Preprocess with --append-eod.")
+        if objective == "mlm" and not data.document_mask and documents_end_with(indexed, range(indexed.num_documents),
+                                                                                tokenizer.specials.eod):
+            log.warning("%s: documents end with the end-of-document token %r (--append-eod): MLM sentence pairs "
+                        "keep it as text. Preprocess MLM data without --append-eod.", prefix,
+                        tokenizer.specials.tokens["eod"])
         if objective == "mlm" and not data.document_mask and indexed.num_sequences == indexed.num_documents:
             log.warning("%s has one sequence per document: MLM pairs are cut inside documents, not at sentences "
                         "(preprocess with --split-sentences for sentence pairs)", prefix)
@@ -135,7 +140,13 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
                           tokenizer.unit_starts(data.whole_word_unit), random_ids)
     if data.document_mask:  # packed documents, no padding: the causal LM's index over the wrapped documents
         key["objective"] = "mlm-packed"
-        return PackedMLMDataset(indexed, packed_index(WRAP), data.seq_len, specials, masking, seed, num_samples)
+        trailing = int(documents_end_with(indexed, documents, specials["eod"]))  # --append-eod: [SEP] ends them here
+        if trailing:
+            key["trailing_eod_left_out"] = True
+            log.info("%s: documents end with the end-of-document token (--append-eod); packed MLM leaves it out",
+                     describe)
+        return PackedMLMDataset(indexed, packed_index(WRAP - trailing), data.seq_len, specials, masking, seed,
+                                num_samples, trailing)
     key["short_seq_prob"] = data.short_seq_prob
     cached = load_or_build(cache_dir, key, lambda: {"mapping": build_mlm_mapping(indexed, documents, data.seq_len,
                                                                                  data.short_seq_prob, seed)},

@@ -11,7 +11,9 @@ carries ``position_ids``: each token's position within its document piece, 0 at 
 sample's first token. The model keeps attention within a piece from them (data.document_mask), so a sample
 scores as its documents would alone. Masking is BERT's (pretrain/data/masking.py), [CLS] and [SEP] never
 chosen (nor a sample's first token: the fixed-width list of masked positions pads with it), drawn from a
-generator seeded by (seed, sample index): a resumed run sees the same samples.
+generator seeded by (seed, sample index): a resumed run sees the same samples. Data preprocessed with
+--append-eod (documents ending with the end-of-document token) is read without that token: [SEP] ends each
+document here, and the token would otherwise be text to predict.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ class PackedMLMDataset(torch.utils.data.Dataset):
     positions, padded to the fixed width ``max_predictions(packed=True)`` with position 0, which is never chosen (its
     label is -100), as MLMDataset pads with its [CLS].
 
-    ``indices``: build_gpt_indices over the documents' wrapped lengths (tokens + 2)."""
+    ``indices``: build_gpt_indices over the documents' wrapped lengths (tokens - ``trailing`` + 2);
+    ``trailing``: 1 where every document ends with the end-of-document token (--append-eod), which is left out."""
 
     def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, specials: dict[str, int],
-                 masking: MaskingSpec, seed: int, num_samples: int) -> None:
+                 masking: MaskingSpec, seed: int, num_samples: int, trailing: int = 0) -> None:
         if num_samples > len(indices["shuffle_index"]):
             raise ValueError(f"asked for {num_samples} samples but the index holds {len(indices['shuffle_index'])}")
         self.indexed = indexed
@@ -47,14 +50,16 @@ class PackedMLMDataset(torch.utils.data.Dataset):
         self.predictions = max_predictions(seq_len, masking.mask_prob, packed=True)
         self.seed = seed
         self.num_samples = num_samples
+        self.trailing = trailing
 
     def __len__(self) -> int:
         return self.num_samples
 
     def document_length(self, doc: int) -> int:
-        """Tokens of document ``doc`` (its sentences' lengths; no table of every document is held)."""
+        """Tokens of document ``doc`` read (its sentences' lengths, less the trailing end-of-document token when
+        left out; no table of every document is held)."""
         first, last = (int(v) for v in self.indexed.document_indices[doc : doc + 2])
-        return int(self.indexed.sequence_lengths[first:last].sum())
+        return int(self.indexed.sequence_lengths[first:last].sum()) - self.trailing
 
     def pieces(self, index: int) -> list[tuple[int, int, int, int]]:
         """(document, first, end, its tokens n) of each wrapped document piece in sample ``index``, in order;
