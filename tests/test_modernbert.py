@@ -30,6 +30,34 @@ def tiny(dtype: torch.dtype = torch.float32, **fields):
     return model.to(dtype).eval()
 
 
+@pytest.mark.parametrize("preset", ["modernbert-tiny", "llama-tiny"])
+def test_weights_start_from_the_familys_normal(preset):
+    """ModernBERT's weights start from a normal truncated at 2 std (its reference's and transformers' init):
+    none beyond, and a spread of 0.88 std; the residual outputs at 0.02 / sqrt(2 x layers), the inputs at 0.02.
+    Llama's are not truncated. Norms start at 1."""
+    import math
+
+    model = build_model(ModelConfig(preset=preset), 4096, SPECIALS, sentence_order=False, seed=1, ds_config=None)
+    truncated = preset.startswith("modernbert")
+    spread = 0.8796 if truncated else 1.0  # the standard deviation of a normal cut at +-2 std, in std
+    outputs, inputs = (("attn.Wo", "mlp.Wo"), ("attn.Wqkv", "mlp.Wi")) if truncated else (
+        ("o_proj", "down_proj"), ("q_proj", "gate_proj"))
+    layers = model.hf.config.num_hidden_layers
+    checked = 0
+    for name, param in model.hf.named_parameters():
+        values = param.detach().double()
+        if "norm" in name:
+            assert torch.equal(values, torch.ones_like(values)), name
+            continue
+        std = 0.02 / math.sqrt(2 * layers) if name.endswith(tuple(f"{n}.weight" for n in outputs)) else 0.02
+        if name.endswith(tuple(f"{n}.weight" for n in inputs + outputs)) or "embed" in name:
+            checked += 1
+            assert values.std().item() == pytest.approx(spread * std, rel=0.06), name
+            beyond = (values.abs() > 2 * std).double().mean().item()
+            assert (beyond == 0) if truncated else (0.03 < beyond < 0.06), (name, beyond)
+    assert checked == 4 * layers + 1
+
+
 def padded_batch(lengths: list[int], width: int = LENGTH, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask): rows of ``lengths`` real tokens ([CLS] first, [SEP] last), padded to ``width``."""
     generator = torch.Generator().manual_seed(seed)

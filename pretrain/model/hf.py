@@ -71,8 +71,8 @@ def create_uninitialized(cls, config) -> nn.Module:
 @torch.no_grad()
 def initialize_weights(model: nn.Module, family: str, n_layers: int, seed: int, std: float = 0.02) -> None:
     """Module by module, with parameters gathered under ZeRO-3: normal(0, std) for weight matrices and
-    embeddings (the family may scale some: GPT-2's and Llama's residual output projections), zero biases,
-    unit norms.
+    embeddings (the family may scale some: GPT-2's and Llama's residual output projections; and truncate it:
+    ModernBERT's at 2 std), zero biases, unit norms.
 
     Rank 0 draws from one seeded generator in module order and broadcasts, so the result does not depend on
     the world size; the generator is the weights' device's (a CPU run and a GPU run start from different draws).
@@ -101,8 +101,12 @@ def initialize_weights(model: nn.Module, family: str, n_layers: int, seed: int, 
                     param.zero_()
                 else:
                     scale = spec.init_std(name, std, n_layers)
-                    values = torch.empty(param.shape, dtype=torch.float32, device=device).normal_(0.0, scale,
-                                                                                                 generator=generator)
+                    values = torch.empty(param.shape, dtype=torch.float32, device=device)
+                    if spec.init_cutoff is None:
+                        values.normal_(0.0, scale, generator=generator)
+                    else:
+                        cut = spec.init_cutoff * scale
+                        nn.init.trunc_normal_(values, 0.0, scale, -cut, cut, generator=generator)
                     param.copy_(values.to(param.dtype))
                     if isinstance(module, nn.Embedding) and module.padding_idx is not None:
                         param[module.padding_idx].zero_()

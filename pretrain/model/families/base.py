@@ -53,6 +53,8 @@ class ModelFamily:
     """The MLP has a gate (SwiGLU, GeGLU): three matrices instead of two (FLOPs)."""
     varlen_packing: bool = False
     """The trunk runs packed documents through FlashAttention's varlen kernel (``cu_seqlens``) where installed."""
+    init_cutoff: float | None = None
+    """Weights start from a normal truncated at this many standard deviations either side (None: not truncated)."""
 
     # ------------------------------------------------------------------------------------------- builder
     def hf_config(self, shape: Preset, vocab_size: int, special_ids: Mapping[str, int], dropout: float = 0.0,

@@ -57,6 +57,7 @@ class ModernBertFamily(ModelFamily):
     special_roles = ("cls", "sep", "mask", "pad")
     gated_mlp = True
     varlen_packing = True
+    init_cutoff = 2.0  # the reference's and transformers' config (initializer_cutoff_factor)
 
     def hf_config(self, shape: Preset, vocab_size: int, special_ids: Mapping[str, int], dropout: float = 0.0,
                   attention: str = "sdpa"):
@@ -106,8 +107,8 @@ class ModernBertFamily(ModelFamily):
                       rope_theta=theta)
 
     def init_std(self, module_name: str, std: float, layers: int) -> float:
-        """As transformers initializes ModernBERT (its cutoff at 2 std aside): the residual outputs (attention's
-        and the MLP's Wo) and the prediction head's dense layer at std / sqrt(2 x layers)."""
+        """As transformers initializes ModernBERT (a normal truncated at 2 std, ``init_cutoff``): the residual
+        outputs (attention's and the MLP's Wo) and the prediction head's dense layer at std / sqrt(2 x layers)."""
         return scaled_output_std(std, layers) if module_name.endswith(("Wo", "head.dense")) else std
 
     # ----------------------------------------------------------------------------------------- the loss
