@@ -3,6 +3,7 @@ near duplicates over the whole corpus, shards that equal one process, byte-ident
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import random
@@ -60,6 +61,52 @@ def test_each_rule_drops_what_it_should_and_can_be_switched_off_or_tuned():
     with pytest.raises(ValueError, match="--disable 'lenght' is not a rule.*--set 'min_char=5'"):
         rules.rules_for("ko", disabled=["lenght"], settings=["min_char=5"])
     assert rules.detect_language(KOREAN) == "ko" and rules.detect_language(GERMAN) == "de"
+
+
+def documents_to_compare() -> list[str]:
+    """Real documents (the shared corpora where present, the demo's grown ones) and made ones: words drawn
+    from small vocabularies (every kind of repetition), and characters at the edges of the script ranges,
+    digits that are not letters (①, ²), marks, emoji, a lone surrogate and the last code point."""
+    import zstandard as zstd
+
+    from tests.conftest import CORPORA
+
+    docs = grown_documents(count=600, seed=3)
+    for path in sorted(CORPORA.glob("*.jsonl.zst")) if CORPORA.exists() else []:
+        with zstd.open(path, "rt", encoding="utf-8") as handle:
+            docs += [json.loads(line)["text"] for line, _ in zip(handle, range(700))]
+    rng = random.Random(5)
+    vocabulary = ["가", "나다", "der", "Haus", "a", "bb", "\n", "\n\n"]
+    for size in range(1, len(vocabulary) + 1):
+        docs += [" ".join(rng.choice(vocabulary[:size]) for _ in range(rng.randint(0, 400))) for _ in range(60)]
+    edges = [0x41, 0xB2, 0xC4, 0x24F, 0x250, 0x300, 0x1DFF, 0x1E00, 0x1EFF, 0x1F00, 0x10FF, 0x1100, 0x11FF, 0x1200,
+             0x2460, 0x312F, 0x3130, 0x3131, 0x318E, 0x318F, 0x3190, 0xABFF, 0xAC00, 0xD7A3, 0xD7A4, 0xD800, 0x1F600,
+             0x10FFFF]
+    for _ in range(300):
+        points = rng.choices(edges, k=rng.randint(0, 60)) + [rng.randrange(0x110000) for _ in range(rng.randint(0, 20))]
+        docs.append("".join(map(chr, points)))
+    return docs
+
+
+def test_the_rules_count_as_plain_python_does():
+    """The script shares, the language guess and Gopher's n-gram limits (counted in numpy and over the
+    repeated n-grams only) equal the plain character-by-character and every-n-gram counting
+    (tests/cleaning_reference.py) on real and made documents."""
+    from tests import cleaning_reference as reference
+
+    ko = rules.rules_for("ko")
+    limits = (ko.max_top_ngram_chars, ko.max_duplicate_ngram_chars)
+    problems = 0
+    for doc in documents_to_compare():
+        assert rules.detect_language(doc) == reference.detect_language(doc), ascii(doc[:80])
+        for language in ("ko", "de"):
+            assert rules.script_share(doc, language) == reference.script_share(doc, language), ascii(doc[:80])
+        expected = reference.ngram_problem(doc.split(), *limits)
+        problems += expected is not None
+        lines = dataclasses.replace(ko, max_duplicate_line_share=2.0, max_duplicate_line_chars=2.0,
+                                    max_duplicate_paragraph_share=2.0, max_duplicate_paragraph_chars=2.0)
+        assert rules.repetition_problem(doc, lines) == expected, ascii(doc[:80])
+    assert problems > 300  # the made documents reach every limit
 
 
 def test_minhash_finds_edited_copies_and_keeps_distinct_documents():
