@@ -127,4 +127,4 @@ def mask_prob_default(preset_name: str) -> float:
     """data.mask_prob when the config leaves it unset: the preset's family's default (BERT's 0.15 for an
     unknown preset, which validation reports)."""
     preset = PRESETS.get(preset_name)
-    return preset.traits.mask_prob if preset is not None else FamilyTraits("mlm", 0).mask_prob
+    return preset.traits.mask_prob if preset is not None else FamilyTraits("mlm", 0, False).mask_prob

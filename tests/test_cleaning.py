@@ -156,6 +156,9 @@ def test_cleaning_removes_planted_duplicates_and_reports_them(tmp_path, planted)
     markdown = (out / "report.md").read_text()
     assert "| exact |" in markdown and "### near" in markdown and "a copy of an earlier document" in markdown
     assert "kept" in proc.stdout and "report.md" in proc.stdout
+    from pretrain.corpus.sources import resolve_inputs  # the output folder as a later step's --input: its parts
+
+    assert [f.path for f in resolve_inputs([str(out)])] == sorted(map(str, out.glob("part-*.jsonl.zst")))
 
 
 def test_shards_and_reruns_give_identical_output(tmp_path, planted):

@@ -191,6 +191,24 @@ def test_start_fails_clearly_on_bad_batch_missing_data_and_wrong_tokenizer(tmp_p
         assert "Traceback" not in proc.stderr
 
 
+def test_a_misspelled_preset_and_the_planners_config_problems_are_messages(tmp_path, data):
+    """A preset that does not exist, and any problem the planner's config has, exit 2 with the problem named
+    (the planner checks everything but the data it does not need, as the trainer does)."""
+    from tests.conftest import run_tool
+
+    train = run_train("--config", "tiny_clm", f"data.tokenizer={data['tokenizer']}", f"data.prefixes=[{data['clm']}]",
+                      "model.preset=tiny-gtp2", f"run.dir={tmp_path}/a")
+    assert train.returncode == 2 and "model.preset='tiny-gtp2' is unknown" in train.stderr
+    preset = run_tool("plan", "--preset", "gpt2-smal", check=False)
+    assert preset.returncode == 2 and "model.preset='gpt2-smal' is unknown" in preset.stderr
+    config = run_tool("plan", "--config", "gpt2-xl", check=False)
+    assert config.returncode == 2 and "config 'gpt2-xl' not found" in config.stderr
+    batch = run_tool("plan", "--config", "tiny_clm", "--global-batch", "7", "--gpus-per-node", "2", check=False)
+    assert batch.returncode == 2 and "train.global_batch=7 is not a multiple of the data-parallel size 2" in batch.stderr
+    for proc in (train, preset, config, batch):
+        assert "Traceback" not in proc.stderr
+
+
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, data):
     proc = launch(1, "tiny_clm", tmp_path / "run", f"data.tokenizer={data['tokenizer']}", f"data.prefixes=[{data['clm']}]",
                   "optim.lr=1e30", "optim.min_lr=1e29", "optim.warmup_steps=1", "train.max_nonfinite_steps=2",

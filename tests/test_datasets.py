@@ -322,3 +322,25 @@ def test_packed_mlm_leaves_out_the_end_of_document_token(tmp_path, tokenizer_dir
         a, b = built[plain][i], built[ended][i]
         assert all(torch.equal(a[k], b[k]) for k in a), f"sample {i} differs"
         assert not (b["input_ids"] == tokenizer.specials.eod).any()
+
+
+def test_data_made_with_another_tokenizers_end_of_text_is_named(tmp_path, tokenizer_dir):
+    """Documents that all end with one token found nowhere else were made with --append-eod and another
+    tokenizer (the advice: set data.tokenizer); documents that end with text need --append-eod."""
+    from pretrain.config import DataConfig
+    from pretrain.data.builder import check_datasets
+    from pretrain.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    rng = np.random.default_rng(4)
+    other_eod, period = 7, 300
+    texts = [list(rng.integers(301, 1000, rng.integers(2, 30))) for _ in range(50)]
+    made = {"other": [[*t, other_eod] for t in texts], "text": [[*t[:1], period, *t[1:], period] for t in texts]}
+    for name, docs in made.items():
+        indexed = make_dataset(tmp_path, [[doc] for doc in docs], name)
+        (problem,) = check_datasets(DataConfig(tokenizer=str(tokenizer_dir), prefixes=[str(indexed.prefix)]), tokenizer,
+                                    "clm")
+        if name == "other":
+            assert f"every document ends with token id {other_eod}" in problem and "set data.tokenizer" in problem.lower()
+        else:
+            assert "Preprocess with --append-eod" in problem and "another tokenizer" not in problem

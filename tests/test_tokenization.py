@@ -172,6 +172,9 @@ def test_not_a_tokenizer_folder_and_offline_hub_name(tmp_path):
         load_tokenizer(tmp_path)
     with pytest.raises(TokenizerError, match="download the tokenizer first"):
         load_tokenizer("no-such-org/no-such-model")
+    (tmp_path / "tok" / "bpe").mkdir(parents=True)  # a path whose folder exists: no hub, what is there instead
+    with pytest.raises(TokenizerError, match=r"no tokenizer folder .*tok/nope: it does not exist \(.*tok holds bpe\)"):
+        load_tokenizer(tmp_path / "tok" / "nope")
 
 
 def test_cli_trains_and_refuses_to_overwrite(tmp_path, small_corpus):

@@ -210,7 +210,8 @@ def summary_lines(report: dict) -> list[str]:
     for name, figures in [(item["input"], item) for item in report["inputs"]] + [("total", report["total"])]:
         loss, ppl, bpb = (_number(figures[key], digits) for key, digits in (("loss", 4), ("perplexity", 2),
                                                                              ("bits_per_byte", 4)))
-        lines.append(f"{name[-40:]:<40} {figures['documents']:>10,} {figures['tokens' if clm else 'masked_tokens']:>12,} "
+        shown = name if len(name) <= 40 else "…" + name[-39:]  # the end of a long path: its file name
+        lines.append(f"{shown:<40} {figures['documents']:>10,} {figures['tokens' if clm else 'masked_tokens']:>12,} "
                      f"{figures['bytes']:>14,} {loss:>8} {ppl:>10} {bpb:>10}")
     return lines
 

@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pretrain.config import load_config
+    from pretrain.config import load_config, validate
     from pretrain.parallel import PlanError, choose_plan, request_from_config
     from pretrain.planner import GIB, PlanInput, plan
     from pretrain.presets import get_preset
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         ("model.activation_checkpointing", args.recompute),
         ("train.ds_config", None if args.zero is None else f"zero{args.zero}")) if value is not None]
     config = load_config(args.config, overrides)
+    validate(config, args.gpus_per_node * args.nodes, with_data=False)  # every problem at once, exit 2
     preset = get_preset(config.model.preset)
     vocab = args.vocab_size or preset.published_vocab
     if args.tokenizer:

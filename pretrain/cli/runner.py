@@ -28,12 +28,13 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from pretrain.config import ConfigError
     from pretrain.corpus.types import InputError
     from pretrain.data.indexed import IndexFormatError
     from pretrain.data.preprocess import PreprocessError
     from pretrain.tokenization import TokenizerError
 
-    return UserError, IndexFormatError, PreprocessError, InputError, TokenizerError
+    return UserError, ConfigError, IndexFormatError, PreprocessError, InputError, TokenizerError
 
 
 def _terminate(signum, frame) -> None:

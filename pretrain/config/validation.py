@@ -32,8 +32,9 @@ def split_fractions(split: str) -> list[float]:
     return [p / total for p in parts[:3]]
 
 
-def validate(config: Config, world_size: int) -> None:
-    """Raise ConfigError listing every problem; touches only the filesystem, never a process group."""
+def validate(config: Config, world_size: int, with_data: bool = True) -> None:
+    """Raise ConfigError listing every problem; touches only the filesystem, never a process group.
+    ``with_data=False``: leave out data.tokenizer and data.prefixes (a plan needs neither)."""
     from pretrain.presets import PRESETS
 
     problems: list[str] = []
@@ -44,20 +45,21 @@ def validate(config: Config, world_size: int) -> None:
         problems.append(f"model.attention={model.attention!r} must be sdpa or eager")
     if model.vocab_multiple < 1:
         problems.append("model.vocab_multiple must be at least 1")
-    if not data.tokenizer:
-        problems.append("data.tokenizer is not set (the tokenizer folder used for preprocessing)")
-    elif not Path(data.tokenizer).exists() and Path(data.tokenizer).is_absolute():
-        problems.append(f"data.tokenizer={data.tokenizer} does not exist")
-    prefixes = data_prefixes(data)
-    if not prefixes:
-        problems.append("data.prefixes is empty: list the dataset prefixes written by tools/preprocess_data.py")
-    for prefix, weight in prefixes:
-        missing = [s for s in (".bin", ".idx") if not os.path.exists(prefix + s)]
-        if missing:
-            problems.append(f"dataset {prefix} is missing ({prefix}{missing[0]} not found); check data.prefixes or "
-                            "run tools/preprocess_data.py (outputs are named PREFIX_<key>_document)")
-        if weight <= 0:
-            problems.append(f"dataset {prefix} has weight {weight}; weights must be positive")
+    if with_data:  # the tokenizer and the datasets (the planner has neither)
+        if not data.tokenizer:
+            problems.append("data.tokenizer is not set (the tokenizer folder used for preprocessing)")
+        elif not Path(data.tokenizer).exists() and Path(data.tokenizer).is_absolute():
+            problems.append(f"data.tokenizer={data.tokenizer} does not exist")
+        prefixes = data_prefixes(data)
+        if not prefixes:
+            problems.append("data.prefixes is empty: list the dataset prefixes written by tools/preprocess_data.py")
+        for prefix, weight in prefixes:
+            missing = [s for s in (".bin", ".idx") if not os.path.exists(prefix + s)]
+            if missing:
+                problems.append(f"dataset {prefix} is missing ({prefix}{missing[0]} not found); check data.prefixes or "
+                                "run tools/preprocess_data.py (outputs are named PREFIX_<key>_document)")
+            if weight <= 0:
+                problems.append(f"dataset {prefix} has weight {weight}; weights must be positive")
     try:
         if any(f < 0 for f in split_fractions(data.split)) or split_fractions(data.split)[0] <= 0:
             problems.append(f"data.split={data.split!r} needs a positive train share")

@@ -58,6 +58,8 @@ def resolve_inputs(specs: Sequence[str], input_format: str | None = None) -> lis
 
 
 def _folder_files(folder: str) -> list[str]:
+    """The corpus files in ``folder`` (recursively); of a datasets folder its data files, and of a folder
+    pretrain-clean wrote its parts (not its report)."""
     if os.path.exists(os.path.join(folder, "dataset_dict.json")):
         splits = sorted(p.name for p in Path(folder).iterdir() if p.is_dir())
         raise InputError(
@@ -69,6 +71,9 @@ def _folder_files(folder: str) -> list[str]:
         with open(state, encoding="utf-8") as handle:
             names = [entry["filename"] for entry in json.load(handle)["_data_files"]]
         return [os.path.join(folder, name) for name in names]
+    parts = sorted(glob.glob(os.path.join(glob.escape(folder), "part-*.jsonl.zst")))
+    if parts and os.path.exists(os.path.join(folder, "report.json")):  # pretrain-clean's output: its parts only
+        return parts
     found = []
     for root, _, names in os.walk(folder):
         for name in names:

@@ -12,7 +12,7 @@ import torch
 
 from pretrain.config import DataConfig, data_prefixes, split_fractions
 from pretrain.data.blend import BlendedDataset, blend_counts
-from pretrain.data.gpt_dataset import GPTDataset, build_gpt_indices, documents_end_with, epochs_needed
+from pretrain.data.gpt_dataset import GPTDataset, build_gpt_indices, documents_end_with, epochs_needed, last_tokens
 from pretrain.data.index_cache import dataset_identity, load_or_build
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import MaskingSpec
@@ -59,9 +59,16 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
                             f"{tokenizer.vocab_size} tokens: the data was preprocessed with another tokenizer. Set "
                             "data.tokenizer to the folder used for preprocessing.")
         elif objective == "clm" and not documents_end_with(indexed, range(indexed.num_documents), tokenizer.specials.eod):
-            problems.append(f"{prefix}: documents do not end with the end-of-text token "
-                            f"{tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod}): packed CLM samples "
-                            "need it between documents. Preprocess with --append-eod.")
+            ends = last_tokens(indexed, range(indexed.num_documents))
+            eod = f"the end-of-text token {tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod})"
+            if len(ends) == 1 and indexed.num_documents > 1 and not _inside_documents(indexed, next(iter(ends))):
+                # one last token, never inside a document: another tokenizer's end-of-text token
+                problems.append(f"{prefix}: every document ends with token id {ends.pop()}, not with {eod}: the "
+                                "data was made with --append-eod and another tokenizer. Set data.tokenizer to the "
+                                "folder used for preprocessing.")
+            else:
+                problems.append(f"{prefix}: documents do not end with {eod}: packed CLM samples need it between "
+                                "documents. Preprocess with --append-eod.")
         if objective == "mlm" and not data.document_mask and documents_end_with(indexed, range(indexed.num_documents),
                                                                                 tokenizer.specials.eod):
             log.warning("%s: documents end with the end-of-document token %r (--append-eod): MLM sentence pairs "
@@ -71,6 +78,12 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
             log.warning("%s has one sequence per document: MLM pairs are cut inside documents, not at sentences "
                         "(preprocess with --split-sentences for sentence pairs)", prefix)
     return problems
+
+
+def _inside_documents(indexed: IndexedDataset, token: int, probes: int = 256) -> bool:
+    """Does ``token`` occur before the last position of (a sample of) the documents?"""
+    picks = np.linspace(0, indexed.num_documents - 1, num=min(probes, indexed.num_documents)).astype(np.int64)
+    return any(bool((indexed.document(int(k))[:-1] == token).any()) for k in picks)
 
 
 def _highest_token(indexed: IndexedDataset, windows: int = 64) -> int:

@@ -163,11 +163,12 @@ class GPTDataset(torch.utils.data.Dataset):
 
 def documents_end_with(indexed: IndexedDataset, documents: range, token: int, probes: int = 256) -> bool:
     """Do (a sample of) these documents end with ``token``? Packing needs a separator between them."""
+    return last_tokens(indexed, documents, probes) <= {token}
+
+
+def last_tokens(indexed: IndexedDataset, documents: range, probes: int = 256) -> set[int]:
+    """The tokens that (a sample of ``probes``, evenly spread, of) these documents end with."""
     if len(documents) == 0:
-        return True
+        return set()
     picks = np.linspace(documents.start, documents.stop - 1, num=min(probes, len(documents))).astype(np.int64)
-    for k in picks:
-        doc = indexed.document(int(k))
-        if len(doc) and int(doc[-1]) != token:
-            return False
-    return True
+    return {int(doc[-1]) for doc in map(indexed.document, picks.tolist()) if len(doc)}

@@ -251,6 +251,13 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, nfc: bool = False
 
 
 def _from_hub(name: str) -> LoadedTokenizer:
+    path = Path(name).expanduser()
+    if path.is_absolute() or name.startswith((".", "~")) or (path.parent != Path(".") and path.parent.is_dir()):
+        # a path, not a hub name: say what is there instead of asking the hub
+        near = sorted(p.name for p in path.parent.iterdir() if p.is_dir())[:12] if path.parent.is_dir() else []
+        raise TokenizerError(f"no tokenizer folder {name}: it does not exist"
+                             + (f" ({path.parent} holds {', '.join(near)})" if near else "")
+                             + ". Pass the folder tools/train_tokenizer.py wrote, or a Hugging Face hub name.")
     try:
         from transformers import AutoTokenizer
 
@@ -259,8 +266,8 @@ def _from_hub(name: str) -> LoadedTokenizer:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise TokenizerError(
             f"{name!r} is not a local folder and could not be loaded from the Hugging Face hub"
-            f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: {exc}. Check the path, or download the tokenizer "
-            f"first (huggingface-cli download {name} --local-dir DIR) and pass DIR."
+            f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: {str(exc).splitlines()[0].rstrip('.')}. Check the path, "
+            f"or download the tokenizer first (huggingface-cli download {name} --local-dir DIR) and pass DIR."
         ) from exc
     backend = getattr(hf, "backend_tokenizer", None)
     if backend is None:
