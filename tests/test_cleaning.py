@@ -107,6 +107,11 @@ def test_the_rules_count_as_plain_python_does():
                                     max_duplicate_paragraph_share=2.0, max_duplicate_paragraph_chars=2.0)
         assert rules.repetition_problem(doc, lines) == expected, ascii(doc[:80])
     assert problems > 300  # the made documents reach every limit
+    rng = random.Random(7)  # limits in any order, of any n (1 too), negative ones
+    for doc in documents_to_compare()[-900:]:
+        top, duplicate = ({n: rng.uniform(-0.1, 0.4) for n in rng.sample(range(1, 8), rng.randint(0, 4))} for _ in "td")
+        tuned = dataclasses.replace(lines, max_top_ngram_chars=top, max_duplicate_ngram_chars=duplicate)
+        assert rules.repetition_problem(doc, tuned) == reference.ngram_problem(doc.split(), top, duplicate), (top, duplicate)
 
 
 def test_minhash_finds_edited_copies_and_keeps_distinct_documents():
@@ -158,7 +163,13 @@ def test_cleaning_removes_planted_duplicates_and_reports_them(tmp_path, planted)
     assert "kept" in proc.stdout and "report.md" in proc.stdout
     from pretrain.corpus.sources import resolve_inputs  # the output folder as a later step's --input: its parts
 
-    assert [f.path for f in resolve_inputs([str(out)])] == sorted(map(str, out.glob("part-*.jsonl.zst")))
+    parts = sorted(map(str, out.glob("part-*.jsonl.zst")))
+    assert [f.path for f in resolve_inputs([str(out)])] == parts
+    assert [f.path for f in resolve_inputs([str(out.parent)]) if f.path.startswith(str(out))] == parts  # its parent
+    mine = tmp_path / "mine"  # a user's own report.json is text like any other file
+    mine.mkdir()
+    write_jsonl(mine / "report.json", ["a report"])
+    assert [f.path for f in resolve_inputs([str(mine)])] == [str(mine / "report.json")]
 
 
 def test_shards_and_reruns_give_identical_output(tmp_path, planted):

@@ -310,15 +310,20 @@ def test_packed_mlm_leaves_out_the_end_of_document_token(tmp_path, tokenizer_dir
 
     tokenizer = load_tokenizer(tokenizer_dir)
     rng = np.random.default_rng(3)
-    docs = [[list(rng.integers(300, 1000, rng.integers(1, 40)))] for _ in range(60)]
+    docs = [[list(rng.integers(300, 1000, rng.integers(1, 40)))] for _ in range(300)]
+    docs[5] = [[]]  # only the end-of-document token where the others have it
+    probed = set(np.linspace(0, len(docs) - 1, 256).astype(int).tolist())  # the documents the detection looks at
+    unprobed = min(set(range(len(docs))) - probed)
     plain = make_dataset(tmp_path, docs, "plain")
-    ended = make_dataset(tmp_path, [[*doc[:-1], [*doc[-1], tokenizer.specials.eod]] for doc in docs], "ended")
+    eod = tokenizer.specials.eod
+    ended = make_dataset(tmp_path, [doc if i == unprobed else [*doc[:-1], [*doc[-1], eod]] for i, doc in enumerate(docs)],
+                         "ended")  # one document, among those not probed, made without it
     built = {}
     for indexed in (plain, ended):
         data = DataConfig(tokenizer=str(tokenizer_dir), prefixes=[str(indexed.prefix)], seq_len=48, split="100,0,0",
                           document_mask=True, mask_prob=0.3, cache_dir=str(tmp_path / "cache"))
-        built[indexed] = build_datasets(data, tokenizer, "mlm", 7, SplitSizes(40, 0, 0), True)["train"]
-    for i in range(40):
+        built[indexed] = build_datasets(data, tokenizer, "mlm", 7, SplitSizes(200, 0, 0), True)["train"]
+    for i in range(200):
         a, b = built[plain][i], built[ended][i]
         assert all(torch.equal(a[k], b[k]) for k in a), f"sample {i} differs"
         assert not (b["input_ids"] == tokenizer.specials.eod).any()
@@ -341,6 +346,7 @@ def test_data_made_with_another_tokenizers_end_of_text_is_named(tmp_path, tokeni
         (problem,) = check_datasets(DataConfig(tokenizer=str(tokenizer_dir), prefixes=[str(indexed.prefix)]), tokenizer,
                                     "clm")
         if name == "other":
-            assert f"every document ends with token id {other_eod}" in problem and "set data.tokenizer" in problem.lower()
+            assert f"every document ends with token id {other_eod}" in problem and "another tokenizer" in problem
+            assert "set data.tokenizer" in problem and "Otherwise preprocess with --append-eod" in problem
         else:
             assert "Preprocess with --append-eod" in problem and "another tokenizer" not in problem

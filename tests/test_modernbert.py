@@ -53,7 +53,7 @@ def test_weights_start_from_the_familys_normal(preset):
         if name.endswith(tuple(f"{n}.weight" for n in inputs + outputs)) or "embed" in name:
             checked += 1
             assert values.std().item() == pytest.approx(spread * std, rel=0.06), name
-            beyond = (values.abs() > 2 * std).double().mean().item()
+            beyond = (values.abs() > 2 * std * (1 + 1e-6)).double().mean().item()  # float32's cut may round up
             assert (beyond == 0) if truncated else (0.03 < beyond < 0.06), (name, beyond)
     assert checked == 4 * layers + 1
 

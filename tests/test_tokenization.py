@@ -166,15 +166,21 @@ def test_word_starts(trained):
                                                             if t.startswith("##"))
 
 
-def test_not_a_tokenizer_folder_and_offline_hub_name(tmp_path):
+def test_not_a_tokenizer_folder_and_offline_hub_name(tmp_path, monkeypatch):
     (tmp_path / "readme.txt").write_text("hi")
     with pytest.raises(TokenizerError, match="is not a tokenizer folder"):
         load_tokenizer(tmp_path)
     with pytest.raises(TokenizerError, match="download the tokenizer first"):
         load_tokenizer("no-such-org/no-such-model")
-    (tmp_path / "tok" / "bpe").mkdir(parents=True)  # a path whose folder exists: no hub, what is there instead
+    (tmp_path / "tok" / "bpe").mkdir(parents=True)  # a missing folder beside others: what is there instead
     with pytest.raises(TokenizerError, match=r"no tokenizer folder .*tok/nope: it does not exist \(.*tok holds bpe\)"):
         load_tokenizer(tmp_path / "tok" / "nope")
+    asked = []  # a name like org/model is asked of the hub even where a folder named org exists here
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda name: asked.append(name) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        load_tokenizer("tok/some-model")
+    assert asked == ["tok/some-model"]
 
 
 def test_cli_trains_and_refuses_to_overwrite(tmp_path, small_corpus):

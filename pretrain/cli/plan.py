@@ -22,10 +22,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, help="default: the config's")
     p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
     p.add_argument("--recompute", choices=["auto", "none", "selective", "full"], help="default: the config's")
-    p.add_argument("--gpus-per-node", type=int, default=8)
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU")
+    p.add_argument("--gpus-per-node", type=positive(int), default=8)
+    p.add_argument("--nodes", type=positive(int), default=1)
+    p.add_argument("--gpu-memory", type=positive(float), default=80.0, help="GiB per GPU")
     return p
+
+
+def positive(kind: type):
+    """An argparse type: a number of ``kind`` above 0."""
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        return value
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:

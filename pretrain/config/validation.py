@@ -34,7 +34,7 @@ def split_fractions(split: str) -> list[float]:
 
 def validate(config: Config, world_size: int, with_data: bool = True) -> None:
     """Raise ConfigError listing every problem; touches only the filesystem, never a process group.
-    ``with_data=False``: leave out data.tokenizer and data.prefixes (a plan needs neither)."""
+    ``with_data=False``: leave out data.tokenizer, data.prefixes and run.wandb (a plan needs none of them)."""
     from pretrain.presets import PRESETS
 
     problems: list[str] = []
@@ -95,7 +95,7 @@ def validate(config: Config, world_size: int, with_data: bool = True) -> None:
         problems.append(f"optim.warmup_steps={optim.warmup_steps} is longer than train.steps={train.steps}")
     if train.distributed_timeout_minutes <= 0:
         problems.append(f"train.distributed_timeout_minutes={train.distributed_timeout_minutes} must be positive")
-    if config.run.wandb:
+    if config.run.wandb and with_data:
         import importlib.util
 
         if importlib.util.find_spec("wandb") is None:

@@ -58,8 +58,8 @@ def resolve_inputs(specs: Sequence[str], input_format: str | None = None) -> lis
 
 
 def _folder_files(folder: str) -> list[str]:
-    """The corpus files in ``folder`` (recursively); of a datasets folder its data files, and of a folder
-    pretrain-clean wrote its parts (not its report)."""
+    """The corpus files in ``folder`` (recursively; of a datasets folder its data files), less pretrain-clean's
+    reports (a folder it wrote reads as its parts)."""
     if os.path.exists(os.path.join(folder, "dataset_dict.json")):
         splits = sorted(p.name for p in Path(folder).iterdir() if p.is_dir())
         raise InputError(
@@ -71,12 +71,11 @@ def _folder_files(folder: str) -> list[str]:
         with open(state, encoding="utf-8") as handle:
             names = [entry["filename"] for entry in json.load(handle)["_data_files"]]
         return [os.path.join(folder, name) for name in names]
-    parts = sorted(glob.glob(os.path.join(glob.escape(folder), "part-*.jsonl.zst")))
-    if parts and os.path.exists(os.path.join(folder, "report.json")):  # pretrain-clean's output: its parts only
-        return parts
     found = []
     for root, _, names in os.walk(folder):
         for name in names:
+            if name == "report.json" and _is_cleaning_report(os.path.join(root, name)):
+                continue  # pretrain-clean's report beside its parts: not text
             stem = name
             for suffix in COMPRESSIONS:
                 stem = stem.removesuffix(suffix)
@@ -85,6 +84,13 @@ def _folder_files(folder: str) -> list[str]:
     if not found:
         raise InputError(f"folder {folder} holds no .jsonl/.json/.txt/.parquet/.arrow files (plain or compressed).")
     return sorted(found)
+
+
+def _is_cleaning_report(path: str) -> bool:
+    """Is ``path`` the report.json pretrain-clean writes (its keys, read from the first 64 kB)?"""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    return all(f'"{key}":'.encode() in head for key in ("inputs", "near_threshold", "kept", "removed"))
 
 
 def _describe(path: str, input_format: str | None) -> InputFile:

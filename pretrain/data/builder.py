@@ -17,7 +17,7 @@ from pretrain.data.index_cache import dataset_identity, load_or_build
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import MaskingSpec
 from pretrain.data.mlm_dataset import MLMDataset, build_mlm_mapping, serving_order
-from pretrain.data.packed_mlm import WRAP, PackedMLMDataset
+from pretrain.data.packed_mlm import PackedMLMDataset, wrapped_lengths
 from pretrain.tokenization import LoadedTokenizer
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,11 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
             eod = f"the end-of-text token {tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod})"
             if len(ends) == 1 and indexed.num_documents > 1 and not _inside_documents(indexed, next(iter(ends))):
                 # one last token, never inside a document: another tokenizer's end-of-text token
-                problems.append(f"{prefix}: every document ends with token id {ends.pop()}, not with {eod}: the "
-                                "data was made with --append-eod and another tokenizer. Set data.tokenizer to the "
-                                "folder used for preprocessing.")
+                last = ends.pop()
+                problems.append(f"{prefix}: every document ends with token id {last} (this tokenizer's "
+                                f"{tokenizer.backend.id_to_token(last)!r}), not with {eod}. If the data was made with "
+                                "--append-eod, it was made with another tokenizer: set data.tokenizer to the folder "
+                                "used for preprocessing. Otherwise preprocess with --append-eod.")
             else:
                 problems.append(f"{prefix}: documents do not end with {eod}: packed CLM samples need it between "
                                 "documents. Preprocess with --append-eod.")
@@ -135,16 +137,16 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
     cache_dir = Path(data.cache_dir) if data.cache_dir else Path(f"{indexed.prefix}.cache")
     describe = f"{os.path.basename(indexed.prefix)} ({split})"
 
-    def packed_index(extra_per_document: int) -> dict[str, np.ndarray]:
-        """The cached index of documents packed one after another (each ``extra_per_document`` tokens longer)."""
-        lengths = indexed.document_lengths()[documents.start : documents.stop] + extra_per_document
+    def packed_index(lengths: np.ndarray) -> dict[str, np.ndarray]:
+        """The cached index of documents of ``lengths`` packed one after another."""
         key["epochs"] = epochs_needed(int(lengths.sum()), num_samples, data.seq_len)
         return load_or_build(cache_dir, key, lambda: build_gpt_indices(lengths, documents.start, key["epochs"],
                                                                        data.seq_len, seed),
                              describe, may_build, data.index_wait_minutes)
 
     if objective == "clm":
-        return GPTDataset(indexed, packed_index(0), data.seq_len, num_samples,
+        lengths = indexed.document_lengths()[documents.start : documents.stop]
+        return GPTDataset(indexed, packed_index(lengths), data.seq_len, num_samples,
                           tokenizer.specials.eod if data.document_mask else None)
     specials = tokenizer.specials.ids
     special_ids = np.array(sorted(set(specials.values())))
@@ -153,13 +155,13 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
                           tokenizer.unit_starts(data.whole_word_unit), random_ids)
     if data.document_mask:  # packed documents, no padding: the causal LM's index over the wrapped documents
         key["objective"] = "mlm-packed"
-        trailing = int(documents_end_with(indexed, documents, specials["eod"]))  # --append-eod: [SEP] ends them here
-        if trailing:
+        eod = specials["eod"] if documents_end_with(indexed, documents, specials["eod"]) else None
+        if eod is not None:  # made with --append-eod: [SEP] ends each document here, the EOD is left out
             key["trailing_eod_left_out"] = True
             log.info("%s: documents end with the end-of-document token (--append-eod); packed MLM leaves it out",
                      describe)
-        return PackedMLMDataset(indexed, packed_index(WRAP - trailing), data.seq_len, specials, masking, seed,
-                                num_samples, trailing)
+        return PackedMLMDataset(indexed, packed_index(wrapped_lengths(indexed, documents, eod)), data.seq_len,
+                                specials, masking, seed, num_samples, eod)
     key["short_seq_prob"] = data.short_seq_prob
     cached = load_or_build(cache_dir, key, lambda: {"mapping": build_mlm_mapping(indexed, documents, data.seq_len,
                                                                                  data.short_seq_prob, seed)},

@@ -345,6 +345,15 @@ class IndexedDataset:
         per_sequence = np.concatenate([[0], np.cumsum(self.sequence_lengths, dtype=np.int64)])
         return np.diff(per_sequence[self.document_indices])
 
+    def last_tokens(self, documents: range) -> np.ndarray:
+        """The last token of each of ``documents`` (-1 for an empty one), read through a map of the .bin."""
+        offsets = self.document_token_offsets()[documents.start : documents.stop + 1]
+        ends, empty = offsets[1:] - 1, offsets[1:] == offsets[:-1]
+        if self.num_tokens == 0:
+            return np.full(len(documents), -1, dtype=np.int64)
+        stream = _memmap(self._bin_path, self.dtype, 0, self.num_tokens)
+        return np.where(empty, -1, stream[np.where(empty, 0, ends)].astype(np.int64))
+
     def document_token_offsets(self) -> np.ndarray:
         """Start token of each document in the stream, plus the total at the end (length D+1)."""
         per_sequence = np.concatenate([[0], np.cumsum(self.sequence_lengths, dtype=np.int64)])

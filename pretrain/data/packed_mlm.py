@@ -28,16 +28,24 @@ from pretrain.data.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, max_pr
 WRAP = 2  # [CLS] before a document, [SEP] after it
 
 
+def wrapped_lengths(indexed: IndexedDataset, documents: range, eod: int | None) -> np.ndarray:
+    """Each document's length in a packed sample: [CLS], its tokens less a last one that is ``eod``, [SEP]."""
+    lengths = indexed.document_lengths()[documents.start : documents.stop]
+    if eod is not None:
+        lengths = lengths - (indexed.last_tokens(documents) == eod)
+    return lengths + WRAP
+
+
 class PackedMLMDataset(torch.utils.data.Dataset):
     """``dataset[i]`` -> input_ids, labels, position_ids (``seq_len`` each) and masked_positions: the chosen
     positions, padded to the fixed width ``max_predictions(packed=True)`` with position 0, which is never chosen (its
     label is -100), as MLMDataset pads with its [CLS].
 
-    ``indices``: build_gpt_indices over the documents' wrapped lengths (tokens - ``trailing`` + 2);
-    ``trailing``: 1 where every document ends with the end-of-document token (--append-eod), which is left out."""
+    ``indices``: build_gpt_indices over the documents' wrapped lengths (``wrapped_lengths``); ``eod``: the
+    end-of-document token to leave out where a document ends with it (data made with --append-eod), or None."""
 
     def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, specials: dict[str, int],
-                 masking: MaskingSpec, seed: int, num_samples: int, trailing: int = 0) -> None:
+                 masking: MaskingSpec, seed: int, num_samples: int, eod: int | None = None) -> None:
         if num_samples > len(indices["shuffle_index"]):
             raise ValueError(f"asked for {num_samples} samples but the index holds {len(indices['shuffle_index'])}")
         self.indexed = indexed
@@ -50,16 +58,19 @@ class PackedMLMDataset(torch.utils.data.Dataset):
         self.predictions = max_predictions(seq_len, masking.mask_prob, packed=True)
         self.seed = seed
         self.num_samples = num_samples
-        self.trailing = trailing
+        self.eod = eod
 
     def __len__(self) -> int:
         return self.num_samples
 
     def document_length(self, doc: int) -> int:
-        """Tokens of document ``doc`` read (its sentences' lengths, less the trailing end-of-document token when
-        left out; no table of every document is held)."""
+        """Tokens of document ``doc`` read: its sentences' lengths, less a last token that is ``eod`` (no table
+        of every document is held)."""
         first, last = (int(v) for v in self.indexed.document_indices[doc : doc + 2])
-        return int(self.indexed.sequence_lengths[first:last].sum()) - self.trailing
+        length = int(self.indexed.sequence_lengths[first:last].sum())
+        if self.eod is not None and length and int(self.indexed.document(doc, length - 1, length)[0]) == self.eod:
+            length -= 1
+        return length
 
     def pieces(self, index: int) -> list[tuple[int, int, int, int]]:
         """(document, first, end, its tokens n) of each wrapped document piece in sample ``index``, in order;

@@ -135,11 +135,11 @@ def load_tokenizer(path_or_name: str | os.PathLike) -> LoadedTokenizer:
     """Load a tokenizer folder (or file inside one) or a hub name; make sure all roles exist."""
     from tokenizers import Tokenizer
 
-    path = Path(path_or_name)
+    path = Path(path_or_name).expanduser()
     if path.is_file():
         path = path.parent
     if not path.exists():
-        return _from_hub(str(path_or_name))
+        return _from_hub(os.path.expanduser(str(path_or_name)))
     if not path.is_dir():
         raise TokenizerError(f"{path_or_name} is neither a tokenizer folder nor a file inside one.")
     config = _read_config(path)
@@ -251,13 +251,12 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, nfc: bool = False
 
 
 def _from_hub(name: str) -> LoadedTokenizer:
-    path = Path(name).expanduser()
-    if path.is_absolute() or name.startswith((".", "~")) or (path.parent != Path(".") and path.parent.is_dir()):
-        # a path, not a hub name: say what is there instead of asking the hub
-        near = sorted(p.name for p in path.parent.iterdir() if p.is_dir())[:12] if path.parent.is_dir() else []
-        raise TokenizerError(f"no tokenizer folder {name}: it does not exist"
-                             + (f" ({path.parent} holds {', '.join(near)})" if near else "")
-                             + ". Pass the folder tools/train_tokenizer.py wrote, or a Hugging Face hub name.")
+    path = Path(name)
+    nearby = sorted(p.name for p in path.parent.iterdir() if p.is_dir())[:12] if path.parent.is_dir() else []
+    missing = f"no tokenizer folder {name}: it does not exist" + (
+        f" ({path.parent} holds {', '.join(nearby)})" if nearby and path.parent != Path(".") else "")
+    if path.is_absolute() or name.startswith("."):  # a path, not a hub name: no hub to ask
+        raise TokenizerError(f"{missing}. Pass the folder tools/train_tokenizer.py wrote, or a Hugging Face hub name.")
     try:
         from transformers import AutoTokenizer
 
@@ -265,7 +264,7 @@ def _from_hub(name: str) -> LoadedTokenizer:
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise TokenizerError(
-            f"{name!r} is not a local folder and could not be loaded from the Hugging Face hub"
+            f"{missing}, and the Hugging Face hub has no tokenizer {name!r}"
             f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: {str(exc).splitlines()[0].rstrip('.')}. Check the path, "
             f"or download the tokenizer first (huggingface-cli download {name} --local-dir DIR) and pass DIR."
         ) from exc

@@ -21,7 +21,7 @@ import functools
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
@@ -146,7 +146,8 @@ def script_share(text: str, language: str) -> float:
 
 
 def repetition_problem(text: str, rules: Rules) -> str | None:
-    """Which of Gopher's repetition limits the text exceeds, or None (the n-gram limits in order of n)."""
+    """Which of Gopher's repetition limits the text exceeds, or None (lines, paragraphs, then the n-gram limits
+    as ``rules`` lists them: the top n-grams', then the duplicate n-grams')."""
     total = max(len(text), 1)
     lines = [line for line in text.split("\n") if line.strip()]
     for units, share_limit, chars_limit, name in (
@@ -163,32 +164,57 @@ def repetition_problem(text: str, rules: Rules) -> str | None:
     words = text.split()
     word_chars = sum(map(len, words)) or 1
     top, duplicate = rules.max_top_ngram_chars, rules.max_duplicate_ngram_chars
-    for n, repeated, counts in repeated_ngrams(words, max((*top, *duplicate), default=1)):
-        if n in top:  # the most frequent n-gram (the first seen of equals), if it occurs more than once
-            (gram, count), = counts.most_common(1)
-            if count * sum(map(len, gram)) / word_chars > top[n]:
-                return f"top {n}-gram covers too much"
-        if n in duplicate:  # the words of every n-gram that occurred before
-            seen, covered = set(), set()
-            for position, gram in repeated:
-                if gram in seen:
-                    covered.update(range(position, position + n))
-                else:
-                    seen.add(gram)
-            if sum(len(words[k]) for k in covered) / word_chars > duplicate[n]:
-                return f"duplicate {n}-grams cover too much"
+    figures = NgramFigures(words, top, duplicate)
+    for n, limit in top.items():
+        count, chars, _ = figures.at(n)
+        if len(words) >= n and count > 1 and count * chars / word_chars > limit:
+            return f"top {n}-gram covers too much"
+    for n, limit in duplicate.items():
+        if len(words) >= n and figures.at(n)[2] / word_chars > limit:
+            return f"duplicate {n}-grams cover too much"
     return None
 
 
-def repeated_ngrams(words: list[str], largest: int) -> Iterator[tuple[int, list[tuple[int, tuple]], Counter]]:
-    """For n = 2, 3, ... up to ``largest``, while some n-gram occurs more than once: (n, the (position,
+class NgramFigures:
+    """Gopher's n-gram figures of ``words`` for each n of ``top`` and ``duplicate``, computed level by level
+    as far as asked: (how often the most frequent n-gram occurs (the first seen of equals), its characters,
+    the characters of the words in every n-gram that occurred before). A level where nothing repeats (and
+    every longer one) is (1, 0, 0)."""
+
+    def __init__(self, words: list[str], top: Iterable[int], duplicate: Iterable[int]) -> None:
+        self.words, self.top, self.duplicate = words, set(top), set(duplicate)
+        wanted = self.top | self.duplicate
+        self.levels = repeated_ngrams(words, min(wanted, default=1), max(wanted, default=0))
+        self.reached = min(wanted, default=1) - 1
+        self.figures: dict[int, tuple[int, int, int]] = {}
+
+    def at(self, n: int) -> tuple[int, int, int]:
+        for level, repeated, counts in self.levels if self.reached < n else ():
+            self.reached = level
+            (gram, count), = counts.most_common(1) if level in self.top else (((), 1),)
+            covered: set[int] = set()
+            if level in self.duplicate:
+                seen: set[tuple] = set()
+                for position, gram_at in repeated:
+                    if gram_at in seen:
+                        covered.update(range(position, position + level))
+                    else:
+                        seen.add(gram_at)
+            self.figures[level] = (count, sum(map(len, gram)), sum(len(self.words[k]) for k in covered))
+            if level >= n:
+                break
+        return self.figures.get(n, (1, 0, 0))
+
+
+def repeated_ngrams(words: list[str], smallest: int, largest: int) -> Iterator[tuple[int, list[tuple[int, tuple]], Counter]]:
+    """For n = ``smallest`` .. ``largest``, while some n-gram occurs more than once: (n, the (position,
     n-gram) of each occurrence of a repeated one in order, every n-gram counted). A repeated n-gram starts
     with a repeated shorter one, so each n looks only at the positions where the (n-1)-gram repeats:
     natural text repeats few, and the work shrinks as n grows (2.6x faster than every n-gram of every n)."""
-    positions: Sequence[int] = range(len(words) - 1)
-    grams: list[tuple] = list(zip(words, words[1:]))
-    for n in range(2, largest + 1):
-        if n > 2:
+    positions: Sequence[int] = range(max(len(words) - smallest + 1, 0))
+    grams: list[tuple] = list(zip(*(words[i:] for i in range(smallest))))
+    for n in range(smallest, largest + 1):
+        if n > smallest:
             grams = [tuple(words[i : i + n]) for i in positions]
         counts = Counter(grams)
         if len(counts) == len(grams):  # none repeats (or none is left): no longer one does
