@@ -57,7 +57,7 @@ class PlanRequest:
     micro_batch: int | None = None
     recompute: str = "auto"  # auto | none | selective | full
     recompute_layers: int | None = None  # selective with a fixed count
-    whole_stage_only: tuple[int, ...] | None = None  # stages the optimizer allows (LAMB: 0)
+    whole_stage_only: tuple[int, ...] | None = None  # stages the optimizer allows (LAMB, StableAdamW: 0)
     document_mask: bool = False  # packed documents masked (data.document_mask)
     tie_embeddings: bool | None = None  # model.tie_embeddings (default: the preset's)
 
@@ -221,5 +221,5 @@ def request_from_config(config: Config, vocab_size: int, world_size: int, ranks_
         predicted_per_sample=(max_predictions(data.seq_len, data.mask_prob, packed=bool(data.document_mask)) if mlm
                               else None), zero_stage=stage,
         offload=offload, micro_batch=None if train.micro_batch == "auto" else train.micro_batch, recompute=recompute,
-        recompute_layers=model.checkpoint_layers, whole_stage_only=(0,) if config.optim.optimizer == "lamb" else None,
+        recompute_layers=model.checkpoint_layers, whole_stage_only=(0,) if config.optim.whole_tensors else None,
         document_mask=bool(data.document_mask), tie_embeddings=model.tie_embeddings)

@@ -115,6 +115,24 @@ def test_validation_reports_batch_arithmetic_missing_data_and_ds_config(tmp_path
     assert any("not a multiple of the data-parallel size 2" in p for p in err.value.problems)
 
 
+@pytest.mark.parametrize("optimizer", ["lamb", "stable_adamw"])
+def test_optimizers_that_need_whole_tensors_get_zero_stage_0(optimizer):
+    """LAMB's per-layer trust ratio and StableAdamW's per-tensor update clipping need each parameter whole: ZeRO
+    stages that flatten and partition them are refused, and the parallel plan picks stage 0."""
+    from pretrain.parallel import choose_plan, request_from_config
+
+    partitioned = load_config("tiny_mlm", [f"optim.optimizer={optimizer}", "train.ds_config=zero2"])
+    with pytest.raises(ConfigError, match=f"optim.optimizer={optimizer} needs whole, unpartitioned parameters"):
+        validate(partitioned, world_size=2, with_data=False)
+    auto = load_config("tiny_mlm", [f"optim.optimizer={optimizer}"])
+    validate(auto, world_size=2, with_data=False)
+    request = request_from_config(auto, 1024, 2, 2, 80 << 30)
+    assert request.whole_stage_only == (0,) and choose_plan(request).zero_stage == 0
+    assert request_from_config(load_config("tiny_mlm"), 1024, 2, 2, 80 << 30).whole_stage_only is None
+    with pytest.raises(ConfigError, match="must be adamw, lamb or stable_adamw"):
+        validate(load_config("tiny_mlm", ["optim.optimizer=adam"]), world_size=2, with_data=False)
+
+
 def test_wandb_without_the_package_is_a_config_problem(data, monkeypatch):
     """run.wandb set where wandb is not installed: reported with the other problems, before anything starts."""
     import importlib.util

@@ -409,6 +409,43 @@ def test_lamb_minimizes_a_quadratic_and_clamps_trust():
     assert loss.item() < 1e-2 * (target ** 2).sum().item()
 
 
+def test_stable_adamw_is_adamw_until_an_update_is_unstable():
+    """StableAdamW (ModernBERT's optimizer) steps as torch's AdamW while each tensor's update RMS is at most 1
+    (a steady gradient); after a gradient spike in one tensor, that tensor's step is AdamW's divided by its RMS
+    (sqrt of the mean of g^2 / v_hat), the other tensor's is AdamW's; no host sync."""
+    from pretrain.optim import StableAdamW
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(6, 4)), torch.nn.Parameter(torch.randn(4))]
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    hyper = {"lr": 1e-2, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.1}
+    optimizer, chosen = build_optimizer([{"params": params, "weight_decay": 0.1}], "stable_adamw",
+                                        {**hyper, "fused": True}, on_gpu=False, offloaded=False, ds_config={})
+    plain = torch.optim.AdamW(copies, **hyper)
+    assert isinstance(optimizer, StableAdamW) and "StableAdamW" in chosen
+    steady = [torch.randn_like(p) for p in params]
+    for _ in range(4):
+        for p, q, g in zip(params, copies, steady):
+            p.grad, q.grad = g.clone(), g.clone()
+        optimizer.step()
+        plain.step()
+        for p, q in zip(params, copies):
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    spike = [steady[0] * 30, steady[1]]
+    before = [p.detach().clone() for p in params]
+    second = [optimizer.state[p]["exp_avg_sq"] * 0.98 + 0.02 * g * g for p, g in zip(params, spike)]
+    rms = [(g * g / (v / (1 - 0.98 ** 5)).clamp_min(1e-12)).mean().sqrt() for g, v in zip(spike, second)]
+    assert rms[0] > 2 and rms[1] <= 1 + 1e-6
+    for p, q, g in zip(params, copies, spike):
+        p.grad, q.grad = g.clone(), g.clone()
+    with HostSyncs() as syncs:
+        optimizer.step()
+    plain.step()
+    assert syncs.found == []
+    torch.testing.assert_close(params[0] - before[0], (copies[0] - before[0]) / rms[0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(params[1], copies[1], rtol=1e-6, atol=1e-7)
+
+
 def test_optimizer_fallbacks(monkeypatch):
     import deepspeed.ops.adam as ds_adam
 

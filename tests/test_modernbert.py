@@ -350,7 +350,8 @@ RUN = (f"train.steps={STEPS}", "train.log_interval=1", f"train.eval_interval={ST
 
 @pytest.fixture(scope="module")
 def modernbert_runs(tmp_path_factory, small_corpus, tokenizer_dir):
-    """A 1-rank run of modernbert_tiny on packed documents, unpadded (checkpoints at steps 3 and 6), and a copy of it resumed
+    """A 1-rank run of modernbert_tiny on packed documents, unpadded, with StableAdamW (checkpoints at steps 3
+    and 6), and a copy of it resumed
     from step 3 (run.resume_from), its records after step 3 removed first: two launches instead of three."""
     import json
 
@@ -359,7 +360,8 @@ def modernbert_runs(tmp_path_factory, small_corpus, tokenizer_dir):
 
     root = tmp_path_factory.mktemp("modernbert")
     preprocess(small_corpus, tokenizer_dir, root / "data", "--split-sentences")
-    data = (f"data.tokenizer={tokenizer_dir}", f"data.prefixes=[{root / 'data_text_sentence'}]", *RUN)
+    data = (f"data.tokenizer={tokenizer_dir}", f"data.prefixes=[{root / 'data_text_sentence'}]", *RUN,
+            "optim.optimizer=stable_adamw", "optim.grad_clip=0")  # ModernBERT's optimizer, no gradient clipping
     full, resumed = root / "full", root / "resumed"
     out = {"full": launch(1, "modernbert_tiny", full, *data), "dirs": {"full": full, "resumed": resumed}}
     shutil.copytree(full, resumed, ignore=shutil.ignore_patterns("tensorboard", "plots"))
@@ -377,6 +379,7 @@ def test_modernbert_run_resumes_exactly(modernbert_runs):
     full, full_evals = metrics(modernbert_runs["dirs"]["full"])
     resumed, resumed_evals = metrics(modernbert_runs["dirs"]["resumed"])
     assert f"resuming from {tag_for(STOP)}" in modernbert_runs["resumed"].stderr
+    assert "optimizer StableAdamW" in modernbert_runs["full"].stderr
     assert sorted(full) == sorted(resumed) == list(range(1, STEPS + 1))
     for step in range(STOP + 1, STEPS + 1):
         assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-6), step

@@ -102,8 +102,10 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     optimizer: str = "adamw"
-    """"adamw" (DeepSpeed's FusedAdam on GPUs, CPU Adam when offloaded) or "lamb" (large-batch BERT; needs
-    train.ds_config=zero0 and fp16 or fp32, since ZeRO's flat partitions break LAMB's per-layer trust ratio)."""
+    """"adamw" (torch's fused AdamW on GPUs, CPU Adam when offloaded), "lamb" (large-batch BERT) or
+    "stable_adamw" (AdamW with per-tensor update clipping, as ModernBERT trains; set grad_clip=0 to rely on it
+    alone). lamb and stable_adamw need whole tensors: ZeRO stage 0 (auto picks it; ZeRO's flat partitions
+    would break LAMB's per-layer trust ratio and StableAdamW's per-tensor clipping)."""
     lr: float = 6e-4
     """Peak learning rate."""
     min_lr: float = 6e-5
@@ -127,6 +129,11 @@ class OptimConfig:
     """Clip the global gradient norm to this (0 disables)."""
     fused: bool = True
     """Use fused optimizer kernels on GPUs (DeepSpeed FusedAdam / FusedLamb); false: plain torch (baseline)."""
+
+    @property
+    def whole_tensors(self) -> bool:
+        """The optimizer works on each parameter whole (per tensor): ZeRO stage 0 only."""
+        return self.optimizer in ("lamb", "stable_adamw")
 
     def wsd_decay_steps(self, steps: int) -> int:
         """decay=wsd: how many of ``steps`` decay (the last ``decay_fraction`` of them, at least one)."""

@@ -79,8 +79,8 @@ def validate(config: Config, world_size: int, with_data: bool = True) -> None:
                  "stop_check_interval"):
         if getattr(train, name) < 1:
             problems.append(f"train.{name} must be at least 1")
-    if optim.optimizer not in ("adamw", "lamb"):
-        problems.append(f"optim.optimizer={optim.optimizer!r} must be adamw or lamb")
+    if optim.optimizer not in ("adamw", "lamb", "stable_adamw"):
+        problems.append(f"optim.optimizer={optim.optimizer!r} must be adamw, lamb or stable_adamw")
     if optim.decay not in ("cosine", "linear", "constant", "wsd"):
         problems.append(f"optim.decay={optim.decay!r} must be cosine, linear, constant or wsd")
     if not 0 < optim.decay_fraction <= 1:
@@ -103,8 +103,9 @@ def validate(config: Config, world_size: int, with_data: bool = True) -> None:
                             "(or pip install -e '.[wandb]')")
     problems += ds_config_problems(train.ds_config)
     stage = zero_stage(train.ds_config)
-    if optim.optimizer == "lamb" and stage not in (0, None):
-        problems.append(f"optim.optimizer=lamb needs whole, unpartitioned parameters for its per-layer trust ratio: "
+    if optim.whole_tensors and stage not in (0, None):
+        problems.append(f"optim.optimizer={optim.optimizer} needs whole, unpartitioned parameters (its per-tensor "
+                        "trust ratio or update clipping): "
                         f"use train.ds_config=zero0 or auto (ZeRO stage {stage} now)")
     if problems:
         raise ConfigError(problems)
