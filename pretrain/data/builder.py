@@ -54,12 +54,12 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
             problems.append(str(exc))
             continue
         highest = _highest_token(indexed)
+        ends = last_tokens(indexed, range(indexed.num_documents))  # of a sample of the documents
         if highest >= tokenizer.vocab_size:
             problems.append(f"{prefix} holds token id {highest} but the tokenizer {tokenizer.source} has only "
                             f"{tokenizer.vocab_size} tokens: the data was preprocessed with another tokenizer. Set "
                             "data.tokenizer to the folder used for preprocessing.")
-        elif objective == "clm" and not documents_end_with(indexed, range(indexed.num_documents), tokenizer.specials.eod):
-            ends = last_tokens(indexed, range(indexed.num_documents))
+        elif objective == "clm" and not ends <= {tokenizer.specials.eod}:
             eod = f"the end-of-text token {tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod})"
             if len(ends) == 1 and indexed.num_documents > 1 and not _inside_documents(indexed, next(iter(ends))):
                 # one last token, never inside a document: another tokenizer's end-of-text token
@@ -71,8 +71,7 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
             else:
                 problems.append(f"{prefix}: documents do not end with {eod}: packed CLM samples need it between "
                                 "documents. Preprocess with --append-eod.")
-        if objective == "mlm" and not data.document_mask and documents_end_with(indexed, range(indexed.num_documents),
-                                                                                tokenizer.specials.eod):
+        if objective == "mlm" and not data.document_mask and ends <= {tokenizer.specials.eod}:
             log.warning("%s: documents end with the end-of-document token %r (--append-eod): MLM sentence pairs "
                         "keep it as text. Preprocess MLM data without --append-eod.", prefix,
                         tokenizer.specials.tokens["eod"])

@@ -252,11 +252,14 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, nfc: bool = False
 
 def _from_hub(name: str) -> LoadedTokenizer:
     path = Path(name)
-    nearby = sorted(p.name for p in path.parent.iterdir() if p.is_dir())[:12] if path.parent.is_dir() else []
-    missing = f"no tokenizer folder {name}: it does not exist" + (
-        f" ({path.parent} holds {', '.join(nearby)})" if nearby and path.parent != Path(".") else "")
+
+    def missing() -> str:
+        nearby = sorted(p.name for p in path.parent.iterdir() if p.is_dir())[:12] if path.parent.is_dir() else []
+        return f"no tokenizer folder {name}: it does not exist" + (
+            f" ({path.parent} holds {', '.join(nearby)})" if nearby and path.parent != Path(".") else "")
+
     if path.is_absolute() or name.startswith("."):  # a path, not a hub name: no hub to ask
-        raise TokenizerError(f"{missing}. Pass the folder tools/train_tokenizer.py wrote, or a Hugging Face hub name.")
+        raise TokenizerError(f"{missing()}. Pass the folder tools/train_tokenizer.py wrote, or a Hugging Face hub name.")
     try:
         from transformers import AutoTokenizer
 
@@ -264,7 +267,7 @@ def _from_hub(name: str) -> LoadedTokenizer:
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise TokenizerError(
-            f"{missing}, and the Hugging Face hub has no tokenizer {name!r}"
+            f"{missing()}, and the Hugging Face hub has no tokenizer {name!r}"
             f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: {str(exc).splitlines()[0].rstrip('.')}. Check the path, "
             f"or download the tokenizer first (huggingface-cli download {name} --local-dir DIR) and pass DIR."
         ) from exc
