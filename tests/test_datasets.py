@@ -299,7 +299,7 @@ def test_packed_mlm_samples_are_whole_documents_without_padding(tmp_path):
     assert 0.77 < masked / chosen < 0.83 and 0.08 < kept / chosen < 0.12
 
 
-def test_packed_mlm_leaves_out_the_end_of_document_token(tmp_path, tokenizer_dir):
+def test_packed_mlm_leaves_out_the_end_of_document_token(tmp_path, tokenizer_dir, monkeypatch):
     """Data preprocessed with --append-eod gives the same packed MLM samples as without: [SEP] ends each
     document there, and the end-of-document token is not text to predict."""
     import torch
@@ -327,6 +327,15 @@ def test_packed_mlm_leaves_out_the_end_of_document_token(tmp_path, tokenizer_dir
         a, b = built[plain][i], built[ended][i]
         assert all(torch.equal(a[k], b[k]) for k in a), f"sample {i} differs"
         assert not (b["input_ids"] == tokenizer.specials.eod).any()
+
+    # A start that finds the index cached reads no document's last token beyond the detection's probes (the
+    # whole .bin, a page per document, on a corpus of many small ones), and serves the same samples.
+    def refused(self, documents):
+        raise AssertionError(f"read the last token of {len(documents)} documents with the index cached")
+
+    monkeypatch.setattr(type(ended), "last_tokens", refused)
+    again = build_datasets(data, tokenizer, "mlm", 7, SplitSizes(200, 0, 0), False)["train"]
+    assert all(torch.equal(again[i][k], built[ended][i][k]) for i in range(200) for k in again[i])
 
 
 def test_data_made_with_another_tokenizers_end_of_text_is_named(tmp_path, tokenizer_dir):

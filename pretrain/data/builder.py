@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pretrain.data.index_cache import dataset_identity, load_or_build
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import MaskingSpec
 from pretrain.data.mlm_dataset import MLMDataset, build_mlm_mapping, serving_order
-from pretrain.data.packed_mlm import PackedMLMDataset, wrapped_lengths
+from pretrain.data.packed_mlm import WRAP, PackedMLMDataset, wrapped_lengths
 from pretrain.tokenization import LoadedTokenizer
 
 log = logging.getLogger(__name__)
@@ -136,16 +137,18 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
     cache_dir = Path(data.cache_dir) if data.cache_dir else Path(f"{indexed.prefix}.cache")
     describe = f"{os.path.basename(indexed.prefix)} ({split})"
 
-    def packed_index(lengths: np.ndarray) -> dict[str, np.ndarray]:
-        """The cached index of documents of ``lengths`` packed one after another."""
-        key["epochs"] = epochs_needed(int(lengths.sum()), num_samples, data.seq_len)
-        return load_or_build(cache_dir, key, lambda: build_gpt_indices(lengths, documents.start, key["epochs"],
+    def packed_index(tokens_per_epoch: int, lengths: Callable[[], np.ndarray]) -> dict[str, np.ndarray]:
+        """The cached index of the documents packed one after another: ``lengths()`` gives each one's length
+        and is called only when the index is built; ``tokens_per_epoch`` (their sum, or a lower bound of it)
+        sets the epochs it covers."""
+        key["epochs"] = epochs_needed(tokens_per_epoch, num_samples, data.seq_len)
+        return load_or_build(cache_dir, key, lambda: build_gpt_indices(lengths(), documents.start, key["epochs"],
                                                                        data.seq_len, seed),
                              describe, may_build, data.index_wait_minutes)
 
+    lengths = indexed.document_lengths()[documents.start : documents.stop]
     if objective == "clm":
-        lengths = indexed.document_lengths()[documents.start : documents.stop]
-        return GPTDataset(indexed, packed_index(lengths), data.seq_len, num_samples,
+        return GPTDataset(indexed, packed_index(int(lengths.sum()), lambda: lengths), data.seq_len, num_samples,
                           tokenizer.specials.eod if data.document_mask else None)
     specials = tokenizer.specials.ids
     special_ids = np.array(sorted(set(specials.values())))
@@ -159,8 +162,13 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
             key["trailing_eod_left_out"] = True
             log.info("%s: documents end with the end-of-document token (--append-eod); packed MLM leaves it out",
                      describe)
-        return PackedMLMDataset(indexed, packed_index(wrapped_lengths(indexed, documents, eod)), data.seq_len,
-                                specials, masking, seed, num_samples, eod)
+        # Which documents end with the EOD is known only by reading each one's last token from the .bin (a page
+        # per document: the whole file on a cold cache), so that is left to the index build. The epochs come
+        # from a lower bound of the tokens, as if every document ended with it: exact for --append-eod data, and
+        # at worst an index one epoch longer than needed.
+        tokens = int(lengths.sum()) + (WRAP - (eod is not None)) * len(documents)
+        return PackedMLMDataset(indexed, packed_index(tokens, lambda: wrapped_lengths(indexed, documents, eod)),
+                                data.seq_len, specials, masking, seed, num_samples, eod)
     key["short_seq_prob"] = data.short_seq_prob
     cached = load_or_build(cache_dir, key, lambda: {"mapping": build_mlm_mapping(indexed, documents, data.seq_len,
                                                                                  data.short_seq_prob, seed)},
