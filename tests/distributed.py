@@ -17,9 +17,11 @@ LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MAS
 
 
 def train_env() -> dict:
-    """This environment for a launched run, without launcher variables a library may have set in it."""
+    """This environment for a launched run, without launcher variables a library may have set in it; a rank
+    that dies of a signal prints its Python stack (faulthandler), so that a native abort says where it was."""
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES}
-    return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
+            "PYTHONFAULTHANDLER": "1"}
 
 
 def launch(ranks: int, config: str, run_dir: Path, *overrides: str, check: bool = True, expect: int = 0,

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def probe(mode: str, tmp_path: Path, data: Path, tokenizer: Path, *overrides: st
         aborted_at_start = NATIVE_START_ABORT in proc.stderr and not any(f.exists() for f in files)
         if proc.returncode == 0 or not aborted_at_start or attempt == START_ATTEMPTS - 1:
             break
+        warnings.warn(f"probe {mode} relaunched after a native abort at start (launch {attempt + 1}):\n"
+                      f"{proc.stderr[-4000:]}", stacklevel=2)  # with the rank's Python stack, to find its cause
     assert proc.returncode == 0 and all(f.exists() for f in files), proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads(f.read_text()) for f in files]
 
