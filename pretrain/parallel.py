@@ -60,6 +60,7 @@ class PlanRequest:
     whole_stage_only: tuple[int, ...] | None = None  # stages the optimizer allows (LAMB, StableAdamW: 0)
     document_mask: bool = False  # packed documents masked (data.document_mask)
     tie_embeddings: bool | None = None  # model.tie_embeddings (default: the preset's)
+    batch_multiple: int | None = None  # what every global batch is a multiple of (a batch ramp-up's sizes too)
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,12 @@ def _stages(request: PlanRequest, one_device: bool) -> list[int]:
 
 
 def _micro_batches(request: PlanRequest, per_rank: int) -> list[int]:
+    """The micro batches to try, largest first: those that split every global batch of the run (on a batch
+    ramp-up, its smaller ones too) into whole micro batches on each rank."""
     if request.micro_batch is not None:
         return [request.micro_batch]
-    return [m for m in range(per_rank, 0, -1) if per_rank % m == 0]
+    smallest = (request.batch_multiple or request.global_batch) // request.world_size
+    return [m for m in range(per_rank, 0, -1) if per_rank % m == 0 and smallest % m == 0]
 
 
 def _recompute_options(request: PlanRequest, layers: int) -> list[int]:
@@ -222,4 +226,5 @@ def request_from_config(config: Config, vocab_size: int, world_size: int, ranks_
                               else None), zero_stage=stage,
         offload=offload, micro_batch=None if train.micro_batch == "auto" else train.micro_batch, recompute=recompute,
         recompute_layers=model.checkpoint_layers, whole_stage_only=(0,) if config.optim.whole_tensors else None,
-        document_mask=bool(data.document_mask), tie_embeddings=model.tie_embeddings)
+        document_mask=bool(data.document_mask), tie_embeddings=model.tie_embeddings,
+        batch_multiple=train.batch_multiple)

@@ -72,7 +72,7 @@ class ThroughputWindow:
 
     def __init__(self, device: torch.device) -> None:
         self.on_gpu = device.type == "cuda"
-        self.seconds, self.steps, self._started = 0.0, 0, None
+        self.seconds, self.steps, self.samples, self._started = 0.0, 0, 0, None
 
     def _now(self) -> float:
         if self.on_gpu:
@@ -88,16 +88,19 @@ class ThroughputWindow:
             self.seconds += self._now() - self._started
             self._started = None
 
-    def count_step(self) -> None:
+    def count_step(self, samples: int) -> None:
+        """A step of ``samples`` samples (the global batch; on a batch ramp-up it varies) ended."""
         if self._started is not None:
             self.steps += 1
+            self.samples += samples
 
-    def lap(self) -> float | None:
-        """Seconds per counted step since the last lap (None if no step was counted); starts a new lap."""
+    def lap(self) -> tuple[float, float] | None:
+        """(seconds per counted step, samples per second) since the last lap, or None if no step was counted;
+        starts a new lap."""
         running = self._started is not None
         self.pause()
-        per_step = self.seconds / self.steps if self.steps else None
-        self.seconds, self.steps = 0.0, 0
+        figures = (self.seconds / self.steps, self.samples / self.seconds) if self.steps and self.seconds else None
+        self.seconds, self.steps, self.samples = 0.0, 0, 0
         if running:
             self.open()
-        return per_step
+        return figures

@@ -60,8 +60,11 @@ def optimizer_step(engine, micro_batches: list[dict], device: torch.device,
     step_labels = step_labels.clamp(min=1)
     undo_averaging = len(micro_batches) * world_size  # DeepSpeed divides by accumulation and averages over ranks
     share = torch.zeros((), device=device)
-    for batch, count in zip(micro_batches, labelled):
+    for index, (batch, count) in enumerate(zip(micro_batches, labelled)):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        # the step ends at its last micro batch, whatever DeepSpeed's running count of micro steps says: with a
+        # batch ramp-up the number per step changes, and its count modulo the accumulation would misplace it
+        engine.set_gradient_accumulation_boundary(index == len(micro_batches) - 1)
         loss, _ = engine(batch)
         weight = count / step_labels
         engine.backward(loss * weight * undo_averaging)
@@ -218,10 +221,11 @@ class Trainer:
         if self.state.step == 0:
             self.evaluate()  # the untrained baseline: a fresh model should be near ln(vocabulary)
         while self.state.step < train.steps:
-            loss, grad_norm = self.train_step(batches)
+            global_batch = train.global_batch_at(self.state.consumed_samples)  # the same after a resume
+            loss, grad_norm = self.train_step(batches, global_batch)
             self.state.step += 1
-            self.state.consumed_samples += train.global_batch
-            window.count_step()
+            self.state.consumed_samples += global_batch
+            window.count_step(global_batch)
             window.open()  # after the launch's first step: compilation and warm-up stay out of tokens/s
             stats.push(self.state.step, loss, grad_norm)
             step = self.state.step
@@ -229,7 +233,7 @@ class Trainer:
             for numbers in stats.collect(keep_last=0 if is_log else 1):  # one step late, all at log steps
                 self._check_finite(numbers)
                 if is_log and numbers.step == step:
-                    self._log(numbers, window.lap())
+                    self._log(numbers, window.lap(), global_batch)
             stop = self._stop_reason()
             if step % train.eval_interval == 0 or step == train.steps:
                 window.pause()
@@ -279,9 +283,14 @@ class Trainer:
     def _wall_time(self) -> float:
         return self._wall_before + time.perf_counter() - self._started
 
-    def train_step(self, batches) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One optimizer step over the next ``accumulation`` micro batches (see ``optimizer_step``)."""
-        micro_batches = [next_batch(batches, [self.train_data]) for _ in range(self.plan.accumulation)]
+    def train_step(self, batches, global_batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step of ``global_batch`` samples (default train.global_batch; less on a batch
+        ramp-up): this rank's share of them in micro batches (see ``optimizer_step``)."""
+        global_batch = global_batch or self.config.train.global_batch
+        if global_batch != self.engine.train_batch_size():  # DeepSpeed scales the loss by its accumulation
+            self.engine.set_train_batch_size(global_batch)
+        accumulation = global_batch // (self.plan.micro_batch * self.env.world_size)
+        micro_batches = [next_batch(batches, [self.train_data]) for _ in range(accumulation)]
         return optimizer_step(self.engine, micro_batches, self.device, self.env.world_size)
 
     def _stop_reason(self) -> str | None:
@@ -365,24 +374,31 @@ class Trainer:
                 f"loss {numbers.loss}). Lower optim.lr, raise optim.warmup_steps, use bf16 instead of fp16, or check "
                 f"the data. The last good checkpoint is {latest or 'none'}; nothing after it was saved.")
 
-    def _log(self, numbers, seconds_per_step: float | None) -> None:
+    def _log(self, numbers, lap: tuple[float, float] | None, global_batch: int) -> None:
+        """Log step ``numbers`` (the step just taken, of ``global_batch`` samples), with the throughput of the
+        steps timed since the last log (``lap``: seconds per step, samples per second; None until a step after
+        the launch's first has been timed). FLOPs are counted per sample, so a batch ramp-up's steps count right."""
         train, data = self.config.train, self.config.data
-        record = {"step": numbers.step, "tokens": numbers.step * train.global_batch * data.seq_len,
-                  "loss": numbers.loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": numbers.grad_norm}
-        if seconds_per_step:  # None until a step after the launch's first has been timed
-            tflops = self.model_flops / seconds_per_step / self.env.world_size / 1e12
-            record.update(tokens_per_s=train.global_batch * data.seq_len / seconds_per_step,
-                          samples_per_s=train.global_batch / seconds_per_step, tflops_per_device=tflops,
-                          mfu=tflops / self.peak,
-                          hfu=self.hardware_flops / seconds_per_step / self.env.world_size / 1e12 / self.peak,
+        record = {"step": numbers.step, "tokens": self._tokens_seen(), "loss": numbers.loss,
+                  "lr": self.scheduler.get_last_lr()[0], "grad_norm": numbers.grad_norm}
+        if train.rampup_batch_size:
+            record["global_batch"] = global_batch
+        if lap:
+            seconds_per_step, samples_per_s = lap
+            per_device = samples_per_s / self.env.world_size / 1e12  # times FLOPs per sample: TFLOP/s per device
+            tflops = self.model_flops / train.global_batch * per_device  # model_flops: a whole global batch's
+            record.update(tokens_per_s=samples_per_s * data.seq_len, samples_per_s=samples_per_s,
+                          tflops_per_device=tflops, mfu=tflops / self.peak,
+                          hfu=self.hardware_flops / train.global_batch * per_device / self.peak,
                           step_time_s=seconds_per_step)
         record["memory_gib"] = memory_gib()
         if self.is_main:
             speed = (f"{record['tokens_per_s']:,.0f} tok/s | {record['tflops_per_device']:.3g} TFLOP/s | MFU "
                      f"{100 * record['mfu']:.2f}% | HFU {100 * record['hfu']:.2f}%" if "mfu" in record else "warming up")
-            log.info("step %d/%d | loss %.4f | lr %.3g | grad norm %s | %s | mem %.2f GiB", numbers.step, train.steps,
+            ramp = f" | batch {global_batch}" if train.rampup_batch_size else ""
+            log.info("step %d/%d | loss %.4f | lr %.3g | grad norm %s | %s | mem %.2f GiB%s", numbers.step, train.steps,
                      numbers.loss, record["lr"], "-" if numbers.grad_norm is None else f"{numbers.grad_norm:.3f}",
-                     speed, record["memory_gib"])
+                     speed, record["memory_gib"], ramp)
         self.metrics.write(record)
 
     def _on_signal(self, signum, frame) -> None:

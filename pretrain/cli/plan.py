@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{preset.name}: {config.data.seq_len} tokens per sample, global batch {config.train.global_batch}, "
           f"{config.train.precision}, {args.gpus_per_node} GPU(s) x {args.nodes} node(s) of {args.gpu_memory:g} GiB")
     print(f"plan: {chosen.summary()}")
+    if config.train.rampup_batch_size:
+        start, _, samples = config.train.rampup_batch_size
+        print(f"  batch ramp-up: from {start} samples per step (accumulation "
+              f"{start // (chosen.micro_batch * world)}) to {config.train.global_batch} over {samples:,} samples")
     for reason in chosen.rejected:
         print(f"  a faster plan does not fit: {reason}")
     spec = PlanInput(preset.name, vocab_size=vocab, seq_len=config.data.seq_len, micro_batch=chosen.micro_batch,

@@ -4,6 +4,7 @@ pretrain/configs/ mirror them)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +149,10 @@ class TrainConfig:
     """Samples per optimizer step: micro_batch x gradient accumulation x data-parallel size."""
     micro_batch: Literal["auto"] | int = "auto"
     """Samples per rank per forward/backward; "auto": the parallel plan picks the fastest that fits."""
+    rampup_batch_size: list[int] | None = None
+    """[start, increment, samples] (Megatron-LM's --rampup-batch-size): the global batch starts at ``start`` and
+    grows by ``increment`` in equal shares of the first ``samples`` samples, up to global_batch; the micro batch
+    stays and gradient accumulation grows. Set by the samples consumed, so a resumed run follows the same ramp."""
     precision: str = "bf16"
     """"bf16" (mixed precision), "fp16" (dynamic loss scaling) or "fp32"."""
     ds_config: str = "auto"
@@ -181,6 +186,23 @@ class TrainConfig:
     distributed_timeout_minutes: float = 15
     """How long a collective waits for a rank that does not answer before the run stops with an error
     (Megatron's --distributed-timeout-minutes): the bound on a hang when a node dies silently."""
+
+    def global_batch_at(self, consumed_samples: int) -> int:
+        """The global batch of the step that starts after ``consumed_samples``: ``global_batch``, or on a
+        batch ramp-up its size there (as Megatron-LM: start + increment x whole shares of the ramp passed)."""
+        if not self.rampup_batch_size:
+            return self.global_batch
+        start, increment, samples = self.rampup_batch_size
+        increments = (self.global_batch - start) // increment
+        if consumed_samples >= samples or increments <= 0:
+            return self.global_batch
+        return min(self.global_batch, start + increment * (consumed_samples * increments // samples))
+
+    @property
+    def batch_multiple(self) -> int:
+        """What every global batch of the run is a multiple of (the ramp's sizes too): micro batch x data-parallel
+        size must divide it."""
+        return math.gcd(self.global_batch, *(self.rampup_batch_size or [])[:2])
 
 
 @dataclass
