@@ -82,7 +82,8 @@ def overrides(args, data: str, run_dir: Path) -> list[str]:
             f"train.precision={args.precision}", f"train.ds_config={args.ds_config}", "train.log_interval=1",
             f"train.eval_interval={args.steps}", "train.eval_samples=8", f"train.save_interval={10 * args.steps}",
             "optim.warmup_steps=2", f"model.activation_checkpointing={'full' if args.checkpointing else 'none'}",
-            "data.split=99,1,0", "run.tensorboard=false", f"run.dir={run_dir}"]
+            "data.split=99,1,0", "run.tensorboard=false", f"run.dir={run_dir}",
+            "train.rampup_batch_size=null"]  # a constant batch: the shipped ModernBERT configs ramp it
 
 
 def launch(args, script: list[str]) -> None:

@@ -76,6 +76,9 @@ def ds_config_problems(name_or_path: str) -> list[str]:
         enabled = ds.get(section, {}).get("enabled", "auto")
         if enabled != "auto":
             problems.append(f"{path} sets {section}.enabled={enabled!r}; remove it: precision comes from train.precision")
+    if ds.get("managed_gradient_accumulation", True) is not True:
+        problems.append(f"{path} sets managed_gradient_accumulation={ds['managed_gradient_accumulation']!r}; remove "
+                        "it: the trainer marks the end of each step's accumulation itself")
     lr = ds.get("optimizer", {}).get("params", {}).get("lr", "auto")
     if lr != "auto":
         problems.append(f"{path} sets optimizer.params.lr={lr!r}; write \"auto\": it comes from optim.lr")

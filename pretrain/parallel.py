@@ -112,6 +112,7 @@ def choose_plan(request: PlanRequest) -> ParallelPlan:
     sizes = parameter_sizes(request.preset, request.vocab_size, request.tie_embeddings)
     budget = request.device_memory * (1 - request.margin)
     per_rank = request.global_batch // request.world_size
+    _check_batches_split(request)
     base = PlanInput(request.preset, vocab_size=request.vocab_size, seq_len=request.seq_len, offload=request.offload,
                      precision=request.precision, attention=request.attention, fused_loss=request.fused_loss,
                      predicted_per_sample=request.predicted_per_sample, gpus_per_node=request.ranks_per_node,
@@ -165,6 +166,18 @@ def _stages(request: PlanRequest, one_device: bool) -> list[int]:
     return stages
 
 
+def _check_batches_split(request: PlanRequest) -> None:
+    """Every global batch ahead (a batch ramp-up's too) must split into whole micro batches on every rank."""
+    multiple = request.batch_multiple or request.global_batch
+    split = request.world_size * (request.micro_batch or 1)
+    if multiple % split:
+        what = (f"micro batch x data-parallel size = {request.micro_batch} x {request.world_size}"
+                if request.micro_batch else f"the data-parallel size {request.world_size}")
+        raise PlanError(f"the global batches ahead (train.rampup_batch_size's, up to train.global_batch="
+                        f"{request.global_batch}) are multiples of {multiple} only, not of {what}: choose a ramp "
+                        f"whose start and increment are, or another train.micro_batch or number of ranks")
+
+
 def _micro_batches(request: PlanRequest, per_rank: int) -> list[int]:
     """The micro batches to try, largest first: those that split every global batch of the run (on a batch
     ramp-up, its smaller ones too) into whole micro batches on each rank."""
@@ -202,8 +215,9 @@ def device_memory_bytes(configured_gib: float | None, device, ranks_per_node: in
 
 
 def request_from_config(config: Config, vocab_size: int, world_size: int, ranks_per_node: int, device_memory: float,
-                        resumed_stage: int | None = None) -> PlanRequest:
-    """What the config fixes and what it leaves to the plan. A resumed run keeps its checkpoint's ZeRO stage."""
+                        resumed_stage: int | None = None, consumed_samples: int = 0) -> PlanRequest:
+    """What the config fixes and what it leaves to the plan. A resumed run keeps its checkpoint's ZeRO stage,
+    and its batches are those from its ``consumed_samples`` on (a batch ramp-up may be over)."""
     model, data, train = config.model, config.data, config.train
     stage, offload = None, "none"
     if train.ds_config != "auto":
@@ -227,4 +241,4 @@ def request_from_config(config: Config, vocab_size: int, world_size: int, ranks_
         offload=offload, micro_batch=None if train.micro_batch == "auto" else train.micro_batch, recompute=recompute,
         recompute_layers=model.checkpoint_layers, whole_stage_only=(0,) if config.optim.whole_tensors else None,
         document_mask=bool(data.document_mask), tie_embeddings=model.tie_embeddings,
-        batch_multiple=train.batch_multiple)
+        batch_multiple=train.batch_multiple(consumed_samples))

@@ -123,7 +123,8 @@ class Trainer:
         resumed_stage = self.state.zero_stage if self.state.step else None
         request = request_from_config(config, self.tokenizer.vocab_size, env.world_size, env.local_world_size,
                                       device_memory_bytes(config.train.device_memory_gib, self.device,
-                                                          env.local_world_size), resumed_stage)
+                                                          env.local_world_size), resumed_stage,
+                                      self.state.consumed_samples)
         self.plan = choose_plan(request)
         if self.is_main:
             log.info("parallel plan: %s", self.plan.summary())
@@ -176,7 +177,7 @@ class Trainer:
         config = self.config
         block = self.plan.micro_batch * self.env.world_size
         eval_samples = math.ceil(config.train.eval_samples / block) * block
-        sizes = SplitSizes(config.train.steps * config.train.global_batch, eval_samples, 0)
+        sizes = SplitSizes(config.train.samples_for(config.train.steps), eval_samples, 0)
         datasets = build_datasets(config.data, self.tokenizer, self.preset.objective, config.run.seed, sizes,
                                   may_build_index=self.env.local_rank == 0)
         self.train_data, self.valid_data = datasets["train"], datasets["valid"]

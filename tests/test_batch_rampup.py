@@ -9,7 +9,7 @@ import pytest
 
 from pretrain.config import ConfigError, load_config, validate
 from pretrain.config.schema import TrainConfig
-from pretrain.parallel import choose_plan, request_from_config
+from pretrain.parallel import PlanError, choose_plan, request_from_config
 from tests.distributed import launch, preprocess
 
 
@@ -24,7 +24,10 @@ def test_the_batch_climbs_as_megatrons_ramp_does():
     assert batches == [4, 4, 4, 8, 12, 16, 16]  # taken at 0, 4, 8 | 12 | 20 | 32, 48 samples consumed
     assert [train.global_batch_at(c) for c in (9, 10, 19, 20, 29, 30, 10**12)] == [4, 8, 8, 12, 12, 16, 16]
     assert TrainConfig(global_batch=16).global_batch_at(0) == 16
-    assert TrainConfig(global_batch=4608, rampup_batch_size=[768, 256, 48828125]).batch_multiple == 256
+    assert [train.samples_for(steps) for steps in (0, 3, 7, 9)] == [0, 12, 64, 96]
+    assert TrainConfig(global_batch=16).samples_for(9) == 144
+    base = TrainConfig(global_batch=4608, rampup_batch_size=[768, 256, 48828125])
+    assert [base.batch_multiple(c) for c in (0, 48828124, 48828125)] == [256, 256, 4608]  # none left once over
 
 
 def test_a_ramp_that_cannot_be_split_is_refused_with_every_reason():
@@ -35,22 +38,31 @@ def test_a_ramp_that_cannot_be_split_is_refused_with_every_reason():
 
     assert "three whole numbers" in problems("train.rampup_batch_size=[4, 4]")
     assert "to exactly train.global_batch=16" in problems("train.rampup_batch_size=[6, 4, 100]")
-    assert "not above the start" in problems("train.rampup_batch_size=[16, 4, 100]")
-    text = problems("train.micro_batch=4", "train.rampup_batch_size=[4, 4, 100]")
-    assert "multiples of train.micro_batch x data-parallel size = 4 x 2 = 8" in text
-    validate(load_config("tiny_clm", ["train.micro_batch=2", "train.rampup_batch_size=[4, 4, 100]"]), 2,
-             with_data=False)
+    text = problems("train.global_batch=15", "train.rampup_batch_size=[16, 4, 100]")
+    assert "global_batch=15 is not a multiple" in text and "not above the start" in text  # both at once
+
+
+def plan_for(*overrides: str, world: int = 2, consumed: int = 0):
+    config = load_config("tiny_clm", list(overrides))
+    return choose_plan(request_from_config(config, 1000, world, world, 64 * 2**30, consumed_samples=consumed))
 
 
 def test_the_plan_picks_a_micro_batch_that_splits_the_ramps_smallest_batch():
     """Without the ramp, tiny GPT-2 on 2 ranks takes all 8 samples per rank in one micro batch; the ramp's
-    first batch of 4 samples holds only 2 per rank."""
-    def micro(*overrides: str) -> int:
-        config = load_config("tiny_clm", list(overrides))
-        return choose_plan(request_from_config(config, 1000, 2, 2, 64 * 2**30)).micro_batch
+    first batch of 4 samples holds only 2 per rank. Once a resumed run is past the ramp, only the global batch
+    counts."""
+    assert plan_for().micro_batch == 8
+    assert plan_for("train.rampup_batch_size=[4, 4, 100]").micro_batch == 2
+    assert plan_for("train.rampup_batch_size=[4, 4, 100]", consumed=100).micro_batch == 8
 
-    assert micro() == 8
-    assert micro("train.rampup_batch_size=[4, 4, 100]") == 2
+
+def test_batches_ahead_that_do_not_split_on_these_ranks_are_refused_until_the_ramp_is_over():
+    ramp = ("train.micro_batch=4", "train.rampup_batch_size=[4, 4, 100]")
+    with pytest.raises(PlanError, match="multiples of 4 only, not of micro batch x data-parallel size = 4 x 2"):
+        plan_for(*ramp)
+    with pytest.raises(PlanError, match="multiples of 4 only, not of the data-parallel size 8"):
+        plan_for("train.rampup_batch_size=[4, 4, 100]", world=8)
+    assert plan_for(*ramp, consumed=100).micro_batch == 4  # resumed after the ramp: 16 = 4 x 2 x 2
 
 
 def ramp_records(run_dir) -> list[dict]:

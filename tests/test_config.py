@@ -94,7 +94,8 @@ def test_overrides_types_and_every_problem_at_once():
 
 
 def test_validation_reports_batch_arithmetic_missing_data_and_ds_config(tmp_path, data):
-    (tmp_path / "ds.json").write_text('{"train_batch_size": 64, "bf16": {"enabled": true}, "zero_optimization": {"stage": 3}}')
+    (tmp_path / "ds.json").write_text('{"train_batch_size": 64, "bf16": {"enabled": true}, "zero_optimization": {"stage": 3}, '
+                                      '"managed_gradient_accumulation": false}')
     config = load_config("tiny_clm", [f"data.tokenizer={data['tokenizer']}", "data.prefixes=[/nope/missing]",
                                       "train.global_batch=10", "train.micro_batch=4", f"train.ds_config={tmp_path}/ds.json",
                                       "model.checkpoint_layers=9", "model.activation_checkpointing=full"])
@@ -105,6 +106,7 @@ def test_validation_reports_batch_arithmetic_missing_data_and_ds_config(tmp_path
     assert any("/nope/missing is missing" in p for p in problems)
     assert any("sets train_batch_size=64" in p for p in problems)
     assert any("sets bf16.enabled=True" in p and "train.precision" in p for p in problems)
+    assert any("sets managed_gradient_accumulation=False" in p for p in problems)
     assert any("model.checkpoint_layers=9 needs model.activation_checkpointing=selective" in p for p in problems)
     assert any("between 1 and tiny-gpt2's 2 layers" in p for p in problems)
     renamed = load_config("tiny_clm", [f"data.tokenizer={data['tokenizer']}", f"data.prefixes=[{data['clm']}]",

@@ -198,11 +198,24 @@ class TrainConfig:
             return self.global_batch
         return min(self.global_batch, start + increment * (consumed_samples * increments // samples))
 
-    @property
-    def batch_multiple(self) -> int:
-        """What every global batch of the run is a multiple of (the ramp's sizes too): micro batch x data-parallel
-        size must divide it."""
-        return math.gcd(self.global_batch, *(self.rampup_batch_size or [])[:2])
+    def batch_multiple(self, consumed_samples: int = 0) -> int:
+        """What every global batch from ``consumed_samples`` on is a multiple of (the ramp's sizes still ahead,
+        none once it is over): micro batch x data-parallel size must divide it."""
+        batch = self.global_batch_at(consumed_samples)
+        if batch == self.global_batch:
+            return batch
+        return math.gcd(self.global_batch, batch, self.rampup_batch_size[1])
+
+    def samples_for(self, steps: int) -> int:
+        """Samples consumed by ``steps`` optimizer steps from the start (fewer than steps x global_batch on a
+        ramp)."""
+        consumed = 0
+        for step in range(steps):
+            batch = self.global_batch_at(consumed)
+            if batch == self.global_batch:
+                return consumed + (steps - step) * batch
+            consumed += batch
+        return consumed
 
 
 @dataclass

@@ -122,22 +122,24 @@ def _validate_batch(train: TrainConfig, world_size: int, problems: list[str]) ->
     if train.global_batch % per_step:
         problems.append(f"train.global_batch={train.global_batch} is not a multiple of {what}; use e.g. global_batch="
                         f"{max(per_step, train.global_batch // per_step * per_step)}")
-        return
+    _validate_rampup(train, problems)
+
+
+def _validate_rampup(train: TrainConfig, problems: list[str]) -> None:
+    """The ramp's shape. Whether its batches split on these ranks depends on how far a resumed run is into it,
+    so the parallel plan checks that (pretrain/parallel.py)."""
     rampup = train.rampup_batch_size
     if rampup is None:
         return
     if len(rampup) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in rampup):
         problems.append(f"train.rampup_batch_size={rampup!r}: give [start, increment, samples], three whole numbers "
-                        "of at least 1 (e.g. [64, 64, 1000000])")
+                        "of at least 1 (e.g. [64, 64, 1000000]), or null for none")
         return
     start, increment, _ = rampup
     if start >= train.global_batch or (train.global_batch - start) % increment:
         problems.append(f"train.rampup_batch_size={rampup}: the ramp must climb from start={start} in steps of "
                         f"{increment} to exactly train.global_batch={train.global_batch}, which is "
                         f"{'not above the start' if start >= train.global_batch else 'not reached that way'}")
-    elif (start % per_step or increment % per_step):
-        problems.append(f"train.rampup_batch_size={rampup}: its start and increment must be multiples of {what}, so "
-                        "that every step of the ramp splits into whole micro batches on every rank")
 
 
 def _validate_speed(config: Config, problems: list[str]) -> None:

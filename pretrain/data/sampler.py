@@ -1,9 +1,9 @@
 """Distributed batch sampling that resumes in O(1) from the number of consumed samples.
 
-Global step t consumes samples [t * G, (t + 1) * G) of the dataset (G = global batch), whatever the
-data-parallel size; each rank takes its micro-batch slice of every ``micro_batch * dp_size`` block.
-So the samples of each optimizer step are the same on 1 rank or many, and resuming starts at
-``consumed_samples`` directly, replaying nothing.
+Each optimizer step consumes the next G samples of the dataset (G = its global batch: train.global_batch, or
+on a batch ramp-up its size at that point), whatever the data-parallel size; each rank takes its micro-batch
+slice of every ``micro_batch * dp_size`` block. So the samples of each optimizer step are the same on 1 rank
+or many, and resuming starts at ``consumed_samples`` directly, replaying nothing.
 """
 
 from __future__ import annotations
