@@ -62,6 +62,11 @@ class PlanRequest:
     tie_embeddings: bool | None = None  # model.tie_embeddings (default: the preset's)
     batch_multiple: int | None = None  # what every global batch is a multiple of (a batch ramp-up's sizes too)
 
+    @property
+    def batches_split_by(self) -> int:
+        """What micro batch x world size must divide: every global batch ahead (default: the one)."""
+        return self.batch_multiple or self.global_batch
+
 
 @dataclass(frozen=True)
 class ParallelPlan:
@@ -168,7 +173,7 @@ def _stages(request: PlanRequest, one_device: bool) -> list[int]:
 
 def _check_batches_split(request: PlanRequest) -> None:
     """Every global batch ahead (a batch ramp-up's too) must split into whole micro batches on every rank."""
-    multiple = request.batch_multiple or request.global_batch
+    multiple = request.batches_split_by
     split = request.world_size * (request.micro_batch or 1)
     if multiple % split:
         what = (f"micro batch x data-parallel size = {request.micro_batch} x {request.world_size}"
@@ -183,7 +188,7 @@ def _micro_batches(request: PlanRequest, per_rank: int) -> list[int]:
     ramp-up, its smaller ones too) into whole micro batches on each rank."""
     if request.micro_batch is not None:
         return [request.micro_batch]
-    smallest = (request.batch_multiple or request.global_batch) // request.world_size
+    smallest = request.batches_split_by // request.world_size
     return [m for m in range(per_rank, 0, -1) if per_rank % m == 0 and smallest % m == 0]
 
 
