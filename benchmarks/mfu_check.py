@@ -120,7 +120,6 @@ def run_case(preset: str, variant: str, steps: int, warmup: int) -> dict:
     import torch
 
     from pretrain.config import load_config
-    from pretrain.distributed import init_process_group
     from pretrain.engine import clips_in_optimizer, create_engine, deepspeed_config
     from pretrain.metrics import peak_tflops
     from pretrain.model import build_model, parameter_groups
@@ -130,9 +129,6 @@ def run_case(preset: str, variant: str, steps: int, warmup: int) -> dict:
     from pretrain.presets import get_preset
     from pretrain.trainer import optimizer_step
 
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=os.environ.get("MASTER_PORT", "29517"))
-    init_process_group()
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
     if on_gpu:
@@ -316,8 +312,11 @@ def child(preset: str, variant: str, args, deadline: float) -> dict:
     env = {**os.environ, "TORCH_LOGS": "recompiles"}
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=deadline, env=env)
-    except subprocess.TimeoutExpired:
-        return {"preset": preset, "variant": variant, "error": f"over its {deadline:.0f} s deadline"}
+    except subprocess.TimeoutExpired as exc:  # a case measured but stuck on its way out still counts
+        stdout = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        found = [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
+        return found[0] if found else {"preset": preset, "variant": variant,
+                                       "error": f"over its {deadline:.0f} s deadline"}
     found = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if found:
         found[0]["recompiles"] = proc.stderr.count("Recompiling function")
@@ -383,7 +382,12 @@ def main() -> None:
         parser.add_argument("--steps", type=int, default=6)
         parser.add_argument("--warmup", type=int, default=3)
         args = parser.parse_args()
-        record = run_case(args.child[0], args.child[1], args.steps, args.warmup)
+        from pretrain.distributed import process_group
+
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=os.environ.get("MASTER_PORT", "29517"))
+        with process_group():
+            record = run_case(args.child[0], args.child[1], args.steps, args.warmup)
         print("RESULT " + json.dumps(record), flush=True)
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -116,7 +116,6 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
 
     from pretrain.config import load_config
     from pretrain.data.builder import SplitSizes, build_datasets
-    from pretrain.distributed import init_process_group
     from pretrain.engine import deepspeed_config
     from pretrain.model.hf import hf_config, padded_vocab_size
     from pretrain.parallel import choose_plan, request_from_config
@@ -124,7 +123,6 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
     from pretrain.presets import get_preset
     from pretrain.tokenization import load_tokenizer
 
-    init_process_group()
     args = argparse.Namespace(**json.loads(raw_args))
     config = load_config(None, [o for o in overrides(args, data, Path(run_dir)) if "=" in o][0:])
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -183,7 +181,10 @@ def report(args, name: str, times: list[float], flops: float, peak: float) -> di
 def main() -> None:
     argv = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]  # added by the deepspeed launcher
     if argv and argv[0] == "--hf-worker":
-        hf_worker(*argv[1:4])
+        from pretrain.distributed import process_group
+
+        with process_group():
+            hf_worker(*argv[1:4])
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny-gpt2")

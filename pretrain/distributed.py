@@ -19,7 +19,8 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -171,6 +172,24 @@ def _check_master_host(env: DistEnv, address: str, host: str) -> None:
         except OSError:
             raise RendezvousError(f"MASTER_PORT={env.master_port} is already in use on {host} (another job, or a "
                                   "process left over from an earlier run): set MASTER_PORT to a free port.") from None
+
+
+@contextmanager
+def process_group(timeout_minutes: float = 15) -> Iterator[None]:
+    """The process group for the block: started on entry (``init_process_group``), destroyed when the block
+    ends normally. A process that leaves the group alive can abort in interpreter shutdown, after its work
+    is done: a gloo worker thread still releasing its last collective's tensors needs the GIL, which a
+    finalizing interpreter refuses by ending the thread, inside a destructor that may not throw
+    ("terminate called without an active exception", SIGABRT, about one 2-rank CPU launch in ten).
+    Destroying the group joins those threads first. Left alone when the block raises: tearing down a
+    group whose peers are gone or blocked in a collective can hang (the trainer's fatal errors end the
+    process with ``os._exit`` instead)."""
+    import torch
+
+    init_process_group(timeout_minutes)
+    yield
+    if torch.distributed.is_initialized():  # a library inside the block may have ended it already
+        torch.distributed.destroy_process_group()
 
 
 def init_process_group(timeout_minutes: float = 15) -> None:

@@ -89,15 +89,15 @@ def main() -> None:
 
     env = distributed.detect()
     env.export()
-    distributed.init_process_group()
     args = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]  # the launcher adds --local_rank
     mode, config = args[0], load_config(args[1], args[2:])
-    trainer = Trainer(config, env)
-    if mode == "states":
-        found = {"rank": env.rank, "zero_stage": trainer.plan.zero_stage, "total_parameters": trainer.parameters,
-                 "planned_gib": trainer.plan.planned_bytes / 2**30, **measure_states(trainer)}
-    else:
-        found = find_syncs(trainer)
+    with distributed.process_group():
+        trainer = Trainer(config, env)
+        if mode == "states":
+            found = {"rank": env.rank, "zero_stage": trainer.plan.zero_stage, "total_parameters": trainer.parameters,
+                     "planned_gib": trainer.plan.planned_bytes / 2**30, **measure_states(trainer)}
+        else:
+            found = find_syncs(trainer)
     result_path(config.run.dir, mode, env.rank).write_text(json.dumps(found))
 
 

@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,32 +58,17 @@ def test_model_states_equal_deepspeeds_estimators(preset, gpus, nodes):
         assert sum(states.values()) == pytest.approx(ds_gpu, rel=1e-6)
 
 
-# A rank that aborts in native code while the process group starts (seen in loaded CI runs, twice in a row
-# once: gloo or DeepSpeed's CPU shared-memory op, "terminate called without an active exception", before any
-# step) is relaunched in a fresh run folder, up to START_ATTEMPTS launches in all; any other failure, or the
-# same abort on every launch, fails the test.
-NATIVE_START_ABORT = "terminate called without an active exception"
-START_ATTEMPTS = 4
-
-
 def probe(mode: str, tmp_path: Path, data: Path, tokenizer: Path, *overrides: str, ranks: int = 2) -> list[dict]:
     deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
     from pretrain.distributed import free_port
 
     run_dir = tmp_path / f"run-{mode}"
     files = [result_path(run_dir, mode, rank) for rank in range(ranks)]
-    for attempt in range(START_ATTEMPTS):
-        shutil.rmtree(run_dir, ignore_errors=True)
-        command = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port())] if ranks > 1 else [sys.executable]
-        proc = subprocess.run([*command, "tests/probe.py", mode, "tiny_clm", f"data.tokenizer={tokenizer}",
-                               f"data.prefixes=[{data}]", f"run.dir={run_dir}", "data.split=90,10,0",
-                               "train.eval_samples=8", *overrides], cwd=ROOT,
-                              env={**train_env(), "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
-        aborted_at_start = NATIVE_START_ABORT in proc.stderr and not any(f.exists() for f in files)
-        if proc.returncode == 0 or not aborted_at_start or attempt == START_ATTEMPTS - 1:
-            break
-        warnings.warn(f"probe {mode} relaunched after a native abort at start (launch {attempt + 1}):\n"
-                      f"{proc.stderr[-4000:]}", stacklevel=2)  # with the rank's Python stack, to find its cause
+    command = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port())] if ranks > 1 else [sys.executable]
+    proc = subprocess.run([*command, "tests/probe.py", mode, "tiny_clm", f"data.tokenizer={tokenizer}",
+                           f"data.prefixes=[{data}]", f"run.dir={run_dir}", "data.split=90,10,0",
+                           "train.eval_samples=8", *overrides], cwd=ROOT,
+                          env={**train_env(), "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and all(f.exists() for f in files), proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads(f.read_text()) for f in files]
 

@@ -100,12 +100,10 @@ def run(config, env) -> int:
     """Train, holding the run dir's lock. A fatal error ends the process at once (``os._exit`` after the
     message): peers blocked in a collective then see this rank's connections close and stop too, instead
     of waiting for the collective timeout."""
-    import torch
-
     from pretrain.checkpoint import CheckpointError, CheckpointSaveError
     from pretrain.data.builder import DataError
     from pretrain.data.indexed import DataFileError
-    from pretrain.distributed import RendezvousError, check_rendezvous, init_process_group
+    from pretrain.distributed import RendezvousError, check_rendezvous, process_group
     from pretrain.parallel import PlanError
     from pretrain.run_lock import RunDirInUse
     from pretrain.trainer import Trainer, TrainingDiverged
@@ -115,31 +113,30 @@ def run(config, env) -> int:
     except RendezvousError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    init_process_group(config.train.distributed_timeout_minutes)
-    lock = None
-    try:
-        lock = claim_run_dir(config.run.dir, env)
-        state = Trainer(config, env).train()
-    except (DataFileError, CheckpointSaveError) as exc:  # met by some ranks, mid-run: each says it
-        return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_BAD_INPUT if isinstance(exc, DataFileError)
-                      else EXIT_FAILURE)
-    except (DataError, PlanError, CheckpointError, RunDirInUse) as exc:  # the same on every rank
-        report_once_per_node(env, f"error: {exc}")
-        return _leave(lock, None, EXIT_BAD_INPUT)
-    except TrainingDiverged as exc:
-        return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_FAILURE)
-    except Exception as exc:
-        if not is_lost_peer(exc):
-            if lock is not None:
-                lock.release()
-            raise
-        return _leave(lock, f"error (rank {env.rank}): lost contact with another rank ({_first_line(exc)}). It "
-                      "died or its node failed; its own message, if it had time to write one, is above. Nothing "
-                      "after the last complete checkpoint was saved: relaunch the same command to resume from it.",
-                      EXIT_FAILURE)
-    if lock is not None:
-        lock.release()
-    torch.distributed.destroy_process_group()
+    with process_group(config.train.distributed_timeout_minutes):  # destroyed on the way out, unless it raised
+        lock = None
+        try:
+            lock = claim_run_dir(config.run.dir, env)
+            state = Trainer(config, env).train()
+        except (DataFileError, CheckpointSaveError) as exc:  # met by some ranks, mid-run: each says it
+            return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_BAD_INPUT if isinstance(exc, DataFileError)
+                          else EXIT_FAILURE)
+        except (DataError, PlanError, CheckpointError, RunDirInUse) as exc:  # the same on every rank
+            report_once_per_node(env, f"error: {exc}")
+            return _leave(lock, None, EXIT_BAD_INPUT)
+        except TrainingDiverged as exc:
+            return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_FAILURE)
+        except Exception as exc:
+            if not is_lost_peer(exc):
+                if lock is not None:
+                    lock.release()
+                raise
+            return _leave(lock, f"error (rank {env.rank}): lost contact with another rank ({_first_line(exc)}). It "
+                          "died or its node failed; its own message, if it had time to write one, is above. Nothing "
+                          "after the last complete checkpoint was saved: relaunch the same command to resume from it.",
+                          EXIT_FAILURE)
+        if lock is not None:
+            lock.release()
     return 0 if state.step >= config.train.steps else EXIT_STOPPED
 
 
