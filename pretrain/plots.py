@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pretrain.atomic import atomic_open
@@ -19,6 +21,24 @@ OVERVIEW_SIZE = (15.0, 8.0)  # inches: 1200 x 640 pixels at DPI
 LOSS_SIZE = (10.0, 5.0)  # 800 x 400
 SOURCES_SIZE = (12.0, 4.5)  # 960 x 360
 SOURCE_STYLES = ("-", "--", ":", "-.")
+
+
+class RedrawSchedule:
+    """When a running job redraws its plots: after an evaluation only once ``interval_s`` seconds have passed
+    since the last drawing (or since the schedule began), at the end always. A drawing costs rank 0 about a
+    second (more as metrics.jsonl grows), and every other rank waits for it at its next collective."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.interval_s, self._clock = interval_s, clock
+        self._last = clock()
+
+    def due(self, final: bool = False) -> bool:
+        """Whether to draw now (and if so, the interval starts again)."""
+        now = self._clock()
+        if not final and now - self._last < self.interval_s:
+            return False
+        self._last = now
+        return True
 
 
 def write_run_plots(run_dir: str | os.PathLike) -> list[Path]:

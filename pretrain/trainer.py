@@ -30,6 +30,7 @@ from pretrain.metrics import MetricsWriter, memory_gib, peak_tflops
 from pretrain.model import build_model, count_parameters, parameter_groups
 from pretrain.parallel import choose_plan, device_memory_bytes, request_from_config
 from pretrain.planner import parameter_sizes
+from pretrain.plots import RedrawSchedule, write_run_plots
 from pretrain.presets import get_preset
 from pretrain.run_summary import build_summary, resume_command, summary_lines, write_summary
 from pretrain.step_tracking import StepStats, ThroughputWindow, finite
@@ -81,6 +82,7 @@ class Trainer:
         self.config, self.env = config, env
         self._started = time.perf_counter()
         self.run_dir = Path(config.run.dir)
+        self._plot_schedule = RedrawSchedule(60 * config.run.plot_interval_minutes)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.is_main = env.rank == 0
         self.preset = get_preset(config.model.preset)
@@ -257,7 +259,7 @@ class Trainer:
     def _finish(self, status: str) -> None:
         """Last plots, the run summary (printed and in summary.json), metrics closed."""
         if self.is_main:
-            self._plot()
+            self._plot(final=True)
             env = self.env
             summary = build_summary(
                 self.run_dir, status=status, step=self.state.step, steps=self.config.train.steps,
@@ -271,12 +273,12 @@ class Trainer:
                 log.info("%s", line)
         self.metrics.close()
 
-    def _plot(self) -> None:
+    def _plot(self, final: bool = False) -> None:
         if not (self.is_main and self.config.run.plots):
             return
+        if not self._plot_schedule.due(final):
+            return
         try:
-            from pretrain.plots import write_run_plots
-
             write_run_plots(self.run_dir)
         except Exception as exc:  # noqa: BLE001 - a picture must never stop a run
             log.warning("could not draw the plots in %s: %s", self.run_dir / "plots", exc)

@@ -19,7 +19,7 @@ import pytest
 
 from pretrain import manifest
 from pretrain.metrics import read_metrics
-from pretrain.plots import DPI, OVERVIEW_SIZE, write_run_plots
+from pretrain.plots import DPI, OVERVIEW_SIZE, RedrawSchedule, write_run_plots
 from pretrain.run_lock import STALE_S, Holder, RunDirInUse, RunLock
 from pretrain.run_summary import build_summary, summary_lines
 from tests.conftest import ROOT, skip_outside_ci
@@ -72,6 +72,23 @@ def slope(mask: np.ndarray) -> float:
     left, right = rows[columns < third], rows[columns >= 2 * third]
     assert len(left) and len(right), "the line does not span the panel"
     return float(left.mean() - right.mean())
+
+
+def test_plots_are_redrawn_at_most_once_per_interval_and_always_at_the_end():
+    """A drawing holds every rank for about a second: after evaluations at most once per interval (counted from
+    the start, so a short run draws once, at its end); the end always; interval 0 after every evaluation."""
+    now = [100.0]
+    schedule = RedrawSchedule(300.0, clock=lambda: now[0])
+    drawn = []
+    for at in (100.0, 250.0, 399.0, 401.0, 500.0, 702.0, 710.0):
+        now[0] = at
+        if schedule.due():
+            drawn.append(at)
+    assert drawn == [401.0, 702.0]
+    now[0] = 711.0
+    assert schedule.due(final=True)
+    every = RedrawSchedule(0.0, clock=lambda: now[0])
+    assert all(every.due() for _ in range(3))
 
 
 def test_run_plots_draw_every_curve_in_its_panel(tmp_path):

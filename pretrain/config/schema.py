@@ -227,7 +227,11 @@ class RunConfig:
     tensorboard: bool = True
     """Write TensorBoard event files under run.dir/tensorboard."""
     plots: bool = True
-    """Draw run.dir/plots/loss.png and overview.png at each evaluation and at the end."""
+    """Draw run.dir/plots/loss.png and overview.png after evaluations and at the end."""
+    plot_interval_minutes: float = 5.0
+    """Redraw the plots after an evaluation only when this many minutes have passed since the last drawing (or
+    the start): a drawing takes rank 0 about a second, and every rank waits for it. The end is always drawn.
+    0 redraws after every evaluation."""
     wandb: str | None = None
     """A Weights & Biases project to mirror metrics to (pip install wandb; WANDB_MODE=offline needs no network)."""
     resume_from: str | None = None
