@@ -313,16 +313,23 @@ def child(preset: str, variant: str, args, deadline: float) -> dict:
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=deadline, env=env)
     except subprocess.TimeoutExpired as exc:  # a case measured but stuck on its way out still counts
-        stdout = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        found = [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
-        return found[0] if found else {"preset": preset, "variant": variant,
-                                       "error": f"over its {deadline:.0f} s deadline"}
-    found = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if found:
-        found[0]["recompiles"] = proc.stderr.count("Recompiling function")
-        return found[0]
+        stdout, stderr = (text.decode(errors="replace") if isinstance(text, bytes) else text or ""
+                          for text in (exc.stdout, exc.stderr))
+        record = child_record(stdout, stderr)
+        if record:
+            return {**record, "exit": f"stuck after its result, killed at its {deadline:.0f} s deadline"}
+        return {"preset": preset, "variant": variant, "error": f"over its {deadline:.0f} s deadline"}
+    record = child_record(proc.stdout, proc.stderr)
+    if record:
+        return record
     tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     return {"preset": preset, "variant": variant, "error": f"exit {proc.returncode}: {(tail or [''])[-1][:200]}"}
+
+
+def child_record(stdout: str, stderr: str) -> dict | None:
+    """The record a case's process printed, with the recompiles its log shows; None if it printed none."""
+    found = [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
+    return {**found[0], "recompiles": stderr.count("Recompiling function")} if found else None
 
 
 def run_order(cases: list[str], baseline: str) -> list[tuple[str, str]]:
@@ -388,7 +395,7 @@ def main() -> None:
                           MASTER_PORT=os.environ.get("MASTER_PORT", "29517"))
         with process_group():
             record = run_case(args.child[0], args.child[1], args.steps, args.warmup)
-        print("RESULT " + json.dumps(record), flush=True)
+            print("RESULT " + json.dumps(record), flush=True)  # before the group ends: a hang there loses nothing
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["gpt2-medium", "gpt2-xl", "bert-large", "llama-1b",

@@ -176,20 +176,29 @@ def _check_master_host(env: DistEnv, address: str, host: str) -> None:
 
 @contextmanager
 def process_group(timeout_minutes: float = 15) -> Iterator[None]:
-    """The process group for the block: started on entry (``init_process_group``), destroyed when the block
-    ends normally. A process that leaves the group alive can abort in interpreter shutdown, after its work
-    is done: a gloo worker thread still releasing its last collective's tensors needs the GIL, which a
+    """The process group for the block: started on entry (``init_process_group``), ended when the block ends
+    normally. A process that leaves a gloo group alive can abort in interpreter shutdown, after its work is
+    done: a gloo worker thread still releasing its last collective's tensors needs the GIL, which a
     finalizing interpreter refuses by ending the thread, inside a destructor that may not throw
     ("terminate called without an active exception", SIGABRT, about one 2-rank CPU launch in ten).
-    Destroying the group joins those threads first. Left alone when the block raises: tearing down a
-    group whose peers are gone or blocked in a collective can hang (the trainer's fatal errors end the
-    process with ``os._exit`` instead)."""
-    import torch
+
+    Ending it means DeepSpeed's groups too (its copy of the world for data parallelism, held by its module
+    and by engines): ``deepspeed.comm.destroy_process_group`` drops DeepSpeed's own references and a
+    collection frees what the block left behind, so their worker threads finish what they were releasing
+    and are joined here, well before shutdown. (An engine built with ``deepspeed.initialize`` keeps one
+    group referenced from C++ even so; its threads are idle by then.) Left alone when the block raises
+    (``sys.exit`` too):
+    tearing down a group whose peers are gone or blocked in a collective can hang (the trainer's fatal
+    errors end the process with ``os._exit`` instead)."""
+    import gc
+
+    import deepspeed.comm
 
     init_process_group(timeout_minutes)
     yield
-    if torch.distributed.is_initialized():  # a library inside the block may have ended it already
-        torch.distributed.destroy_process_group()
+    if deepspeed.comm.is_initialized():  # a library inside the block may have ended it already
+        deepspeed.comm.destroy_process_group()
+    gc.collect()  # engines and optimizers hold DeepSpeed's groups in reference cycles
 
 
 def init_process_group(timeout_minutes: float = 15) -> None:

@@ -214,9 +214,17 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> TrainerState:
+        """Train to train.steps or until a stop; SIGUSR1 and SIGTERM ask for a stop meanwhile. Their handlers
+        are put back afterwards, which also lets this trainer (and its engine's process groups) be freed."""
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGUSR1, signal.SIGTERM)}
+        try:
+            return self._train()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _train(self) -> TrainerState:
         train = self.config.train
-        for signum in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(signum, self._on_signal)
         batches = iter(self._loader(self.train_data, self.state.consumed_samples))
         self._launch = (time.perf_counter(), self.state.step)
         stats, window = StepStats(self.device, self.env.world_size), ThroughputWindow(self.device)
@@ -330,7 +338,8 @@ class Trainer:
             for line in sources.describe(figures):
                 log.info("step %d | %s", self.state.step, line)
         self.metrics.write(record)
-        self._plot()
+        if self.state.step < self.config.train.steps:  # the last evaluation is drawn once, by _finish
+            self._plot()
         return record
 
     @functools.cached_property
@@ -372,6 +381,7 @@ class Trainer:
                     numbers.step, numbers.loss, numbers.grad_norm, self.state.nonfinite_streak, limit)
         if self.state.nonfinite_streak >= limit:
             latest = checkpoint.latest_complete(self.checkpoint_dir) if self.checkpoint_dir.exists() else None
+            self._plot(final=True)  # the curve that diverged: the process ends without _finish
             raise TrainingDiverged(
                 f"the loss or gradient was not finite for {limit} steps in a row (last: step {numbers.step}, "
                 f"loss {numbers.loss}). Lower optim.lr, raise optim.warmup_steps, use bf16 instead of fp16, or check "

@@ -98,6 +98,7 @@ def main() -> None:
                      "planned_gib": trainer.plan.planned_bytes / 2**30, **measure_states(trainer)}
         else:
             found = find_syncs(trainer)
+        del trainer  # its engine holds DeepSpeed's process groups: freed before the block ends them
     result_path(config.run.dir, mode, env.rank).write_text(json.dumps(found))
 
 

@@ -238,3 +238,4 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path, data):
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "not finite for 2 steps in a row" in proc.stderr and "Lower optim.lr" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints" / "latest").exists()
+    assert (tmp_path / "run" / "plots" / "loss.png").exists()  # the curve that diverged, drawn before the exit

@@ -1,4 +1,4 @@
-"""Every launched script ends its process group before the interpreter does. A rank that exits with the
+"""Every launched script ends its process groups before the interpreter does. A rank that exits with a
 group alive aborted about one 2-rank CPU launch in ten, after its work was done: a gloo worker thread still
 releasing its last collective's tensors asks a finalizing interpreter for the GIL, is ended inside a
 destructor that may not throw, and the process dies of SIGABRT ("terminate called without an active
@@ -9,50 +9,56 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.distributed import train_env
 
 SCRIPT = """
-import json, os, sys
+import json
+import os
+import sys
+
 import torch
+from deepspeed.utils import groups
 from pretrain.distributed import process_group
 
-def threads():
-    return len(os.listdir("/proc/self/task"))
+def gloo_threads():
+    names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+    return sorted(name for name in names if "gloo" in name)
 
-before = threads()
-with process_group():
-    torch.distributed.all_reduce(torch.ones(4))
-    inside = threads()
-ended = {"before": before, "inside": inside, "after": threads(), "initialized": torch.distributed.is_initialized()}
 try:
     with process_group():
-        raise KeyError("a failure inside the block")
+        torch.distributed.all_reduce(torch.ones(4))
+        torch.distributed.all_reduce(torch.ones(4), group=groups._get_data_parallel_group())  # DeepSpeed's own copy
+        inside = gloo_threads()
+        if sys.argv[1] == "raise":
+            raise KeyError("a failure inside the block")
 except KeyError:
     pass
-ended["initialized_after_a_failure"] = torch.distributed.is_initialized()
-print("RESULT " + json.dumps(ended))
+print("RESULT " + json.dumps({"inside": inside, "after": gloo_threads(), "initialized": torch.distributed.is_initialized()}))
 """
 
 
 def test_the_group_ends_with_its_block_and_is_left_alone_when_the_block_raises(tmp_path):
-    """A normal end destroys the group and joins gloo's worker threads; a failure leaves it (tearing down a group
-    whose peers are gone can hang: the trainer's fatal errors end the process with os._exit instead)."""
+    """A normal end destroys the world group and DeepSpeed's copy of it and joins their gloo threads; a failure
+    leaves the group (tearing down one whose peers are gone can hang: the trainer's fatal errors end the process
+    with os._exit instead)."""
     from pretrain.distributed import free_port
 
-    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    found = json.loads(next(line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")))
-    assert found["inside"] > found["before"], found  # gloo's threads ran
-    assert found["after"] <= found["before"] and not found["initialized"], found
-    assert found["initialized_after_a_failure"], found
+    found = {}
+    for end in ("normal", "raise"):
+        env = {**train_env(), "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_SIZE": "1",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, end], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        found[end] = json.loads(next(line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")))
+    normal, failed = found["normal"], found["raise"]
+    assert normal["inside"] and not normal["after"] and not normal["initialized"], normal
+    assert failed["after"] == failed["inside"] and failed["initialized"], failed
 
 
 def starts_a_group(path: Path) -> list[int]:

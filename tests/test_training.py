@@ -221,7 +221,7 @@ def test_run_dir_layout_and_metrics(runs):
     assert {"eval_loss", "eval_ppl"} <= set(evals[0])
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step{STEPS:08d}"
     assert np.isfinite(list(losses(run_dir).values())).all()
-    for name in ("loss.png", "overview.png"):  # drawn after each eval and at the end
+    for name in ("loss.png", "overview.png"):  # drawn at the end
         assert (run_dir / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["step"] == STEPS

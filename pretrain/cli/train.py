@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import warnings
+from typing import NoReturn
 
 from pretrain.cli.runner import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STOPPED
 
@@ -177,7 +178,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _leave(lock, message: str | None, code: int) -> int:
+def _leave(lock, message: str | None, code: int) -> NoReturn:
     """Say why, free the run dir, and end the process now: tearing down a process group whose peers are
     gone (or blocked in a collective) can hang."""
     if message:

@@ -230,8 +230,8 @@ class RunConfig:
     """Draw run.dir/plots/loss.png and overview.png after evaluations and at the end."""
     plot_interval_minutes: float = 5.0
     """Redraw the plots after an evaluation only when this many minutes have passed since the last drawing (or
-    the start): a drawing takes rank 0 about a second, and every rank waits for it. The end is always drawn.
-    0 redraws after every evaluation."""
+    since the trainer was set up): a drawing takes rank 0 about a second, and every rank waits for it. The end
+    (and a run stopped by a diverged loss) is always drawn. 0 redraws after every evaluation, inf only at the end."""
     wandb: str | None = None
     """A Weights & Biases project to mirror metrics to (pip install wandb; WANDB_MODE=offline needs no network)."""
     resume_from: str | None = None

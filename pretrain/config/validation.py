@@ -95,7 +95,7 @@ def validate(config: Config, world_size: int, with_data: bool = True) -> None:
         problems.append(f"optim.warmup_steps={optim.warmup_steps} is longer than train.steps={train.steps}")
     if train.distributed_timeout_minutes <= 0:
         problems.append(f"train.distributed_timeout_minutes={train.distributed_timeout_minutes} must be positive")
-    if config.run.plot_interval_minutes < 0:
+    if not config.run.plot_interval_minutes >= 0:  # NaN too
         problems.append(f"run.plot_interval_minutes={config.run.plot_interval_minutes} must be 0 or more")
     if config.run.wandb and with_data:
         import importlib.util
