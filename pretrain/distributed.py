@@ -207,15 +207,16 @@ def init_process_group(timeout_minutes: float = 15) -> None:
     A collective that waits ``timeout_minutes`` for a rank that does not answer fails instead of
     hanging (a rank that dies is usually noticed at once: its connections close). On CPUs DeepSpeed
     first builds its shared-memory all-reduce op; that build goes through ``jit_ops`` so that one
-    killed earlier cannot hang this start.
+    killed earlier cannot hang this start, into this environment's folder (``jit_ops``).
     """
     from datetime import timedelta
 
     import deepspeed
     import torch
 
-    from pretrain.jit_ops import load_op
+    from pretrain.jit_ops import load_op, use_environment_build_root
 
+    use_environment_build_root()  # before anything DeepSpeed builds, its own builds included
     on_gpu = torch.cuda.is_available()
     if not on_gpu:
         load_op("ShareMemCommBuilder")

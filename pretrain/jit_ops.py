@@ -10,12 +10,21 @@ Here each build runs under a kernel lock (``flock``), which the kernel drops whe
 process that holds it knows no other cooperating builder is alive, so a ``lock`` file it finds is a
 leftover: it removes it, says so, and builds. DeepSpeed caches loaded ops per process, so its own later
 ``load()`` of the same op returns the module loaded here.
+
+Each Python environment builds into its own folder. torch's default, one folder per Python and CUDA
+version under ``~/.cache/torch_extensions``, is shared by every virtual environment of a user (on a
+cluster, by every node through the shared home): a launch from one environment finds the op built with
+the other's DeepSpeed sources and builds it again, and the next launch from the other does the same
+(25-70 s per launch on CPU, a few minutes for FusedAdam). ``TORCH_EXTENSIONS_DIR``, where set, is kept.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +39,7 @@ def load_op(builder_name: str) -> ModuleType | None:
     None when this accelerator has no such op or it cannot be built here (DeepSpeed's own compatibility
     check); build errors are raised as DeepSpeed raises them.
     """
+    use_environment_build_root()
     import deepspeed.ops
     from deepspeed.accelerator import get_accelerator
     from deepspeed.git_version_info import installed_ops
@@ -48,6 +58,25 @@ def load_op(builder_name: str) -> ModuleType | None:
                         leftover, builder.NAME)
             leftover.unlink(missing_ok=True)
         return builder.load(verbose=False)
+
+
+def use_environment_build_root() -> None:
+    """Point ``TORCH_EXTENSIONS_DIR`` at this environment's folder, unless it is set; children inherit it, so
+    DeepSpeed's own later builds (and every rank this process starts) use the same folder."""
+    if not os.environ.get("TORCH_EXTENSIONS_DIR"):
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(environment_build_root())
+
+
+def environment_build_root() -> Path:
+    """``<torch's default root>/py311-torch2.13.0+cpu-<hash of this environment's path>``: torch's version
+    names the CUDA build, the environment's resolved path tells two virtual environments apart."""
+    import torch
+    from torch.utils.cpp_extension import get_default_build_root
+
+    environment = os.path.realpath(sys.prefix)
+    digest = hashlib.sha256(environment.encode()).hexdigest()[:12]
+    python = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+    return Path(get_default_build_root()) / f"{python}-torch{torch.__version__}-{digest}"
 
 
 def prebuilt(builder_name: str) -> bool:

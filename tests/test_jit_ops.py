@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from pretrain import jit_ops
 from tests.conftest import ROOT
 
 PLAIN_LOAD = ("from deepspeed.accelerator import get_accelerator; "
@@ -22,13 +24,18 @@ def python(code: str, env: dict) -> subprocess.Popen:
 
 
 def test_a_lock_left_by_a_killed_build_is_removed_and_the_op_built_once(tmp_path):
-    extensions = tmp_path / "torch_extensions"
+    # no TORCH_EXTENSIONS_DIR: the op goes to this environment's own folder under the user's cache
+    env = {key: value for key, value in os.environ.items() if key != "TORCH_EXTENSIONS_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONWARNINGS="ignore")
+    root = subprocess.run([sys.executable, "-c", "from pretrain.jit_ops import environment_build_root as r; print(r())"],
+                          cwd=ROOT, env=env, text=True, capture_output=True, check=True).stdout.strip()
+    assert root.startswith(str(tmp_path / "cache" / "torch_extensions"))
+    extensions = Path(root)
     (extensions / "deepspeed_shm_comm").mkdir(parents=True)
     (extensions / "deepspeed_shm_comm" / "lock").touch()  # what torch leaves when its build is killed
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions), "PYTHONWARNINGS": "ignore"}
 
-    plain = python(PLAIN_LOAD, env)  # the hang this guards against: torch waits for the lock forever
-    with pytest.raises(subprocess.TimeoutExpired):
+    plain = python(PLAIN_LOAD, {**env, "TORCH_EXTENSIONS_DIR": root})  # the hang this guards against: torch
+    with pytest.raises(subprocess.TimeoutExpired):                    # waits for the lock forever
         plain.communicate(timeout=30)
     plain.kill()
     plain.communicate()
@@ -42,3 +49,27 @@ def test_a_lock_left_by_a_killed_build_is_removed_and_the_op_built_once(tmp_path
     assert sum("left by a build of deepspeed_shm_comm that was killed" in err for _, err in outputs) == 1
     assert not (extensions / "deepspeed_shm_comm" / "lock").exists()
     assert (extensions / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").exists()
+    assert [path.name for path in (tmp_path / "cache" / "torch_extensions").iterdir()] == [extensions.name]
+
+
+def test_each_environment_builds_into_its_own_folder(tmp_path, monkeypatch):
+    """Two virtual environments of one user must not share builds (each would rebuild the other's at every
+    launch); one reached through a link is the same environment; a set TORCH_EXTENSIONS_DIR is kept."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "env-a").mkdir()
+    (tmp_path / "env-b").mkdir()
+    (tmp_path / "link-to-a").symlink_to(tmp_path / "env-a")
+    roots = {}
+    for name in ("env-a", "env-b", "link-to-a"):
+        monkeypatch.setattr(sys, "prefix", str(tmp_path / name))
+        roots[name] = jit_ops.environment_build_root()
+    assert roots["env-a"] != roots["env-b"]
+    assert roots["env-a"] == roots["link-to-a"]
+    assert roots["env-a"].parent == tmp_path / "torch_extensions"
+
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    jit_ops.use_environment_build_root()
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == str(roots["link-to-a"])
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/somewhere/chosen")
+    jit_ops.use_environment_build_root()
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == "/somewhere/chosen"
