@@ -344,6 +344,14 @@ def test_plan_cli():
     small = subprocess.run([sys.executable, "tools/plan.py", "--config", "gpt2_xl", "--gpus-per-node", "1",
                             "--gpu-memory", "8"], cwd=ROOT, capture_output=True, text=True, env=train_env())
     assert small.returncode == 2 and "no parallel plan fits" in small.stderr and "Traceback" not in small.stderr
+    # any config key after the options, as the trainer takes it: here a smaller batch without the config's ramp
+    smaller = [sys.executable, "tools/plan.py", "--config", "modernbert_base", "--global-batch", "512"]
+    refused = subprocess.run(smaller, cwd=ROOT, capture_output=True, text=True, env=train_env())
+    assert refused.returncode == 2 and "train.rampup_batch_size=null trains without a ramp" in refused.stderr
+    cleared = subprocess.run(smaller + ["train.rampup_batch_size=null"], cwd=ROOT, capture_output=True, text=True,
+                             env=train_env())
+    assert cleared.returncode == 0, cleared.stderr
+    assert "global batch 512" in cleared.stdout and "ramp-up" not in cleared.stdout
 
 
 def test_gpt2_xl_on_one_80_gb_gpu_recomputes_nothing_with_the_gib_the_readme_quotes():

@@ -1,6 +1,7 @@
 """Plan a run before launching it: the parallel plan the trainer would choose (ZeRO stage, micro batch,
 gradient accumulation, recompute), why faster plans were rejected, and the per-GPU memory of the
-chosen plan by component. Options fix parts of the plan, as the config keys do."""
+chosen plan by component. Options fix parts of the plan, as the config keys do; any other key is given
+as the trainer takes it (``KEY=VALUE``, e.g. ``train.rampup_batch_size=null``), after the options."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-node", type=positive(int), default=8)
     p.add_argument("--nodes", type=positive(int), default=1)
     p.add_argument("--gpu-memory", type=positive(float), default=80.0, help="GiB per GPU")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides as the trainer takes them, applied after the options")
     return p
 
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         ("data.seq_len", args.seq_len), ("train.precision", args.precision),
         ("model.activation_checkpointing", args.recompute),
         ("train.ds_config", None if args.zero is None else f"zero{args.zero}")) if value is not None]
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides + args.overrides)
     validate(config, args.gpus_per_node * args.nodes, with_data=False)  # every problem at once, exit 2
     preset = get_preset(config.model.preset)
     vocab = args.vocab_size or preset.published_vocab

@@ -141,7 +141,8 @@ def _validate_rampup(train: TrainConfig, problems: list[str]) -> None:
     if start >= train.global_batch or (train.global_batch - start) % increment:
         problems.append(f"train.rampup_batch_size={rampup}: the ramp must climb from start={start} in steps of "
                         f"{increment} to exactly train.global_batch={train.global_batch}, which is "
-                        f"{'not above the start' if start >= train.global_batch else 'not reached that way'}")
+                        f"{'not above the start' if start >= train.global_batch else 'not reached that way'} "
+                        "(train.rampup_batch_size=null trains without a ramp)")
 
 
 def _validate_speed(config: Config, problems: list[str]) -> None:
