@@ -69,6 +69,18 @@ def _full_state_dict(checkpoints: Path, tag: str, gather_zero) -> dict:
     return {key: tensor.float() for key, tensor in module.items()}
 
 
+def trained_settings(run_dir: Path) -> dict | None:
+    """How the run trained, as far as scoring its export needs it (``pretrain-eval`` scores a masked LM on
+    pieces of its sample length, masked at its share): kept in the export, which has no run config."""
+    from pretrain.config import load_config
+
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    data = load_config(str(run_dir / "config.yaml")).data
+    return {"seq_len": data.seq_len, "mask_prob": data.mask_prob, "whole_word_masking": data.whole_word_masking,
+            "whole_word_unit": data.whole_word_unit}
+
+
 def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from safetensors.torch import save_file
@@ -108,7 +120,8 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
     generation = family.generation_config(tokenizer.specials.ids)
     if generation is not None:
         generation.save_pretrained(staging)
-    (staging / "pretrain_export.json").write_text(json.dumps({"checkpoint": str(checkpoints / tag)}, indent=1))
+    record = {"checkpoint": str(checkpoints / tag), "trained": trained_settings(run_dir)}
+    (staging / "pretrain_export.json").write_text(json.dumps(record, indent=1))
     if output.exists():
         shutil.rmtree(output)
     os.replace(staging, output)

@@ -1,9 +1,10 @@
 """Find host synchronisation on the CPU: everything that, on a GPU, makes the host wait for the device.
 
-On a GPU the host waits when it reads a value (``.item()``, ``bool(t)``, ``float(t)``), copies a tensor to
-the host (``.cpu()``, ``.tolist()``, ``.numpy()``, ``.to("cpu")``), runs an operator whose output size
-depends on the data (``nonzero``, boolean-mask indexing, ``masked_select``, ``unique``), or calls a
-synchronize (``torch.cuda.synchronize()``, an event's or a stream's, DeepSpeed's accelerator's).
+On a GPU the host waits when it reads a value (``.item()``, ``bool(t)``, ``float(t)``, ``torch.equal``,
+``torch.allclose``), copies a tensor to the host (``.cpu()``, ``.tolist()``, ``.numpy()``, ``.to("cpu")``),
+runs an operator whose output size depends on the data (``nonzero``, boolean-mask indexing,
+``masked_select``, ``unique``), or calls a synchronize (``torch.cuda.synchronize()``, an event's or a
+stream's, DeepSpeed's accelerator's).
 ``torch.cuda.set_sync_debug_mode`` sees only the first three kinds, and only on a GPU; ``HostSyncs``
 sees all of them in a CPU run (an operator mode for what reaches the dispatcher, patched methods for
 the copies and synchronizes that do not), so CI can prove a step is free of them; on a GPU it adds the
@@ -19,7 +20,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 aten = torch.ops.aten
 SYNCING = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default,
            aten.unique_dim.default, aten._unique2.default, aten.unique_consecutive.default,
-           aten.repeat_interleave.Tensor}
+           aten.repeat_interleave.Tensor,
+           aten.equal.default, aten.allclose.default}  # these two return a Python bool: read on the host
 COPIES_TO_HOST = ("cpu", "tolist", "numpy")
 
 

@@ -238,6 +238,7 @@ def test_the_sync_probe_sees_every_kind_of_host_sync():
         "item": lambda: t.sum().item(), "bool": lambda: bool(t.sum() > 0), "float": lambda: float(t.sum()),
         "tolist": lambda: t.tolist(), "cpu": lambda: t.cpu(), "numpy": lambda: t.numpy(),
         "to cpu": lambda: t.to("cpu"), "nonzero": lambda: t.nonzero(), "mask": lambda: t[t > 2],
+        "equal": lambda: torch.equal(t, t * 1), "allclose": lambda: torch.allclose(t, t * 1),  # Liger's backward
         "accelerator synchronize": lambda: get_accelerator().synchronize(), "cpu synchronize": lambda: torch.cpu.synchronize(),
     }
     for name, wait in waits.items():

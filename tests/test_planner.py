@@ -58,14 +58,15 @@ def test_model_states_equal_deepspeeds_estimators(preset, gpus, nodes):
         assert sum(states.values()) == pytest.approx(ds_gpu, rel=1e-6)
 
 
-def probe(mode: str, tmp_path: Path, data: Path, tokenizer: Path, *overrides: str, ranks: int = 2) -> list[dict]:
+def probe(mode: str, tmp_path: Path, data: Path, tokenizer: Path, *overrides: str, ranks: int = 2,
+          config: str = "tiny_clm") -> list[dict]:
     deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
     from pretrain.distributed import free_port
 
     run_dir = tmp_path / f"run-{mode}"
     files = [result_path(run_dir, mode, rank) for rank in range(ranks)]
     command = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port())] if ranks > 1 else [sys.executable]
-    proc = subprocess.run([*command, "tests/probe.py", mode, "tiny_clm", f"data.tokenizer={tokenizer}",
+    proc = subprocess.run([*command, "tests/probe.py", mode, config, f"data.tokenizer={tokenizer}",
                            f"data.prefixes=[{data}]", f"run.dir={run_dir}", "data.split=90,10,0",
                            "train.eval_samples=8", *overrides], cwd=ROOT,
                           env={**train_env(), "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
@@ -142,6 +143,19 @@ def test_a_steady_state_step_never_waits_for_the_device(tmp_path, clm_data, toke
         return
     for syncs in found:
         assert len(syncs) <= 4 and all(any(place in sync for place in ZERO_STEP_CHECKS) for sync in syncs), syncs
+
+
+@pytest.mark.parametrize("config,overrides", [
+    ("tiny_llama", ()),  # packed documents masked from each other
+    ("modernbert_tiny", ("optim.optimizer=stable_adamw", "train.ds_config=zero0")),  # as modernbert_base trains
+], ids=["llama", "modernbert"])
+def test_the_new_families_default_step_never_waits_for_the_device(tmp_path, clm_data, tokenizer_dir, config,
+                                                                   overrides):
+    """Llama and ModernBERT on their default GPU path (bf16 autocast, fp32 weights, no ZeRO; document masks,
+    rotary positions, ModernBERT's unpadded masked batches and StableAdamW): no host sync in a step."""
+    found = probe("syncs", tmp_path, clm_data, tokenizer_dir, "train.precision=bf16", *overrides, ranks=1,
+                  config=config)
+    assert found == [[]]
 
 
 def saved_activation_bytes(model: torch.nn.Module, run) -> int:

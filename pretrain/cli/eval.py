@@ -8,7 +8,9 @@ MODEL is a run dir (its newest complete checkpoint), one of its checkpoints, or 
 folder. Inputs are text/jsonl (any format pretrain-preprocess reads) or .bin/.idx prefixes. A causal
 LM scores each document on its own with lm-evaluation-harness's rolling windows (its
 loglikelihood_rolling: the same bits per byte as lm-eval on the same model and documents); a masked
-LM reports the masked-token loss under the trainer's deterministic masking (no bits per byte)."""
+LM reports the masked-token loss under the trainer's deterministic masking (no bits per byte), on pieces
+of the run's data.seq_len (kept in pretrain-export's folders; a folder made elsewhere: the model's
+context)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import json
 import logging
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +28,7 @@ from pretrain.cli.runner import UserError, run
 log = logging.getLogger(__name__)
 TOKENIZER_INFINITY = 1_000_000_000_000_000_019_884_624_838_656  # transformers' "no limit" model_max_length
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's, for a model whose config names no context length
+DEFAULT_SEED = 1234  # masked LM: the masking seed, the same for a run dir and its export (and for any two runs)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,13 +44,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json-path", help="nested JSON: where the documents are, e.g. 'document[].paragraph[].form'")
     p.add_argument("--limit", type=int, help="score only the first N documents of each input")
     p.add_argument("--max-length", type=int,
-                   help="window length in tokens (default: the model's context, as lm-eval takes it)")
+                   help="window length in tokens. Causal LM: default the model's context, as lm-eval takes it. "
+                        "Masked LM: piece length, [CLS]/[SEP] included, at most the model's context; default the "
+                        "run's data.seq_len (a run dir, or a folder pretrain-export wrote), else the model's context")
     p.add_argument("--batch-tokens", type=int, default=4096,
                    help="padded tokens per forward pass (memory: this x the vocabulary x 8 bytes of logits)")
     p.add_argument("--objective", choices=["clm", "mlm"], help="causal or masked LM (default: the architecture's)")
     p.add_argument("--mask-prob", type=float, help="masked LM: share of tokens to mask (default: the run's "
-                                                   "data.mask_prob, else 0.15)")
-    p.add_argument("--seed", type=int, help="masked LM: masking seed (default: the run's run.seed, else 1234)")
+                                                   "data.mask_prob; a folder made elsewhere: its model family's, "
+                                                   "0.3 for ModernBERT, else 0.15)")
+    p.add_argument("--seed", type=int,
+                   help=f"masked LM: masking seed (default {DEFAULT_SEED} for every model, whatever run.seed it "
+                        "was trained with, so a run dir and its export, or two runs, get the same masks)")
     p.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights' precision (auto: the folder's, as lm-eval loads it)")
@@ -168,17 +177,16 @@ def _causal(model, args):
 
 
 def _masked(model, args):
-    from pretrain.config import load_config
     from pretrain.data.masking import MaskingSpec
     from pretrain.evaluation.models import EvalError
     from pretrain.evaluation.scoring import MaskedSetup, score_masked
     from pretrain.tokenization import load_tokenizer
 
-    run = load_config(str(model.run_dir / "config.yaml")) if model.run_dir else None
-    mask_prob = args.mask_prob or (run.data.mask_prob if run else 0.15)
-    seed = args.seed if args.seed is not None else (run.run.seed if run else 1234)
-    whole_word = run.data.whole_word_masking if run else True
-    unit = run.data.whole_word_unit if run else "eojeol"
+    trained = trained_settings(model.folder)  # a run dir is scored through its export too
+    mask_prob = args.mask_prob or (trained["mask_prob"] if trained else family_mask_prob(model.model.config))
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    whole_word = trained["whole_word_masking"] if trained else True
+    unit = trained["whole_word_unit"] if trained else "eojeol"
     tokenizer = load_tokenizer(model.folder)  # the project's view: special roles and word starts
     ids = tokenizer.specials.ids
     rows = model.model.config.vocab_size
@@ -190,13 +198,42 @@ def _masked(model, args):
     random_ids = np.setdiff1d(np.arange(min(tokenizer.vocab_size, rows)), special)
     masking = MaskingSpec(ids["mask"], mask_prob, whole_word, tokenizer.unit_starts(unit), random_ids)
     setup = MaskedSetup(ids["cls"], ids["sep"], ids["pad"], special, masking, seed)
-    length = min(args.max_length or math.inf, context_length(model.model.config, model.tokenizer))
+    # the length it was trained on (the run's, [CLS]/[SEP] included); a folder does not record it: its context
+    requested, source = ((args.max_length, "--max-length") if args.max_length else
+                         (trained["seq_len"], "the run's data.seq_len") if trained else (math.inf, "the model's context"))
+    context = context_length(model.model.config, model.tokenizer)
+    length, source = (requested, source) if requested <= context else (context, "the model's context")
     if length < 3:
         raise EvalError(f"a masked LM needs windows of at least 3 tokens ([CLS] x [SEP]), not {length}")
-    settings = {"max_length": int(length), "masking": {"mask_prob": mask_prob, "whole_word": whole_word, "unit": unit,
-                                                       "seed": seed}}
+    settings = {"max_length": int(length), "max_length_from": source,
+                "masking": {"mask_prob": mask_prob, "whole_word": whole_word, "unit": unit, "seed": seed}}
     return (lambda documents: score_masked(model.model, documents, setup, int(length), args.batch_tokens,
                                            args.per_document)), settings
+
+
+def trained_settings(folder: Path) -> dict | None:
+    """How the model's run trained (sample length, masking), as ``pretrain-export`` keeps it in the folder;
+    None for a folder made elsewhere (or exported before the record was kept)."""
+    record = folder / "pretrain_export.json"
+    if not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text()).get("trained")
+    except (json.JSONDecodeError, AttributeError):
+        log.warning("%s is not an export record; scoring with the model family's defaults", record)
+        return None
+
+
+def family_mask_prob(config) -> float:
+    """The default mask share of the family that builds a transformers config's ``model_type`` (what
+    data.mask_prob defaults to when training it: ModernBERT's 0.3), else BERT's 0.15."""
+    from pretrain.model.families import family_for_model_type
+    from pretrain.presets import FAMILIES as TRAITS
+    from pretrain.presets import FamilyTraits
+
+    family = family_for_model_type(getattr(config, "model_type", None) or "")
+    traits = TRAITS.get(family.name) if family is not None else None
+    return traits.mask_prob if traits is not None else FamilyTraits.mask_prob  # the field's default: BERT's
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -204,7 +241,7 @@ def summary_lines(report: dict) -> list[str]:
     head = (f"{report['model']}: {report['architecture']}, "
             + (f"causal LM, rolling windows of {report['max_length']} tokens" if clm else
                f"masked LM, {report['masking']['mask_prob']:.0%} masked (seed {report['masking']['seed']}), "
-               f"pieces of {report['max_length']} tokens"))
+               f"pieces of {report['max_length']} tokens ({report['max_length_from']})"))
     lines = [head, f"{'input':<40} {'documents':>10} {'tokens' if clm else 'masked':>12} {'bytes':>14} {'loss':>8} "
                    f"{'ppl':>10} {'bits/byte':>10}"]
     for name, figures in [(item["input"], item) for item in report["inputs"]] + [("total", report["total"])]:

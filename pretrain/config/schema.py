@@ -129,7 +129,8 @@ class OptimConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     fused: bool = True
-    """Use fused optimizer kernels on GPUs (DeepSpeed FusedAdam / FusedLamb); false: plain torch (baseline)."""
+    """adamw on GPUs: one fused kernel (torch's AdamW(fused=True); DeepSpeed's FusedAdam where DeepSpeed was
+    installed with it built); false: torch's unfused AdamW (the baseline). lamb uses FusedLamb on GPUs either way."""
 
     @property
     def whole_tensors(self) -> bool:
