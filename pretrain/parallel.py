@@ -24,7 +24,7 @@ from pretrain.config import Config
 from pretrain.data.masking import max_predictions
 from pretrain.ds_json import offload_of, read_ds_config, zero_stage
 from pretrain.planner import GIB, PlanInput, parameter_sizes, plan
-from pretrain.presets import get_preset
+from pretrain.presets import Preset, get_preset
 
 TOKENS_HALF_EFFICIENT = 512
 STAGE_EFFICIENCY = {(0, True): 1.0, (1, True): 0.97, (2, True): 0.95, (3, True): 0.8,  # one device
@@ -40,7 +40,7 @@ class PlanError(ValueError):
 class PlanRequest:
     """What a run asks of the plan. None / "auto" fields are the plan's to choose."""
 
-    preset: str
+    preset: str | Preset  # a name, or a shape (a model.init_from folder's)
     vocab_size: int
     seq_len: int
     global_batch: int
@@ -236,14 +236,25 @@ def request_from_config(config: Config, vocab_size: int, world_size: int, ranks_
     recompute = model.activation_checkpointing
     if recompute == "auto" and model.checkpoint_layers:
         recompute = "selective"
-    mlm = get_preset(model.preset).objective == "mlm"
+    from pretrain.model.build import model_shape
+
+    try:
+        shape = model_shape(model)  # a model.init_from folder's own
+    except ValueError as exc:  # a folder of another family
+        raise PlanError(str(exc)) from None
+    except OSError as exc:
+        raise PlanError(f"model.init_from={model.init_from}: its config.json cannot be read ({exc}); give a folder "
+                        "holding a transformers model, or a hub name with the hub reachable") from None
+    mlm = shape.objective == "mlm"
+    if model.init_from:
+        vocab_size = max(vocab_size, shape.published_vocab)  # its rows, grown to the tokenizer where fewer
     return PlanRequest(
-        preset=model.preset, vocab_size=vocab_size, seq_len=data.seq_len, global_batch=train.global_batch,
+        preset=shape, vocab_size=vocab_size, seq_len=data.seq_len, global_batch=train.global_batch,
         world_size=world_size, ranks_per_node=ranks_per_node, device_memory=device_memory, margin=train.memory_margin,
         precision=train.precision, attention=model.attention, fused_loss=model.lm_head != "plain",
         predicted_per_sample=(max_predictions(data.seq_len, data.mask_prob, packed=bool(data.document_mask)) if mlm
                               else None), zero_stage=stage,
         offload=offload, micro_batch=None if train.micro_batch == "auto" else train.micro_batch, recompute=recompute,
         recompute_layers=model.checkpoint_layers, whole_stage_only=(0,) if config.optim.whole_tensors else None,
-        document_mask=bool(data.document_mask), tie_embeddings=model.tie_embeddings,
+        document_mask=bool(data.document_mask), tie_embeddings=None if model.init_from else model.tie_embeddings,
         batch_multiple=train.batch_multiple(consumed_samples))

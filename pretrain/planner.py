@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pretrain.presets import Preset
 
 GIB = 2**30
 BLOCK_INPUT = {"half": 2, "autocast": 4, "fp32": 4}  # what a recomputing block keeps, per (token x hidden)
@@ -39,7 +43,7 @@ CHUNK_ROWS = 8192  # the fused LM head's rows per chunk (pretrain.model.head.CHU
 
 @dataclass
 class PlanInput:
-    preset: str
+    preset: str | Preset  # a name, or a shape (a model.init_from folder's)
     vocab_size: int | None = None  # default: the published vocabulary of the preset
     seq_len: int = 1024
     micro_batch: int = 8
@@ -78,7 +82,7 @@ def precision_mode(precision: str, zero_stage: int) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def parameter_sizes(preset_name: str, vocab_size: int | None,
+def parameter_sizes(preset_name: str | Preset, vocab_size: int | None,
                     tie_embeddings: bool | None = None) -> tuple[int, int, int]:
     """(all parameters, the largest unit ZeRO-3 gathers, those in tensors below its persistence threshold)."""
     import torch
@@ -99,7 +103,7 @@ def parameter_sizes(preset_name: str, vocab_size: int | None,
     return total, largest, small
 
 
-def preset_shape(preset_name: str, tie_embeddings: bool | None = None, **dimensions: int):
+def preset_shape(preset_name: str | Preset, tie_embeddings: bool | None = None, **dimensions: int):
     """The preset, with its embedding untied or tied as asked and any dimensions replaced (``layers``,
     ``hidden``, ``heads``: the tests measure shallower and narrower models)."""
     from pretrain.presets import get_preset

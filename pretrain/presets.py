@@ -109,7 +109,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 )}
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: str | Preset) -> Preset:
+    """The preset of that name; a shape given as such is its own (a model.init_from folder's)."""
+    if isinstance(name, Preset):
+        return name
     try:
         return PRESETS[name]
     except KeyError:

@@ -135,7 +135,7 @@ class Trainer:
             if not self.plan.fits:
                 log.warning("the configured plan needs %.1f GiB per device, more than the %.1f GiB usable: it may "
                             "run out of memory", self.plan.planned_bytes / 2**30, self.plan.budget_bytes / 2**30)
-        _, block, _ = parameter_sizes(config.model.preset, self.tokenizer.vocab_size, config.model.tie_embeddings)
+        _, block, _ = parameter_sizes(request.preset, request.vocab_size, request.tie_embeddings)
         self.ds_config = deepspeed_config(config.train, config.optim, self.plan, block)
         self.state.zero_stage = self.plan.zero_stage
 

@@ -368,6 +368,41 @@ def test_plan_cli():
     assert "global batch 512" in cleared.stdout and "ramp-up" not in cleared.stdout
 
 
+def test_a_run_continued_from_a_folder_is_planned_for_the_folders_model(tmp_path):
+    """model.init_from: the plan and ZeRO-3's units are sized on the folder's model (its config.json), not on
+    model.preset's shape: a 3B-shaped Llama folder under the llama_1b config is planned as 3B."""
+    from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM
+
+    from pretrain.config import load_config
+    from pretrain.parallel import request_from_config
+
+    folder = tmp_path / "released-3b"
+    config = LlamaConfig(vocab_size=50048, hidden_size=3072, intermediate_size=8192, num_hidden_layers=26,
+                         num_attention_heads=24, num_key_value_heads=8, max_position_embeddings=4096,
+                         tie_word_embeddings=True)
+    config.save_pretrained(folder)  # the planner reads config.json only: no weights needed
+    with torch.device("meta"):
+        expected = sum(p.numel() for p in LlamaForCausalLM(config).parameters())
+    run = load_config("llama_1b", [f"model.init_from={folder}"])
+    request = request_from_config(run, 32000, 8, 8, 80 * GIB)
+    assert request.vocab_size == 50048  # the folder's rows (a multiple of 64, as releases have), more than the tokenizer's
+    assert parameter_sizes(request.preset, request.vocab_size, request.tie_embeddings)[0] == expected
+    assert parameter_sizes(request_from_config(load_config("llama_1b"), 32000, 8, 8, 80 * GIB).preset,
+                           32000)[0] == get_preset("llama-1b").published_params
+
+    command = [sys.executable, "tools/plan.py", "--config", "llama_1b", "--gpus-per-node", "8"]
+    proc = subprocess.run([*command, f"model.init_from={folder}"], cwd=ROOT, capture_output=True, text=True,
+                          env=train_env())
+    assert proc.returncode == 0, proc.stderr
+    assert f"{expected / 1e6:,.1f}M parameters" in proc.stdout and str(folder) in proc.stdout
+    GPT2Config(n_layer=2, n_embd=64, n_head=2).save_pretrained(tmp_path / "gpt2")
+    for init_from, says in ((tmp_path / "gpt2", "is a gpt2 model, but model.preset=llama-1b asks for the llama"),
+                            (tmp_path / "missing", "its config.json cannot be read")):
+        refused = subprocess.run([*command, f"model.init_from={init_from}"], cwd=ROOT, capture_output=True,
+                                 text=True, env=train_env())
+        assert refused.returncode == 2 and says in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_gpt2_xl_on_one_80_gb_gpu_recomputes_nothing_with_the_gib_the_readme_quotes():
     """README, Pretraining: "gpt2-xl on one 80 GB GPU recomputes nothing"; Export: the lines of
     `tools/plan.py --config gpt2_xl --gpus-per-node 1 --gpu-memory 80` it quotes, GiB included."""

@@ -55,18 +55,21 @@ def main(argv: list[str] | None = None) -> int:
         ("train.ds_config", None if args.zero is None else f"zero{args.zero}")) if value is not None]
     config = load_config(args.config, overrides + args.overrides)
     validate(config, args.gpus_per_node * args.nodes, with_data=False)  # every problem at once, exit 2
-    preset = get_preset(config.model.preset)
-    vocab = args.vocab_size or preset.published_vocab
+    vocab = args.vocab_size
     if args.tokenizer:
         from pretrain.tokenization import load_tokenizer
 
         vocab = load_tokenizer(args.tokenizer).vocab_size
     world = args.gpus_per_node * args.nodes
-    request = request_from_config(config, vocab, world, args.gpus_per_node, args.gpu_memory * GIB)
     try:
+        request = request_from_config(config, vocab or 0, world, args.gpus_per_node, args.gpu_memory * GIB)
+        preset = get_preset(request.preset)  # the preset's shape, or a model.init_from folder's own
+        if not vocab:  # neither given: the published one (a folder's own rows)
+            request = replace(request, vocab_size=preset.published_vocab)
         chosen = choose_plan(request)
     except PlanError as exc:
         raise UserError(str(exc)) from None
+    vocab = request.vocab_size
     print(f"{preset.name}: {config.data.seq_len} tokens per sample, global batch {config.train.global_batch}, "
           f"{config.train.precision}, {args.gpus_per_node} GPU(s) x {args.nodes} node(s) of {args.gpu_memory:g} GiB")
     print(f"plan: {chosen.summary()}")
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{start // (chosen.micro_batch * world)}) to {config.train.global_batch} over {samples:,} samples")
     for reason in chosen.rejected:
         print(f"  a faster plan does not fit: {reason}")
-    spec = PlanInput(preset.name, vocab_size=vocab, seq_len=config.data.seq_len, micro_batch=chosen.micro_batch,
+    spec = PlanInput(preset, vocab_size=vocab, seq_len=config.data.seq_len, micro_batch=chosen.micro_batch,
                      zero_stage=chosen.zero_stage, offload=chosen.offload, precision=config.train.precision,
                      recompute_layers=chosen.recompute_layers, attention=config.model.attention,
                      fused_loss=config.model.lm_head != "plain", predicted_per_sample=request.predicted_per_sample,

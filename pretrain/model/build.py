@@ -46,14 +46,32 @@ class PretrainModel(nn.Module):
 
 
 def model_shape(model: ModelConfig) -> Preset:
-    """The preset with the model section's own choices applied (rotary base, tied embeddings)."""
+    """The shape the run trains: with model.init_from the folder's (read from its config.json, no weights;
+    its ``vocab`` the folder's rows), else the preset with the model section's own choices applied (rotary
+    base, tied embeddings). The parallel plan is sized on it, and the model built to it."""
     preset = get_preset(model.preset)
+    if model.init_from:
+        return _folder_shape(model.init_from, preset)
     changes = {}
     if model.rope_theta is not None:
         changes["rope_theta"] = model.rope_theta
     if model.tie_embeddings is not None:
         changes["tie_embeddings"] = model.tie_embeddings
     return dataclasses.replace(preset, **changes) if changes else preset
+
+
+def _folder_shape(folder: str, preset: Preset) -> Preset:
+    from transformers import AutoConfig
+
+    from pretrain.model.families import family_for_model_type
+
+    config = AutoConfig.from_pretrained(folder)
+    family = family_for_model_type(config.model_type)
+    if family is None or family.name != preset.family:
+        raise ValueError(f"model.init_from={folder} is a {config.model_type} model, but model.preset={preset.name} "
+                         f"asks for the {preset.family} family")
+    return dataclasses.replace(family.shape_of(config), name=f"{preset.family} from {folder}",
+                               vocab=config.vocab_size)
 
 
 def build_model(model: ModelConfig, vocab_size: int, special_ids: Mapping[str, int], *, sentence_order: bool,
@@ -72,9 +90,9 @@ def build_model(model: ModelConfig, vocab_size: int, special_ids: Mapping[str, i
     zero3 = bool(ds_config) and ds_config.get("zero_optimization", {}).get("stage") == 3
     cls = family.model_class(sentence_order)
     if model.init_from:
-        hf = from_pretrained(cls, model.init_from, shape, vocab_size, model.vocab_multiple, model.attention,
+        hf = from_pretrained(cls, model.init_from, vocab_size, model.vocab_multiple, model.attention,
                              ds_config if zero3 else None)
-        shape = family.shape_of(hf.config)
+        shape = dataclasses.replace(family.shape_of(hf.config), name=shape.name)  # its embedding grown
     else:
         config = family.hf_config(shape, padded_vocab_size(vocab_size, model.vocab_multiple), special_ids,
                                   model.dropout, model.attention)

@@ -112,18 +112,13 @@ def initialize_weights(model: nn.Module, family: str, n_layers: int, seed: int, 
                         param[module.padding_idx].zero_()
 
 
-def from_pretrained(cls, folder: str, preset: Preset, vocab_size: int, vocab_multiple: int, attention: str,
+def from_pretrained(cls, folder: str, vocab_size: int, vocab_multiple: int, attention: str,
                     ds_config: dict | None) -> nn.Module:
-    """Continue from a Hugging Face folder, in fp32 (a release saved in bf16 would otherwise load in bf16 and
-    be updated in it); grow the embedding when the tokenizer has more tokens than it has rows."""
-    from transformers import AutoConfig
+    """Continue from a Hugging Face folder (of the preset's family: ``model_shape`` checks), in fp32 (a release
+    saved in bf16 would otherwise load in bf16 and be updated in it); grow the embedding when the tokenizer
+    has more tokens than it has rows."""
     from transformers.integrations import HfDeepSpeedConfig
 
-    model_type = AutoConfig.from_pretrained(folder).model_type
-    family = family_for_model_type(model_type)
-    if family is None or family.name != preset.family:
-        raise ValueError(f"model.init_from={folder} is a {model_type} model, but model.preset={preset.name} "
-                         f"asks for the {preset.family} family")
     keep_alive = HfDeepSpeedConfig(ds_config) if ds_config else None  # makes from_pretrained ZeRO-3 aware
     hf = cls.from_pretrained(folder, attn_implementation=attention, dtype=torch.float32)
     rows = hf.get_input_embeddings().num_embeddings if not ds_config else hf.config.vocab_size
