@@ -60,6 +60,10 @@ else
 fi
 T0=$(date +%s)  # the budget starts once the installs are done
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+within() {  # a phase's seconds: what it asks for, cut to what the budget has left (0: no time for it)
+  local rest=$(( $(left) - 5 ))
+  if [ "$rest" -ge "$1" ]; then echo "$1"; elif [ "$rest" -ge 15 ]; then echo "$rest"; else echo 0; fi
+}
 $PYTHON -c "import torch, deepspeed, transformers; print('torch', torch.__version__, '| deepspeed', deepspeed.__version__,
   '| transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
 [ -d .device/baseline ] || echo "no .device/baseline (benchmarks/prepare_device.sh): the baseline is ZeRO-3 on this code"
@@ -73,7 +77,9 @@ cases() {  # the cases given, each default then its baseline, within the budget
 
 if want deciding; then phase "the deciding cases: $CASES"; cases $CASES; fi
 
-if want tests; then
+if want tests && [ "$(within "$TESTS_SECONDS")" = 0 ]; then
+  echo "GPU tests: not run, the session's time was up (PHASES=tests runs them in a rerun)"
+elif want tests; then
   phase "GPU tests"
   if [ "$DRY" = 1 ]; then  # no GPU: they skip, but collecting them imports what they use, and their fixture preprocesses
     timeout "$TESTS_SECONDS" $PYTHON -m pytest -q -p no:cacheprovider tests/test_gpu.py --collect-only \
@@ -85,7 +91,7 @@ if want tests; then
           --workers 1 --no-progress --overwrite $mode >> "$OUT/gpu_tests.log" 2>&1 || exit 1
       done
   else  # -v: a run cut by its timeout still says which tests passed; the slow compiled-block test last
-    timeout "$TESTS_SECONDS" $PYTHON -m pytest -v -p no:cacheprovider tests/test_gpu.py \
+    timeout "$(within "$TESTS_SECONDS")" $PYTHON -m pytest -v -p no:cacheprovider tests/test_gpu.py \
       -k "autocast or flash or sync_debug_mode or fused_head" > "$OUT/gpu_tests.log" 2>&1
   fi
   status=$?
@@ -93,9 +99,11 @@ if want tests; then
   [ "$status" != 0 ] && [ "$DRY" = 1 ] && { tail -n 20 "$OUT/gpu_tests.log"; exit 1; }
 fi
 
-if want kernels; then
+if want kernels && [ "$(within "$KERNELS_SECONDS")" = 0 ]; then
+  echo "kernels: not run, the session's time was up (PHASES=kernels runs them in a rerun)"
+elif want kernels; then
   phase "kernels, part by part"
-  timeout "$KERNELS_SECONDS" $PYTHON benchmarks/mfu_check.py --kernels $KERNEL_FLAGS --out "$OUT" 2>"$OUT/kernels.log"
+  timeout "$(within "$KERNELS_SECONDS")" $PYTHON benchmarks/mfu_check.py --kernels $KERNEL_FLAGS --out "$OUT" 2>"$OUT/kernels.log"
   status=$?
   [ "$status" != 0 ] && [ "$DRY" = 1 ] && { tail -n 20 "$OUT/kernels.log"; exit 1; }
 fi
