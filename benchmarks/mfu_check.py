@@ -85,15 +85,16 @@ def synthetic_batches(family: str, micro: int, seq: int, vocab: int, count: int,
 
     from pretrain.data.collate import collate
     from pretrain.data.masking import max_predictions
+    from pretrain.presets import FAMILIES
 
     generator, rng = torch.Generator().manual_seed(0), random.Random(0)
     batches = []
     for _ in range(count):
         positions = [torch.tensor(document_positions(seq, rng)) for _ in range(micro)] if document_mask else None
-        if family in ("gpt2", "llama"):
+        if FAMILIES[family].objective == "clm":
             samples = [{"tokens": torch.randint(0, vocab, (seq + 1,), generator=generator)} for _ in range(micro)]
         else:
-            share = 0.3 if family == "modernbert" else 0.15
+            share = FAMILIES[family].mask_prob  # ModernBERT's 30%, BERT's 15%
             width = max_predictions(seq, share, packed=document_mask)
             samples = []
             for length in [seq] * micro if document_mask else bert_lengths(seq, micro, rng):
@@ -284,7 +285,7 @@ def previous_code(preset: str, args, deadline: float) -> dict:
         raise RuntimeError(old["error"])
     shape = get_preset(preset)
     tokens, vocab = micro * seq, padded_vocab_size(SWEEP_VOCAB, 64)
-    head = None if shape.family == "gpt2" else round(tokens * 0.15)
+    head = None if shape.objective == "clm" else round(tokens * 0.15)  # the previous code's BERT predicted 15%
     step_s = tokens / old["tokens_per_s"]
     flops = [transformer_flops(shape.layers, shape.hidden, seq, vocab, tokens, recomputed, head)
              for recomputed in (0, shape.layers if checkpointing else 0)]

@@ -71,11 +71,14 @@ def default_tokenizer(work: Path) -> str:
 
 
 def overrides(args, data: str, run_dir: Path) -> list[str]:
-    tiny = "tiny" in args.preset
-    family = args.preset.split("-")[0] if not args.preset.startswith("tiny-") else args.preset.split("-")[1]
+    from pretrain.presets import get_preset
+
+    tiny, shape = "tiny" in args.preset, get_preset(args.preset)
     config = {"gpt2": ("tiny_clm", "gpt2_small"), "bert": ("tiny_mlm", "bert_base"),
-              "llama": ("tiny_llama", "llama_125m"), "modernbert": ("modernbert_tiny", "modernbert_base")}[family][not tiny]
-    same_work = ["data.document_mask=false"] if family == "llama" and args.baseline == "hf" else []
+              "llama": ("tiny_llama", "llama_125m"), "modernbert": ("modernbert_tiny", "modernbert_base")}[shape.family][not tiny]
+    # a decoder of transformers' under HF's Trainer attends across packed documents: the same work has no mask
+    masked_decoder = shape.objective == "clm" and shape.traits.document_mask
+    same_work = ["data.document_mask=false"] if masked_decoder and args.baseline == "hf" else []
     return ["--config", config, *same_work, f"model.preset={args.preset}", f"data.tokenizer={args.tokenizer}",
             f"data.prefixes=[{data}]", f"data.seq_len={args.seq_len}", f"train.micro_batch={args.micro_batch}",
             f"train.global_batch={args.micro_batch * args.ranks * args.accumulation}", f"train.steps={args.steps}",

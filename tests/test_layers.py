@@ -126,9 +126,11 @@ def family_branches(path: Path) -> list[str]:
 
 
 def test_no_model_family_branch_outside_the_family_modules():
-    """Callers ask the family (pretrain/model/families/), never test its name: a new family is one module."""
+    """Callers ask the family (pretrain/model/families/), never test its name: a new family is one module.
+    The package, its tools and its benchmarks alike."""
     families = PACKAGE / "model" / "families"
-    found = [hit for path in sorted(PACKAGE.rglob("*.py")) if families not in path.parents for hit in family_branches(path)]
+    paths = [path for folder in (PACKAGE, ROOT / "tools", ROOT / "benchmarks") for path in sorted(folder.rglob("*.py"))]
+    found = [hit for path in paths if families not in path.parents for hit in family_branches(path)]
     assert found == []
 
 

@@ -312,9 +312,9 @@ def test_demo_through_the_pipeline_holds_the_readme_claim(tmp_path):
 def test_the_demos_architectures_train_what_they_say():
     """``--arch``: each names a shipped config of that family, decoders causal, encoders masked."""
     from pretrain.config import load_config
-    from pretrain.demo.__main__ import ARCHITECTURES, DECODERS
+    from pretrain.demo.__main__ import ARCHITECTURES, objective_of
     from pretrain.presets import get_preset
 
     for arch, (config, _) in ARCHITECTURES.items():
         preset = get_preset(load_config(config).model.preset)
-        assert preset.family == arch and (preset.objective == "clm") == (arch in DECODERS)
+        assert preset.family == arch and objective_of(arch) == ("clm" if arch in ("gpt2", "llama") else "mlm")

@@ -19,8 +19,15 @@ from pathlib import Path
 # decides the rest (tokenizer kind, document or sentence datasets), so another family is one more entry here.
 ARCHITECTURES = {"gpt2": ("tiny_clm", "GPT-2"), "llama": ("tiny_llama", "Llama"), "bert": ("tiny_mlm", "BERT"),
                  "modernbert": ("modernbert_tiny", "ModernBERT")}
-DECODERS = ("gpt2", "llama")
 OBJECTIVE_DEFAULT = {"clm": "gpt2", "mlm": "bert"}  # --objective, the demo's older switch
+
+
+def objective_of(arch: str) -> str:
+    """"clm" or "mlm": what the architecture's model family trains."""
+    from pretrain.config import load_config
+    from pretrain.presets import get_preset
+
+    return get_preset(load_config(ARCHITECTURES[arch][0]).model.preset).objective
 
 
 def step(title: str, command: list[str]) -> None:
@@ -43,7 +50,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=120)
     args = parser.parse_args()
     arch = args.arch or OBJECTIVE_DEFAULT[args.objective or "clm"]
-    clm = arch in DECODERS
+    clm = objective_of(arch) == "clm"
     if args.objective and args.objective != ("clm" if clm else "mlm"):
         parser.error(f"--arch {arch} trains {'a causal' if clm else 'a masked'} LM, not --objective {args.objective}")
     config, title = ARCHITECTURES[arch]
