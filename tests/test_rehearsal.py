@@ -4,7 +4,7 @@ A bf16 GPU run takes one of these paths, chosen by the parallel plan and the con
 bf16 autocast (no ZeRO, the default where the model fits) or bf16 weights (ZeRO-1, 2, 3); the chunked
 LM head (the default); compiled blocks (the GPU default; inductor's code generation for the blocks is
 checked on its own by tests/test_kernels.py's inductor gradient test); this
-project's GPT-2 block; selective or full recompute; GPT-2, BERT or Llama. Each case below is a short run on
+project's GPT-2 block; selective or full recompute; GPT-2, BERT, Llama or ModernBERT. Each case below is a short run on
 1 or 2 CPU ranks that trains, evaluates, saves, stops, and resumes from its checkpoint to the end,
 as a GPU run would, so a crash a CPU can show (last round's head under autocast) is shown here.
 What a CPU cannot run (flash kernels, FusedAdam, Triton, CUDA graphs) is covered by tests/test_gpu.py.
@@ -42,10 +42,15 @@ CASES = {
     "llama zero0 autocast compiled": ("llama", 1, QUICK_COMPILE),
     "llama zero3 untied selective": ("llama", 2, ("train.ds_config=zero3", "model.tie_embeddings=false",
                                                   "model.activation_checkpointing=selective", "model.checkpoint_layers=1")),
-    # the ModernBERT-style encoder: alternating local and global attention, padded batches
-    "modernbert zero2 compiled selective": ("modernbert", 2, ("train.ds_config=zero2", *QUICK_COMPILE,
-                                                              "model.activation_checkpointing=selective",
-                                                              "model.checkpoint_layers=1")),
+    # the ModernBERT-style encoder, alternating local and global attention: its default (packed documents
+    # without padding; fp32 weights under autocast, where modernbert_base's plan puts it; StableAdamW, as the
+    # paper trains), and padded sentence pairs (data.document_mask=false) with bf16 weights
+    "modernbert zero0 autocast compiled stable-adamw": ("modernbert", 1, (*QUICK_COMPILE, "train.ds_config=zero0",
+                                                                          "optim.optimizer=stable_adamw")),
+    "modernbert zero2 padded compiled selective": ("modernbert", 2, ("train.ds_config=zero2", *QUICK_COMPILE,
+                                                                     "data.document_mask=false",
+                                                                     "model.activation_checkpointing=selective",
+                                                                     "model.checkpoint_layers=1")),
 }
 
 
