@@ -121,8 +121,8 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
     from pretrain.data.builder import SplitSizes, build_datasets
     from pretrain.engine import deepspeed_config
     from pretrain.model.hf import hf_config, padded_vocab_size
-    from pretrain.parallel import choose_plan, request_from_config
-    from pretrain.planner import GIB, parameter_sizes
+    from pretrain.parallel import choose_plan, device_memory_bytes, request_from_config
+    from pretrain.planner import parameter_sizes
     from pretrain.presets import get_preset
     from pretrain.tokenization import load_tokenizer
 
@@ -131,7 +131,9 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
     world = int(os.environ.get("WORLD_SIZE", 1))
     preset = get_preset(config.model.preset)
     tokenizer = load_tokenizer(config.data.tokenizer)
-    plan = choose_plan(request_from_config(config, tokenizer.vocab_size, world, world, 8 * GIB))  # the same plan as ours
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    memory = device_memory_bytes(config.train.device_memory_gib, device, world)  # as the trainer sizes its plan
+    plan = choose_plan(request_from_config(config, tokenizer.vocab_size, world, world, memory))  # the same plan as ours
     ds = deepspeed_config(config.train, config.optim, plan, parameter_sizes(preset.name, tokenizer.vocab_size)[1])
     for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
         ds[key] = "auto"

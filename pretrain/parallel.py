@@ -248,6 +248,9 @@ def request_from_config(config: Config, vocab_size: int, world_size: int, ranks_
     mlm = shape.objective == "mlm"
     if model.init_from:
         vocab_size = max(vocab_size, shape.published_vocab)  # its rows, grown to the tokenizer where fewer
+        if data.seq_len > shape.max_positions:  # what validation checks for a preset
+            raise PlanError(f"data.seq_len={data.seq_len} exceeds the {shape.max_positions} positions of "
+                            f"model.init_from={model.init_from}")
     return PlanRequest(
         preset=shape, vocab_size=vocab_size, seq_len=data.seq_len, global_batch=train.global_batch,
         world_size=world_size, ranks_per_node=ranks_per_node, device_memory=device_memory, margin=train.memory_margin,

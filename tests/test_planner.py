@@ -396,9 +396,10 @@ def test_a_run_continued_from_a_folder_is_planned_for_the_folders_model(tmp_path
     assert proc.returncode == 0, proc.stderr
     assert f"{expected / 1e6:,.1f}M parameters" in proc.stdout and str(folder) in proc.stdout
     GPT2Config(n_layer=2, n_embd=64, n_head=2).save_pretrained(tmp_path / "gpt2")
-    for init_from, says in ((tmp_path / "gpt2", "is a gpt2 model, but model.preset=llama-1b asks for the llama"),
-                            (tmp_path / "missing", "its config.json cannot be read")):
-        refused = subprocess.run([*command, f"model.init_from={init_from}"], cwd=ROOT, capture_output=True,
+    for init_from, says, *more in ((tmp_path / "gpt2", "is a gpt2 model, but model.preset=llama-1b asks for the llama"),
+                                   (tmp_path / "missing", "its config.json cannot be read"),
+                                   (folder, "data.seq_len=8192 exceeds the 4096 positions", "data.seq_len=8192")):
+        refused = subprocess.run([*command, f"model.init_from={init_from}", *more], cwd=ROOT, capture_output=True,
                                  text=True, env=train_env())
         assert refused.returncode == 2 and says in refused.stderr and "Traceback" not in refused.stderr
 
