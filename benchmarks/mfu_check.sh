@@ -77,7 +77,8 @@ cases() {  # the cases given, each default then its baseline, within the budget
 
 if want deciding; then phase "the deciding cases: $CASES"; cases $CASES; fi
 
-if want tests && [ "$(within "$TESTS_SECONDS")" = 0 ]; then
+seconds=$(within "$TESTS_SECONDS")  # once: a second reading a moment later could be 0, and "timeout 0" never ends
+if want tests && [ "$seconds" = 0 ]; then
   echo "GPU tests: not run, the session's time was up (PHASES=tests runs them in a rerun)"
 elif want tests; then
   phase "GPU tests"
@@ -91,7 +92,7 @@ elif want tests; then
           --workers 1 --no-progress --overwrite $mode >> "$OUT/gpu_tests.log" 2>&1 || exit 1
       done
   else  # -v: a run cut by its timeout still says which tests passed; the slow compiled-block test last
-    timeout "$(within "$TESTS_SECONDS")" $PYTHON -m pytest -v -p no:cacheprovider tests/test_gpu.py \
+    timeout "$seconds" $PYTHON -m pytest -v -p no:cacheprovider tests/test_gpu.py \
       -k "autocast or flash or sync_debug_mode or fused_head" > "$OUT/gpu_tests.log" 2>&1
   fi
   status=$?
@@ -99,11 +100,12 @@ elif want tests; then
   [ "$status" != 0 ] && [ "$DRY" = 1 ] && { tail -n 20 "$OUT/gpu_tests.log"; exit 1; }
 fi
 
-if want kernels && [ "$(within "$KERNELS_SECONDS")" = 0 ]; then
+seconds=$(within "$KERNELS_SECONDS")
+if want kernels && [ "$seconds" = 0 ]; then
   echo "kernels: not run, the session's time was up (PHASES=kernels runs them in a rerun)"
 elif want kernels; then
   phase "kernels, part by part"
-  timeout "$(within "$KERNELS_SECONDS")" $PYTHON benchmarks/mfu_check.py --kernels $KERNEL_FLAGS --out "$OUT" 2>"$OUT/kernels.log"
+  timeout "$seconds" $PYTHON benchmarks/mfu_check.py --kernels $KERNEL_FLAGS --out "$OUT" 2>"$OUT/kernels.log"
   status=$?
   [ "$status" != 0 ] && [ "$DRY" = 1 ] && { tail -n 20 "$OUT/kernels.log"; exit 1; }
 fi

@@ -72,11 +72,16 @@ def _full_state_dict(checkpoints: Path, tag: str, gather_zero) -> dict:
 def trained_settings(run_dir: Path) -> dict | None:
     """How the run trained, as far as scoring its export needs it (``pretrain-eval`` scores a masked LM on
     pieces of its sample length, masked at its share): kept in the export, which has no run config."""
-    from pretrain.config import load_config
+    from pretrain.config import ConfigError, load_config
 
     if not (run_dir / "config.yaml").is_file():
         return None
-    data = load_config(str(run_dir / "config.yaml")).data
+    try:
+        data = load_config(str(run_dir / "config.yaml")).data
+    except ConfigError as exc:  # the weights export all the same; pretrain-eval then takes the family's defaults
+        log.warning("%s cannot be read (%s): the export does not record how the run trained", run_dir / "config.yaml",
+                    str(exc).splitlines()[0])
+        return None
     return {"seq_len": data.seq_len, "mask_prob": data.mask_prob, "whole_word_masking": data.whole_word_masking,
             "whole_word_unit": data.whole_word_unit}
 
@@ -99,6 +104,7 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
     if family is None:
         raise ExportError(f"{run_dir / 'model'} holds a {model_config.model_type} model, which no model family exports")
     cls = family.architecture_class(architecture)
+    trained = trained_settings(run_dir)
     state = _full_state_dict(checkpoints, tag, get_fp32_state_dict_from_zero_checkpoint)
     weights, seen = {}, set()
     for key, tensor in state.items():
@@ -120,7 +126,7 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
     generation = family.generation_config(tokenizer.specials.ids)
     if generation is not None:
         generation.save_pretrained(staging)
-    record = {"checkpoint": str(checkpoints / tag), "trained": trained_settings(run_dir)}
+    record = {"checkpoint": str(checkpoints / tag), "trained": trained}
     (staging / "pretrain_export.json").write_text(json.dumps(record, indent=1))
     if output.exists():
         shutil.rmtree(output)

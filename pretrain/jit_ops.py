@@ -68,8 +68,8 @@ def use_environment_build_root() -> None:
 
 
 def environment_build_root() -> Path:
-    """``<torch's default root>/py311-torch2.13.0+cpu-<hash of this environment's path>``: torch's version
-    names the CUDA build, the environment's resolved path tells two virtual environments apart."""
+    """``<torch's default root>/py311-torch2.13.0+cpu-<hash of this environment's path>``: the environment's
+    resolved path tells two virtual environments apart (torch's version is there for the reader)."""
     import torch
     from torch.utils.cpp_extension import get_default_build_root
 

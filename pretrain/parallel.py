@@ -36,6 +36,11 @@ class PlanError(ValueError):
     """No plan fits; the message says what the smallest one needs and what to change."""
 
 
+class UnreadableFolder(PlanError):
+    """model.init_from's config.json cannot be read here: a hub or a file system that one rank may meet and
+    another not, so each rank that meets it says so."""
+
+
 @dataclass(frozen=True)
 class PlanRequest:
     """What a run asks of the plan. None / "auto" fields are the plan's to choose."""
@@ -243,14 +248,17 @@ def request_from_config(config: Config, vocab_size: int, world_size: int, ranks_
     except ValueError as exc:  # a folder of another family
         raise PlanError(str(exc)) from None
     except OSError as exc:
-        raise PlanError(f"model.init_from={model.init_from}: its config.json cannot be read ({exc}); give a folder "
-                        "holding a transformers model, or a hub name with the hub reachable") from None
+        raise UnreadableFolder(f"model.init_from={model.init_from}: its config.json cannot be read ({exc}); give a "
+                               "folder holding a transformers model, or a hub name with the hub reachable") from None
     mlm = shape.objective == "mlm"
     if model.init_from:
         vocab_size = max(vocab_size, shape.published_vocab)  # its rows, grown to the tokenizer where fewer
         if data.seq_len > shape.max_positions:  # what validation checks for a preset
             raise PlanError(f"data.seq_len={data.seq_len} exceeds the {shape.max_positions} positions of "
                             f"model.init_from={model.init_from}")
+        if model.checkpoint_layers is not None and not 0 < model.checkpoint_layers <= shape.layers:
+            raise PlanError(f"model.checkpoint_layers={model.checkpoint_layers} must be between 1 and the "
+                            f"{shape.layers} layers of model.init_from={model.init_from}")
     return PlanRequest(
         preset=shape, vocab_size=vocab_size, seq_len=data.seq_len, global_batch=train.global_batch,
         world_size=world_size, ranks_per_node=ranks_per_node, device_memory=device_memory, margin=train.memory_margin,

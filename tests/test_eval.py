@@ -190,7 +190,7 @@ def test_a_masked_lm_gets_the_masked_token_loss(tmp_path, tokenizer_dir, documen
 @pytest.fixture(scope="module")
 def modernbert_run(tmp_path_factory, tokenizer_dir):
     """A ModernBERT run dir as the trainer leaves one, without training: config.yaml (data.seq_len=64,
-    below the model's 512 positions; run.seed=7; the family's 30% masked), the model's config, the
+    below the model's 512 positions; run.seed=7; 20% masked, token by token), the model's config, the
     tokenizer and one checkpoint of a fresh model saved without ZeRO; and its export."""
     from pretrain.config import Config
     from pretrain.config.schema import DataConfig, ModelConfig, RunConfig
@@ -198,9 +198,9 @@ def modernbert_run(tmp_path_factory, tokenizer_dir):
 
     root = tmp_path_factory.mktemp("modernbert")
     run_dir = root / "run"
-    config = Config(model=ModelConfig(preset="modernbert-tiny"), data=DataConfig(tokenizer=str(tokenizer_dir),
-                    seq_len=64), run=RunConfig(dir=str(run_dir), seed=7))
-    assert config.data.mask_prob == 0.3
+    config = Config(model=ModelConfig(preset="modernbert-tiny"), data=DataConfig(
+        tokenizer=str(tokenizer_dir), seq_len=64, mask_prob=0.2, whole_word_masking=False),  # not the defaults
+        run=RunConfig(dir=str(run_dir), seed=7))
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_model(config.model, tokenizer.vocab_size, tokenizer.specials.ids, sentence_order=False, seed=0,
                         ds_config=None)
@@ -218,15 +218,15 @@ def modernbert_run(tmp_path_factory, tokenizer_dir):
 
 
 def test_a_masked_lm_is_scored_as_it_was_trained(modernbert_run, documents_file, tmp_path, capsys):
-    """A run dir: pieces of its data.seq_len (64), not the model's context (512), and its 30% masked; its
-    export keeps both, so it scores exactly as the run dir (the masking seed the same default for both, not
-    the run's run.seed). A folder made elsewhere: the ModernBERT family's 30% (not BERT's 15%) and the
-    model's context."""
+    """A run dir: pieces of its data.seq_len (64), not the model's context (512), masked as it trained (20%,
+    token by token; not the family's 30% by whole words); its export keeps all that, so it scores exactly as
+    the run dir (the masking seed the same default for both, not the run's run.seed). A folder made
+    elsewhere: the ModernBERT family's 30% (not BERT's 15%) and the model's context."""
     args = ("--input", documents_file, "--per-document", "--work-dir", tmp_path)
     run = evaluate(modernbert_run["run"], *args, "--output", tmp_path / "run.json")
     assert (run["max_length"], run["max_length_from"]) == (64, "the run's data.seq_len")
-    assert run["masking"] == {"mask_prob": 0.3, "whole_word": True, "unit": "eojeol", "seed": 1234}
-    assert "30% masked (seed 1234), pieces of 64 tokens (the run's data.seq_len)" in capsys.readouterr().out
+    assert run["masking"] == {"mask_prob": 0.2, "whole_word": False, "unit": "eojeol", "seed": 1234}
+    assert "20% masked (seed 1234), pieces of 64 tokens (the run's data.seq_len)" in capsys.readouterr().out
     export = evaluate(modernbert_run["hf"], *args, "--output", tmp_path / "hf.json")
     assert (export["max_length"], export["masking"]) == (64, run["masking"])
     assert export["total"]["masked_tokens"] == run["total"]["masked_tokens"] > 0
@@ -239,7 +239,7 @@ def test_a_masked_lm_is_scored_as_it_was_trained(modernbert_run, documents_file,
     assert (folder["max_length"], folder["max_length_from"]) == (512, "the model's context")
     folder = evaluate(elsewhere, *args, "--max-length", "64", "--output", tmp_path / "elsewhere64.json")
     assert (folder["max_length"], folder["max_length_from"]) == (64, "--max-length")
-    assert folder["masking"]["mask_prob"] == 0.3  # the family's, not BERT's 0.15
+    assert folder["masking"]["mask_prob"] == 0.3 and folder["masking"]["whole_word"]  # the family's, not BERT's 0.15
     capped = evaluate(modernbert_run["run"], *args, "--max-length", "4096", "--output", tmp_path / "capped.json")
     assert (capped["max_length"], capped["max_length_from"]) == (512, "the model's context")
 

@@ -67,7 +67,8 @@ def test_each_environment_builds_into_its_own_folder(tmp_path, monkeypatch):
     assert roots["env-a"] == roots["link-to-a"]
     assert roots["env-a"].parent == tmp_path / "torch_extensions"
 
-    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "")  # recorded, so the value set below is undone after the test
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
     jit_ops.use_environment_build_root()
     assert os.environ["TORCH_EXTENSIONS_DIR"] == str(roots["link-to-a"])
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/somewhere/chosen")

@@ -395,10 +395,15 @@ def test_a_run_continued_from_a_folder_is_planned_for_the_folders_model(tmp_path
                           env=train_env())
     assert proc.returncode == 0, proc.stderr
     assert f"{expected / 1e6:,.1f}M parameters" in proc.stdout and str(folder) in proc.stdout
+    deeper = subprocess.run([*command, f"model.init_from={folder}", "model.activation_checkpointing=selective",
+                             "model.checkpoint_layers=26"], cwd=ROOT, capture_output=True, text=True, env=train_env())
+    assert deeper.returncode == 0, deeper.stderr  # all 26 of the folder's layers (the preset has 22)
     GPT2Config(n_layer=2, n_embd=64, n_head=2).save_pretrained(tmp_path / "gpt2")
     for init_from, says, *more in ((tmp_path / "gpt2", "is a gpt2 model, but model.preset=llama-1b asks for the llama"),
                                    (tmp_path / "missing", "its config.json cannot be read"),
-                                   (folder, "data.seq_len=8192 exceeds the 4096 positions", "data.seq_len=8192")):
+                                   (folder, "data.seq_len=8192 exceeds the 4096 positions", "data.seq_len=8192"),
+                                   (folder, "model.checkpoint_layers=27 must be between 1 and the 26 layers",
+                                    "model.activation_checkpointing=selective", "model.checkpoint_layers=27")):
         refused = subprocess.run([*command, f"model.init_from={init_from}", *more], cwd=ROOT, capture_output=True,
                                  text=True, env=train_env())
         assert refused.returncode == 2 and says in refused.stderr and "Traceback" not in refused.stderr

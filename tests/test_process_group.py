@@ -11,6 +11,7 @@ import ast
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -58,7 +59,8 @@ def test_the_group_ends_with_its_block_and_is_left_alone_when_the_block_raises(t
         found[end] = json.loads(next(line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")))
     normal, failed = found["normal"], found["raise"]
     assert normal["inside"] and not normal["after"] and not normal["initialized"], normal
-    assert failed["after"] == failed["inside"] and failed["initialized"], failed
+    # left alive: no thread of it joined (gloo may start another one lazily: a bare CI run once saw one more)
+    assert failed["initialized"] and Counter(failed["after"]) >= Counter(failed["inside"]), failed
 
 
 def starts_a_group(path: Path) -> list[int]:

@@ -83,5 +83,9 @@ def test_each_gpu_path_trains_evaluates_saves_and_resumes_on_cpu(tmp_path, data,
     assert "bf16" in log and "torch.compile of" not in log  # the precision asked for; nothing fell back to eager
     if "model.compile=true" in overrides:
         assert re.search(r"torch.compile: each of the \d transformer blocks", log)
+    if "optim.optimizer=stable_adamw" in overrides:
+        assert "optimizer StableAdamW" in log
+    # packed documents masked from each other (Llama's and ModernBERT's default) unless the case pads
+    assert ("document mask:" in log) == (objective in ("llama", "modernbert") and "data.document_mask=false" not in overrides)
     if "model.block=own" in overrides:
         assert "this project's compact block" in log

@@ -218,10 +218,14 @@ def trained_settings(folder: Path) -> dict | None:
     if not record.is_file():
         return None
     try:
-        return json.loads(record.read_text()).get("trained")
+        trained = json.loads(record.read_text()).get("trained")
     except (json.JSONDecodeError, AttributeError):
-        log.warning("%s is not an export record; scoring with the model family's defaults", record)
-        return None
+        trained = None
+    if trained is None:
+        log.warning("%s does not say how the run trained (an export made before pretrain-export kept it): scoring "
+                    "with the model family's mask share and pieces of the model's context; export the checkpoint "
+                    "again, or pass --max-length and --mask-prob as the run trained", record)
+    return trained
 
 
 def family_mask_prob(config) -> float:

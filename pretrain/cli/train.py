@@ -105,7 +105,7 @@ def run(config, env) -> int:
     from pretrain.data.builder import DataError
     from pretrain.data.indexed import DataFileError
     from pretrain.distributed import RendezvousError, check_rendezvous, process_group
-    from pretrain.parallel import PlanError
+    from pretrain.parallel import PlanError, UnreadableFolder
     from pretrain.run_lock import RunDirInUse
     from pretrain.trainer import Trainer, TrainingDiverged
 
@@ -119,9 +119,9 @@ def run(config, env) -> int:
         try:
             lock = claim_run_dir(config.run.dir, env)
             state = Trainer(config, env).train()
-        except (DataFileError, CheckpointSaveError) as exc:  # met by some ranks, mid-run: each says it
-            return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_BAD_INPUT if isinstance(exc, DataFileError)
-                          else EXIT_FAILURE)
+        except (DataFileError, CheckpointSaveError, UnreadableFolder) as exc:  # met by some ranks: each says it
+            return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_FAILURE if isinstance(exc, CheckpointSaveError)
+                          else EXIT_BAD_INPUT)
         except (DataError, PlanError, CheckpointError, RunDirInUse) as exc:  # the same on every rank
             report_once_per_node(env, f"error: {exc}")
             return _leave(lock, None, EXIT_BAD_INPUT)

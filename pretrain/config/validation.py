@@ -149,7 +149,8 @@ def _validate_speed(config: Config, problems: list[str]) -> None:
     from pretrain.presets import PRESETS
 
     model, train = config.model, config.train
-    layers = PRESETS[model.preset].layers if model.preset in PRESETS else None
+    # a model.init_from folder's depth is its own: the parallel plan checks against it
+    layers = PRESETS[model.preset].layers if model.preset in PRESETS and not model.init_from else None
     if model.checkpoint_layers is not None:
         if model.activation_checkpointing not in ("selective", "auto"):
             problems.append(f"model.checkpoint_layers={model.checkpoint_layers} needs model.activation_checkpointing="

@@ -92,7 +92,7 @@ def build_model(model: ModelConfig, vocab_size: int, special_ids: Mapping[str, i
     if model.init_from:
         hf = from_pretrained(cls, model.init_from, vocab_size, model.vocab_multiple, model.attention,
                              ds_config if zero3 else None)
-        shape = dataclasses.replace(family.shape_of(hf.config), name=shape.name)  # its embedding grown
+        shape = dataclasses.replace(family.shape_of(hf.config), name=shape.name, vocab=hf.config.vocab_size)  # grown
     else:
         config = family.hf_config(shape, padded_vocab_size(vocab_size, model.vocab_multiple), special_ids,
                                   model.dropout, model.attention)
