@@ -18,6 +18,7 @@ from pretrain import manifest
 from pretrain.checkpoint import COMPLETE, INSPECT_HINT, latest_complete
 
 log = logging.getLogger(__name__)
+EXPORT_RECORD = "pretrain_export.json"  # which checkpoint, and how its run trained
 
 
 class ExportError(ValueError):
@@ -67,6 +68,23 @@ def _full_state_dict(checkpoints: Path, tag: str, gather_zero) -> dict:
         raise ExportError(f"{folder} holds neither ZeRO partitions nor {states.name}: is it a DeepSpeed checkpoint?")
     module = torch.load(states, map_location="cpu", weights_only=False)["module"]
     return {key: tensor.float() for key, tensor in module.items()}
+
+
+def recorded_training(folder: Path) -> dict | None:
+    """How the run behind an export trained (``trained_settings``), read back from the folder's record; None
+    for a folder made elsewhere, or one exported before the record kept it (said with a warning)."""
+    record = folder / EXPORT_RECORD
+    if not record.is_file():
+        return None
+    try:
+        trained = json.loads(record.read_text()).get("trained")
+    except (json.JSONDecodeError, AttributeError):
+        trained = None
+    if trained is None:
+        log.warning("%s does not say how the run trained (an export made before pretrain-export kept it): scoring "
+                    "with the model family's mask share and pieces of the model's context; export the checkpoint "
+                    "again, or pass --max-length and --mask-prob as the run trained", record)
+    return trained
 
 
 def trained_settings(run_dir: Path) -> dict | None:
@@ -127,7 +145,7 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
     if generation is not None:
         generation.save_pretrained(staging)
     record = {"checkpoint": str(checkpoints / tag), "trained": trained}
-    (staging / "pretrain_export.json").write_text(json.dumps(record, indent=1))
+    (staging / EXPORT_RECORD).write_text(json.dumps(record, indent=1))
     if output.exists():
         shutil.rmtree(output)
     os.replace(staging, output)

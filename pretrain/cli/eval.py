@@ -19,7 +19,6 @@ import json
 import logging
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
@@ -180,9 +179,10 @@ def _masked(model, args):
     from pretrain.data.masking import MaskingSpec
     from pretrain.evaluation.models import EvalError
     from pretrain.evaluation.scoring import MaskedSetup, score_masked
+    from pretrain.export import recorded_training
     from pretrain.tokenization import load_tokenizer
 
-    trained = trained_settings(model.folder)  # a run dir is scored through its export too
+    trained = recorded_training(model.folder)  # a run dir is scored through its export too
     mask_prob = args.mask_prob or (trained["mask_prob"] if trained else family_mask_prob(model.model.config))
     seed = DEFAULT_SEED if args.seed is None else args.seed
     whole_word = trained["whole_word_masking"] if trained else True
@@ -211,33 +211,14 @@ def _masked(model, args):
                                            args.per_document)), settings
 
 
-def trained_settings(folder: Path) -> dict | None:
-    """How the model's run trained (sample length, masking), as ``pretrain-export`` keeps it in the folder;
-    None for a folder made elsewhere (or exported before the record was kept)."""
-    record = folder / "pretrain_export.json"
-    if not record.is_file():
-        return None
-    try:
-        trained = json.loads(record.read_text()).get("trained")
-    except (json.JSONDecodeError, AttributeError):
-        trained = None
-    if trained is None:
-        log.warning("%s does not say how the run trained (an export made before pretrain-export kept it): scoring "
-                    "with the model family's mask share and pieces of the model's context; export the checkpoint "
-                    "again, or pass --max-length and --mask-prob as the run trained", record)
-    return trained
-
-
 def family_mask_prob(config) -> float:
     """The default mask share of the family that builds a transformers config's ``model_type`` (what
     data.mask_prob defaults to when training it: ModernBERT's 0.3), else BERT's 0.15."""
     from pretrain.model.families import family_for_model_type
-    from pretrain.presets import FAMILIES as TRAITS
-    from pretrain.presets import FamilyTraits
+    from pretrain.presets import FAMILIES, FamilyTraits
 
     family = family_for_model_type(getattr(config, "model_type", None) or "")
-    traits = TRAITS.get(family.name) if family is not None else None
-    return traits.mask_prob if traits is not None else FamilyTraits.mask_prob  # the field's default: BERT's
+    return FAMILIES[family.name].mask_prob if family is not None else FamilyTraits.mask_prob  # the default: BERT's
 
 
 def summary_lines(report: dict) -> list[str]:
