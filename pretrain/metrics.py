@@ -25,22 +25,24 @@ PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, 
 
 def transformer_flops(layers: int, hidden: int, seq_len: int, vocab: int, tokens: int, recomputed_layers: int = 0,
                       head_tokens: int | None = None, *, kv_hidden: int | None = None, ffn_hidden: int | None = None,
-                      gated_mlp: bool = False) -> float:
+                      gated_mlp: bool = False, attention_width: int | None = None) -> float:
     """FLOPs of one forward+backward over ``tokens`` tokens (Megatron-LM, Narayanan et al. 2021).
 
-    Each matmul of an m x n weight costs 2 m n FLOPs per token forward and twice that backward: 6 m n in
-    all. Per token, each layer has the query and output projections (h x h each), the key and value
-    projections (h x ``kv_hidden`` each: grouped-query attention shares them), the MLP (two h x
-    ``ffn_hidden`` matrices, three with a gate: SwiGLU), and attention's scores and weighted sum (12 s h
-    over forward and backward). GPT-2's shape (kv = h, ffn = 4h, no gate) gives Megatron's 72 h^2 + 12 s h
-    (PaLM's 6N + 12 L h s). Each recomputed layer adds one more forward, a third of that again; the output
-    projection costs 6 h V per token that reaches it (every token for CLM, only masked ones for MLM).
+    Each matmul of an m x n weight costs 2 m n FLOPs per token forward and twice that backward: 6 m n in all.
+    Per token, each layer has the query and output projections (h x a each, a = ``attention_width``: heads x
+    head width, h by default), the key and value projections (h x ``kv_hidden`` each: grouped-query attention
+    shares them), the MLP (two h x ``ffn_hidden`` matrices, three with a gate: SwiGLU), and attention's scores
+    and weighted sum (12 s a over forward and backward). GPT-2's shape (a = kv = h, ffn = 4h, no gate) gives
+    Megatron's 72 h^2 + 12 s h (PaLM's 6N + 12 L h s). Each recomputed layer adds one more forward, a third of
+    that again; the output projection costs 6 h V per token that reaches it (every token for CLM, only masked
+    ones for MLM).
     Model FLOPs (for MFU) count no recompute; hardware FLOPs (for HFU) count ``recomputed_layers``.
     """
     kv = hidden if kv_hidden is None else kv_hidden
     ffn = 4 * hidden if ffn_hidden is None else ffn_hidden
-    matmul_weights = 2 * hidden * hidden + 2 * hidden * kv + (3 if gated_mlp else 2) * hidden * ffn
-    per_layer = 6 * matmul_weights + 12 * seq_len * hidden
+    width = hidden if attention_width is None else attention_width
+    matmul_weights = 2 * hidden * width + 2 * hidden * kv + (3 if gated_mlp else 2) * hidden * ffn
+    per_layer = 6 * matmul_weights + 12 * seq_len * width
     body = (layers + recomputed_layers / 3) * per_layer
     head = 6 * hidden * vocab * (tokens if head_tokens is None else head_tokens)
     return body * tokens + head

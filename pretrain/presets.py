@@ -57,6 +57,8 @@ class Preset:
     vocab: int | None = None  # the released model's vocabulary (default: the family's)
     rope_theta: float = 10000.0  # rotary families: the base of the rotary frequencies (ModernBERT: its global layers')
     tie_embeddings: bool = True  # the output projection shares the token embedding
+    head_size: int | None = None  # each attention head's width (default: hidden / heads; a Llama folder may set
+    # its own, e.g. the pruned Llama-3.1-Minitron-4B-Width: 3,072 wide, 32 heads of 128)
 
     @property
     def traits(self) -> FamilyTraits:
@@ -76,7 +78,12 @@ class Preset:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.head_size or self.hidden // self.heads
+
+    @property
+    def attention_width(self) -> int:
+        """The width of the queries and of the attention output: heads x head_dim (the hidden size by default)."""
+        return self.heads * self.head_dim
 
     @property
     def published_vocab(self) -> int:

@@ -126,3 +126,40 @@ def trained_model(run_dir: Path, step: int):
                         weights_only=False)["module"]
     model.load_state_dict(states)
     return model.eval()
+
+
+
+def assert_run_records(run_dir: Path, resumed_dir: Path, ranks: int, steps: int) -> None:
+    """What every finished run writes, checked for any family: each timed step's TFLOP/s per device is its
+    samples per second (over ``ranks`` devices) times the FLOPs of one sample as the run's model family counts
+    them for the model the run built (its shape and padded vocabulary; for a masked LM the predicted rows a
+    sample brings to the head), MFU equal to HFU without recompute; summary.json finished at the last step, the
+    resumed copy counting the same tokens across its launches; both plots drawn."""
+    import pytest
+
+    from pretrain.config import load_config
+    from pretrain.data.masking import max_predictions
+    from pretrain.model.build import model_shape
+    from pretrain.model.families import get_family
+    from pretrain.model.hf import padded_vocab_size
+    from pretrain.tokenization import load_tokenizer
+
+    config = load_config(str(run_dir / "config.yaml"))
+    shape, data, batch = model_shape(config.model), config.data, config.train.global_batch
+    vocab = padded_vocab_size(load_tokenizer(run_dir / "tokenizer").vocab_size, config.model.vocab_multiple)
+    head_rows = None
+    if shape.objective == "mlm":
+        head_rows = batch * max_predictions(data.seq_len, data.mask_prob, packed=bool(data.document_mask))
+    per_sample = get_family(shape.family).flops(shape, data.seq_len, vocab, batch * data.seq_len, 0, head_rows) / batch
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    timed = [r for r in records if "tflops_per_device" in r]
+    assert len(timed) == steps - 1  # every step but the launch's first
+    for record in timed:
+        counted = record["tflops_per_device"] * 1e12 * ranks / record["samples_per_s"]
+        assert counted == pytest.approx(per_sample, rel=1e-6), (counted, per_sample, record)
+        assert record["hfu"] == pytest.approx(record["mfu"]), record
+    summaries = [json.loads((folder / "summary.json").read_text()) for folder in (run_dir, resumed_dir)]
+    assert all(summary["status"] == "finished" and summary["step"] == steps for summary in summaries)
+    assert summaries[0]["tokens_seen"] == summaries[1]["tokens_seen"] > 0
+    for name in ("loss.png", "overview.png"):
+        assert (run_dir / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -158,13 +158,24 @@ def test_model_config_keys_reach_the_transformers_config():
     assert len(norms) == 5 and all(bool((m.weight == 1).all()) for m in norms)  # RMSNorm starts at 1
 
 
-def test_flops_equal_pytorchs_count_of_the_matmuls():
+@pytest.mark.parametrize("head_dim", [None, 24], ids=["hidden-over-heads", "wider-heads-of-a-folder"])
+def test_flops_equal_pytorchs_count_of_the_matmuls(tmp_path, head_dim):
     """Forward + backward of the trainer's loss (a GQA model with a gated MLP, untied head): the FLOPs PyTorch's
     FlopCounterMode counts equal the family's formula. Eager attention, whose score and value matmuls the
-    counter sees (it has no formula for the CPU's SDPA kernel), over the full square as Megatron counts."""
+    counter sees (it has no formula for the CPU's SDPA kernel), over the full square as Megatron counts. Also
+    for a folder whose heads are wider than hidden / heads (6 heads of 24 on a 48-wide model), as pruned
+    releases have: its queries and attention output are 144 wide."""
     from torch.utils.flop_counter import FlopCounterMode
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    model = tiny(tie_embeddings=False, lm_head="plain", attention="eager").float().train()
+    fields = {"tie_embeddings": False}
+    if head_dim:
+        LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                     num_attention_heads=6, num_key_value_heads=2, head_dim=head_dim,
+                                     max_position_embeddings=256, tie_word_embeddings=False)).save_pretrained(tmp_path)
+        fields = {"init_from": str(tmp_path)}
+    model = tiny(lm_head="plain", attention="eager", **fields).float().train()
+    assert model.shape.head_dim == (head_dim or 16)
     batch = {"tokens": torch.randint(6, VOCAB, (2, 33))}
     with FlopCounterMode(display=False) as counter:
         loss, _ = model(batch)
@@ -217,8 +228,8 @@ RUN = (f"train.steps={STEPS}", "train.log_interval=1", f"train.eval_interval={ST
 
 @pytest.fixture(scope="module")
 def llama_runs(tmp_path_factory, small_corpus, tokenizer_dir):
-    """An uninterrupted 2-rank run of tiny_llama (document masking on), and the same run stopped at step 3 and
-    resumed."""
+    """An uninterrupted 2-rank run of tiny_llama (document masking on, the default plan: no ZeRO), the same run
+    stopped at step 3 and resumed, and the same run under ZeRO-3 with every block recomputing."""
     from tests.distributed import launch, preprocess
 
     root = tmp_path_factory.mktemp("llama")
@@ -229,12 +240,15 @@ def llama_runs(tmp_path_factory, small_corpus, tokenizer_dir):
            "prefix": root / "data_text_document", "tokenizer": tokenizer_dir}
     launch(2, "tiny_llama", stopped, *data, f"train.exit_interval={STOP}", expect=75)
     out["resumed"] = launch(2, "tiny_llama", stopped, *data)
+    out["dirs"]["zero3"] = root / "zero3"
+    out["zero3"] = launch(2, "tiny_llama", root / "zero3", *data, "train.ds_config=zero3",
+                          "model.activation_checkpointing=full")
     return out
 
 
 @pytest.mark.slow
 def test_llama_run_resumes_exactly(llama_runs):
-    from tests.distributed import metrics
+    from tests.distributed import assert_run_records, metrics
 
     full, full_evals = metrics(llama_runs["dirs"]["full"])
     resumed, resumed_evals = metrics(llama_runs["dirs"]["stopped"])
@@ -247,6 +261,26 @@ def test_llama_run_resumes_exactly(llama_runs):
     assert "document mask: sdpa attention with a mask built on the device" in log
     config = (llama_runs["dirs"]["full"] / "config.yaml").read_text()
     assert "document_mask: true" in config and "rope_theta: 20000.0" in config
+    assert_run_records(llama_runs["dirs"]["full"], llama_runs["dirs"]["stopped"], 2, STEPS)
+
+
+@pytest.mark.slow
+def test_zero3_with_full_recompute_gives_the_same_losses(llama_runs):
+    """ZeRO-3 (real partitions, each block gathered at once, the untied head's weight partitioned too) and full
+    recompute change where the arithmetic runs, not what it computes: the curve of the run without ZeRO,
+    rel 1e-4."""
+    from tests.distributed import metrics, partition_sizes
+
+    reference, _ = metrics(llama_runs["dirs"]["full"])
+    losses, evals = metrics(llama_runs["dirs"]["zero3"])
+    assert sorted(losses) == list(range(1, STEPS + 1)) and evals
+    for step in range(1, STEPS + 1):
+        assert losses[step] == pytest.approx(reference[step], rel=1e-4, abs=1e-6), step
+    sizes = partition_sizes(llama_runs["dirs"]["zero3"])
+    assert set(sizes) == {0, 1} and all(held <= total // 2 + 1000 for held, total in sizes.values())
+    log = llama_runs["zero3"].stderr
+    assert "ZeRO-3 gathers each of the 2 transformer blocks' parameters at once" in log
+    assert "recompute full:" in log and "activation checkpointing: 2 of 2 transformer blocks recompute" in log
 
 
 @pytest.mark.slow

@@ -374,7 +374,7 @@ def modernbert_runs(tmp_path_factory, small_corpus, tokenizer_dir):
 @pytest.mark.slow
 def test_modernbert_run_resumes_exactly(modernbert_runs):
     from pretrain.checkpoint import tag_for
-    from tests.distributed import metrics
+    from tests.distributed import assert_run_records, metrics
 
     full, full_evals = metrics(modernbert_runs["dirs"]["full"])
     resumed, resumed_evals = metrics(modernbert_runs["dirs"]["resumed"])
@@ -387,6 +387,7 @@ def test_modernbert_run_resumes_exactly(modernbert_runs):
     assert full[STEPS] < full[1] and full_evals[-1]["eval_loss"] < full_evals[0]["eval_loss"]
     config = (modernbert_runs["dirs"]["full"] / "config.yaml").read_text()
     assert "mask_prob: 0.3" in config and "rope_theta: 20000.0" in config and "document_mask: true" in config
+    assert_run_records(modernbert_runs["dirs"]["full"], modernbert_runs["dirs"]["resumed"], 1, STEPS)
 
 
 @pytest.mark.slow

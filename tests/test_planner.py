@@ -209,14 +209,17 @@ def test_activation_memory_measured_on_cpu(preset, attention, recompute, mode):
     assert measured == pytest.approx(predicted, rel=0.1), (measured, predicted)
 
 
-@pytest.mark.parametrize("attention,document_mask", [("sdpa", False), ("sdpa", True), ("eager", False)])
+@pytest.mark.parametrize("attention,document_mask,head_size", [("sdpa", False, None), ("sdpa", True, None),
+                                                                ("eager", False, None), ("sdpa", False, 32),
+                                                                ("sdpa", True, 32)])
 @pytest.mark.parametrize("recompute", [0, 1])
 @pytest.mark.parametrize("mode", ["fp32", "autocast", "half"])
-def test_llama_activation_memory_measured_on_cpu(attention, document_mask, recompute, mode):
-    """The trainer's Llama forward (grouped-query attention, SwiGLU, RMSNorm; packed documents masked or not), 4
-    layers, each precision mode: the bytes saved for backward by 4 more samples (so autocast's bf16 weight
-    copies, counted with the model states, cancel) equal the planner's within 2%."""
-    family, shape, model = four_layer_model("llama-tiny", {}, attention, mode, recompute)
+def test_llama_activation_memory_measured_on_cpu(attention, document_mask, head_size, recompute, mode):
+    """The trainer's Llama forward (grouped-query attention, SwiGLU, RMSNorm; packed documents masked or not;
+    heads of hidden / heads or, as a folder may have, wider: 4 of 32 on a 64-wide model), 4 layers, each
+    precision mode: the bytes saved for backward by 4 more samples (so autocast's bf16 weight copies, counted
+    with the model states, cancel) equal the planner's within 2%."""
+    family, shape, model = four_layer_model("llama-tiny", {}, attention, mode, recompute, head_size=head_size)
     seq, saved = 128, {}
     for batch in (4, 8):
         ids = torch.randint(0, 1000, (batch, seq))
@@ -231,21 +234,22 @@ def test_llama_activation_memory_measured_on_cpu(attention, document_mask, recom
                 family.trunk(model, ids, positions).float().sum()
 
         saved[batch] = saved_activation_bytes(model, run)
-    spec = PlanInput("llama-tiny", vocab_size=1000, seq_len=seq, micro_batch=4, attention=attention,
+    spec = PlanInput(shape, vocab_size=1000, seq_len=seq, micro_batch=4, attention=attention,
                      recompute_layers=recompute, precision="fp32" if mode == "fp32" else "bf16",
                      zero_stage=0 if mode == "autocast" else 3, document_mask=document_mask)
     predicted = saved_in_forward(spec, "llama", 4, shape.hidden, shape.heads)
     assert saved[8] - saved[4] == pytest.approx(predicted, rel=0.02), (saved, predicted)
 
 
-def four_layer_model(preset: str, special_ids: dict, attention: str, mode: str, recompute: int):
-    """(family, shape, model): the family's transformers model of ``preset`` at 4 layers, uninitialized, in
-    the precision ``mode`` gives its weights (bf16 for "half"), recomputing ``recompute`` blocks, training."""
+def four_layer_model(preset: str, special_ids: dict, attention: str, mode: str, recompute: int, **dimensions):
+    """(family, shape, model): the family's transformers model of ``preset`` at 4 layers (other ``dimensions``
+    replaced too), uninitialized, in the precision ``mode`` gives its weights (bf16 for "half"), recomputing
+    ``recompute`` blocks, training."""
     from pretrain.model.build import set_recompute
     from pretrain.model.families import get_family
 
     family = get_family(get_preset(preset).family)
-    shape = dataclasses.replace(get_preset(preset), layers=4)
+    shape = dataclasses.replace(get_preset(preset), layers=4, **dimensions)
     model = create_uninitialized(family.model_class(), family.hf_config(shape, 1024, special_ids, attention=attention))
     if mode == "half":
         model = model.bfloat16()
@@ -370,7 +374,8 @@ def test_plan_cli():
 
 def test_a_run_continued_from_a_folder_is_planned_for_the_folders_model(tmp_path):
     """model.init_from: the plan and ZeRO-3's units are sized on the folder's model (its config.json), not on
-    model.preset's shape: a 3B-shaped Llama folder under the llama_1b config is planned as 3B."""
+    model.preset's shape: a 3B-shaped Llama folder under the llama_1b config is planned as 3B, its heads as
+    wide as the folder says (32 heads of 128 on a 3,072-wide model, as the pruned Llama-3.1-Minitron-4B has)."""
     from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM
 
     from pretrain.config import load_config
@@ -378,7 +383,7 @@ def test_a_run_continued_from_a_folder_is_planned_for_the_folders_model(tmp_path
 
     folder = tmp_path / "released-3b"
     config = LlamaConfig(vocab_size=50048, hidden_size=3072, intermediate_size=8192, num_hidden_layers=26,
-                         num_attention_heads=24, num_key_value_heads=8, max_position_embeddings=4096,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=4096,
                          tie_word_embeddings=True)
     config.save_pretrained(folder)  # the planner reads config.json only: no weights needed
     with torch.device("meta"):

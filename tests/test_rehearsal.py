@@ -40,8 +40,9 @@ CASES = {
     "bert zero3 full-recompute": ("mlm", 2, ("train.ds_config=zero3", "model.activation_checkpointing=full")),
     # the Llama-style decoder, packed documents masked (tiny_llama's data.document_mask)
     "llama zero0 autocast compiled": ("llama", 1, QUICK_COMPILE),
-    "llama zero3 untied selective": ("llama", 2, ("train.ds_config=zero3", "model.tie_embeddings=false",
-                                                  "model.activation_checkpointing=selective", "model.checkpoint_layers=1")),
+    "llama zero3 untied compiled selective": ("llama", 2, ("train.ds_config=zero3", "model.tie_embeddings=false",
+                                                           *QUICK_COMPILE, "model.activation_checkpointing=selective",
+                                                           "model.checkpoint_layers=1")),
     # the ModernBERT-style encoder, alternating local and global attention: its default (packed documents
     # without padding; fp32 weights under autocast, where modernbert_base's plan puts it; StableAdamW, as the
     # paper trains), and padded sentence pairs (data.document_mask=false) with bf16 weights

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_tool, skip_outside_ci
-from tests.distributed import metrics, partition_sizes, preprocess, train_env
+from tests.distributed import metrics, partition_sizes, preprocess, rank_logs, train_env
 
 STEPS = 12
 pytestmark = pytest.mark.slow
@@ -75,9 +75,10 @@ def wait(job: str, timeout: float = 600) -> dict:
     raise AssertionError(f"job {job} did not finish in {timeout} s: {job_state(job)}")
 
 
-def train_job(data, name: str, launcher: str, *overrides: str, env: dict | None = None) -> tuple[str, Path, Path]:
+def train_job(data, name: str, launcher: str, *overrides: str, env: dict | None = None,
+              config: str = "tiny_clm") -> tuple[str, Path, Path]:
     run_dir, log = data["folder"] / f"run-{name}", data["folder"] / f"{name}-%j.out"
-    job = sbatch("slurm/train.sbatch", "--config", "tiny_clm", f"data.tokenizer={data['tokenizer']}",
+    job = sbatch("slurm/train.sbatch", "--config", config, f"data.tokenizer={data['tokenizer']}",
                  f"data.prefixes=[{data['prefix']}]", f"train.steps={STEPS}", "optim.warmup_steps=3",
                  "train.log_interval=1", "data.split=80,20,0", "train.eval_samples=16", "train.eval_interval=6",
                  "train.ds_config=zero3", "train.stop_check_interval=1", *overrides,
@@ -116,24 +117,51 @@ def test_every_launch_path_reaches_the_same_trainer(data, reference, launcher, e
     assert losses[STEPS] == pytest.approx(reference_losses[STEPS], rel=1e-5)
 
 
-def test_preemption_checkpoints_requeues_and_resumes_to_the_same_loss(data, reference):
-    job, run_dir, log = train_job(data, "preempt", "srun", "train.save_interval=100")
+def preempted_job(data, name: str, *overrides: str, config: str = "tiny_clm") -> tuple[dict, Path, str]:
+    """A srun job sent USR1 (what --signal=B:USR1@300 sends) after its third step: (its final state, its run
+    dir, its log), once it has checkpointed, requeued and finished."""
+    job, run_dir, log = train_job(data, name, "srun", "train.save_interval=100", *overrides, config=config)
     deadline = time.time() + 300
     while time.time() < deadline:
         done = metrics(run_dir)[0] if (run_dir / "metrics.jsonl").exists() else {}
         if len(done) >= 3:
             break
         time.sleep(0.5)
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)  # what --signal=B:USR1@300 sends
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
     state = wait(job)
-    text = log.read_text()
+    return state, run_dir, log.read_text()
+
+
+def assert_resumed_to_the_same_losses(state: dict, run_dir: Path, text: str, reference_dir: Path) -> None:
     assert state["JobState"] == "COMPLETED" and state.get("Restarts") == "1", text[-3000:]
     assert "requeueing job" in text and "resumed from step" in text
     losses, _ = metrics(run_dir)
-    reference_losses, _ = metrics(reference["run_dir"])
+    reference_losses, _ = metrics(reference_dir)
     assert sorted(losses) == list(range(1, STEPS + 1))
     for step in range(1, STEPS + 1):
         assert losses[step] == pytest.approx(reference_losses[step], rel=1e-5), step
+
+
+def test_preemption_checkpoints_requeues_and_resumes_to_the_same_loss(data, reference):
+    assert_resumed_to_the_same_losses(*preempted_job(data, "preempt"), reference["run_dir"])
+
+
+@pytest.mark.parametrize("config", ["tiny_llama", "modernbert_tiny"])
+def test_the_new_families_train_on_both_nodes_and_resume_after_preemption(data, config):
+    """The Llama-style decoder and the ModernBERT encoder as GPT-2 is run above: across the two nodes under
+    ZeRO-3 (partitioned), on packed documents masked from each other (their default), and a preempted job's
+    losses after its requeue equal the uninterrupted job's step by step."""
+    job, run_dir, log = train_job(data, f"{config}-srun", "srun", config=config)
+    state, text = wait(job), log.read_text()
+    assert state["JobState"] == "COMPLETED", text[-3000:]
+    assert "rank 0 on node1 (launcher: slurm)" in text and "rank 1 on node2 (launcher: slurm)" in text
+    sizes = partition_sizes(run_dir)
+    assert set(sizes) == {0, 1} and all(held < total for held, total in sizes.values())
+    assert "document mask" in rank_logs(run_dir)[0]
+    losses, evals = metrics(run_dir)
+    assert losses[STEPS] < losses[1] - 0.3 and evals and evals[-1]["step"] == STEPS
+    assert (run_dir / "checkpoints" / f"step{STEPS:08d}" / "COMPLETE").exists()
+    assert_resumed_to_the_same_losses(*preempted_job(data, f"{config}-preempt", config=config), run_dir)
 
 
 def test_preprocess_array_and_merge_equal_one_process(data, tmp_path):

@@ -125,7 +125,7 @@ class ModelFamily:
 
         return transformer_flops(shape.layers, shape.hidden, seq_len, vocab, tokens, recomputed_layers, head_tokens,
                                  kv_hidden=shape.key_value_heads * shape.head_dim, ffn_hidden=shape.ffn_hidden,
-                                 gated_mlp=self.gated_mlp)
+                                 gated_mlp=self.gated_mlp, attention_width=shape.attention_width)
 
     def saved_per_token(self, shape: Preset, mode: str, attention: str = "sdpa", masked: bool = False) -> float:
         """Bytes one block saves for backward per token, apart from eager attention's probabilities (``mode``:

@@ -20,16 +20,16 @@ from pretrain.presets import Preset
 
 RMS_NORM_EPS = 1e-5  # Llama 2's, TinyLlama's and SmolLM's
 
-# Bytes a LlamaDecoderLayer saves for backward per token, as (per hidden, per key/value width, per MLP
-# width) by precision mode, measured with SDPA (tests/test_planner.py) and accounted for: each RMSNorm
-# keeps its input, its normalized value and (fp32) its output; q, k, v and the attention output (laid out
-# [batch, seq, heads, dim] in memory: o_proj reads it without a copy); the MLP's gate, up, SiLU and
-# product. Under autocast the norms run in fp32 and each projection casts its input to bf16 on its own
-# (three for q/k/v, two for gate/up); with bf16 weights (ZeRO) each norm computes on an fp32 copy of its
-# input. Plus per token two rsqrt values and SDPA's fp32 logsumexp per head. With a mask, transformers
-# repeats the key/value heads for SDPA (GQA on a masked call falls back to the slow kernel on GPUs): k and
-# v become hidden-wide.
-SAVED_PER_TOKEN = {"fp32": (32.0, 8.0, 16.0), "autocast": (30.0, 4.0, 8.0), "half": (20.0, 4.0, 8.0)}
+# Bytes a LlamaDecoderLayer saves for backward per token, as (per hidden, per query width (heads x head_dim: the
+# rotated queries and the attention output), per key/value width, per MLP width) by precision mode, measured
+# with SDPA (tests/test_planner.py) and accounted for: each RMSNorm keeps its input, its normalized value and
+# (fp32) its output; q, k, v and the attention output (laid out [batch, seq, heads, dim] in memory: o_proj reads
+# it without a copy); the MLP's gate, up, SiLU and product. Under autocast the norms run in fp32 and each
+# projection casts its input to bf16 on its own (three for q/k/v, two for gate/up); with bf16 weights (ZeRO)
+# each norm computes on an fp32 copy of its input. Plus per token two rsqrt values and SDPA's fp32 logsumexp per
+# head. With a mask, transformers repeats the key/value heads for SDPA (GQA on a masked call falls back to the
+# slow kernel on GPUs): k and v become as wide as the queries.
+SAVED_PER_TOKEN = {"fp32": (24.0, 8.0, 8.0, 16.0), "autocast": (26.0, 4.0, 4.0, 8.0), "half": (16.0, 4.0, 4.0, 8.0)}
 # outside the blocks, per token x hidden: the final norm's input and normalized value (fp32 copy under bf16
 # weights), plus the embedding's indices and the norm's rsqrt (12 bytes)
 SAVED_OUTSIDE = {"fp32": 8.0, "autocast": 8.0, "half": 6.0}
@@ -50,6 +50,7 @@ class LlamaFamily(ModelFamily):
         return LlamaConfig(
             vocab_size=vocab_size, hidden_size=shape.hidden, intermediate_size=shape.ffn_hidden,
             num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.key_value_heads,
+            head_dim=shape.head_dim,
             max_position_embeddings=shape.max_positions, rms_norm_eps=RMS_NORM_EPS, hidden_act="silu",
             rope_parameters={"rope_type": "default", "rope_theta": float(shape.rope_theta)},
             tie_word_embeddings=shape.tie_embeddings, attention_bias=False, mlp_bias=False,
@@ -80,7 +81,8 @@ class LlamaFamily(ModelFamily):
         return Preset("from-config", self.name, config.num_hidden_layers, config.hidden_size,
                       config.num_attention_heads, config.max_position_embeddings,
                       kv_heads=config.num_key_value_heads, ffn=config.intermediate_size, rope_theta=theta,
-                      tie_embeddings=bool(config.tie_word_embeddings))
+                      tie_embeddings=bool(config.tie_word_embeddings),
+                      head_size=getattr(config, "head_dim", None) or None)
 
     def init_std(self, module_name: str, std: float, layers: int) -> float:
         """Normal(0, std), the residual outputs (attention's o_proj, the MLP's down_proj) scaled by
@@ -118,11 +120,12 @@ class LlamaFamily(ModelFamily):
         return inner.norm(hidden)
 
     def saved_per_token(self, shape: Preset, mode: str, attention: str = "sdpa", masked: bool = False) -> float:
-        per_hidden, per_kv, per_ffn = SAVED_PER_TOKEN[mode]
+        per_hidden, per_query, per_kv, per_ffn = SAVED_PER_TOKEN[mode]
         repeated = masked or attention == "eager"  # transformers repeats the key/value heads
-        kv_width = shape.hidden if repeated else shape.key_value_heads * shape.head_dim
+        kv_width = shape.attention_width if repeated else shape.key_value_heads * shape.head_dim
         logsumexp = 4 * shape.heads if attention == "sdpa" else 0
-        return per_hidden * shape.hidden + per_kv * kv_width + per_ffn * shape.ffn_hidden + 8 + logsumexp
+        return (per_hidden * shape.hidden + per_query * shape.attention_width + per_kv * kv_width
+                + per_ffn * shape.ffn_hidden + 8 + logsumexp)
 
     def attention_probability_bytes(self, mode: str) -> float:
         return 4 if mode == "fp32" else 6  # transformers' Llama takes the softmax in fp32 and keeps its cast too
