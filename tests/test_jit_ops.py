@@ -35,8 +35,9 @@ def test_a_lock_left_by_a_killed_build_is_removed_and_the_op_built_once(tmp_path
     (extensions / "deepspeed_shm_comm" / "lock").touch()  # what torch leaves when its build is killed
 
     plain = python(PLAIN_LOAD, {**env, "TORCH_EXTENSIONS_DIR": root})  # the hang this guards against: torch
-    with pytest.raises(subprocess.TimeoutExpired):                    # waits for the lock forever
-        plain.communicate(timeout=30)
+    with pytest.raises(subprocess.TimeoutExpired):                    # waits for the lock forever, before it
+        plain.communicate(timeout=10)                                 # writes its build file (a build that
+    assert not (extensions / "deepspeed_shm_comm" / "build.ninja").exists()  # started would have by now)
     plain.kill()
     plain.communicate()
 
