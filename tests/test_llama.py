@@ -229,7 +229,8 @@ RUN = (f"train.steps={STEPS}", "train.log_interval=1", f"train.eval_interval={ST
 @pytest.fixture(scope="module")
 def llama_runs(tmp_path_factory, small_corpus, tokenizer_dir):
     """An uninterrupted 2-rank run of tiny_llama (document masking on, the default plan: no ZeRO), the same run
-    stopped at step 3 and resumed, and the same run under ZeRO-3 with every block recomputing."""
+    stopped at step 3 and resumed, and the same run under ZeRO-3 with every block recomputing, stopped at step 3
+    and resumed on 2 ranks and (a copy, through the universal checkpoint) on 1."""
     from tests.distributed import launch, preprocess
 
     root = tmp_path_factory.mktemp("llama")
@@ -240,9 +241,12 @@ def llama_runs(tmp_path_factory, small_corpus, tokenizer_dir):
            "prefix": root / "data_text_document", "tokenizer": tokenizer_dir}
     launch(2, "tiny_llama", stopped, *data, f"train.exit_interval={STOP}", expect=75)
     out["resumed"] = launch(2, "tiny_llama", stopped, *data)
-    out["dirs"]["zero3"] = root / "zero3"
-    out["zero3"] = launch(2, "tiny_llama", root / "zero3", *data, "train.ds_config=zero3",
-                          "model.activation_checkpointing=full")
+    zero3 = (*data, "train.ds_config=zero3", "model.activation_checkpointing=full")
+    out["dirs"].update(zero3=root / "zero3", zero3_on1=root / "zero3_on1")
+    launch(2, "tiny_llama", root / "zero3", *zero3, f"train.exit_interval={STOP}", expect=75)
+    shutil.copytree(root / "zero3", root / "zero3_on1")
+    out["zero3"] = launch(2, "tiny_llama", root / "zero3", *zero3)
+    launch(1, "tiny_llama", root / "zero3_on1", *zero3)
     return out
 
 
@@ -265,17 +269,22 @@ def test_llama_run_resumes_exactly(llama_runs):
 
 
 @pytest.mark.slow
-def test_zero3_with_full_recompute_gives_the_same_losses(llama_runs):
+def test_zero3_with_full_recompute_gives_the_same_losses_and_resumes_on_one_rank(llama_runs):
     """ZeRO-3 (real partitions, each block gathered at once, the untied head's weight partitioned too) and full
-    recompute change where the arithmetic runs, not what it computes: the curve of the run without ZeRO,
-    rel 1e-4."""
+    recompute change where the arithmetic runs, not what it computes: stopped and resumed, the curve of the
+    run without ZeRO, rel 1e-4; and its checkpoint, converted to the universal format, resumes on one rank to
+    the same losses."""
+    from pretrain.checkpoint import tag_for
     from tests.distributed import metrics, partition_sizes
 
     reference, _ = metrics(llama_runs["dirs"]["full"])
     losses, evals = metrics(llama_runs["dirs"]["zero3"])
-    assert sorted(losses) == list(range(1, STEPS + 1)) and evals
+    on_one, _ = metrics(llama_runs["dirs"]["zero3_on1"])
+    assert sorted(losses) == sorted(on_one) == list(range(1, STEPS + 1)) and evals
     for step in range(1, STEPS + 1):
         assert losses[step] == pytest.approx(reference[step], rel=1e-4, abs=1e-6), step
+        assert on_one[step] == pytest.approx(losses[step], rel=1e-4, abs=1e-6), step
+    assert (llama_runs["dirs"]["zero3_on1"] / "checkpoints" / f"{tag_for(STOP)}_universal").exists()
     sizes = partition_sizes(llama_runs["dirs"]["zero3"])
     assert set(sizes) == {0, 1} and all(held <= total // 2 + 1000 for held, total in sizes.values())
     log = llama_runs["zero3"].stderr
