@@ -14,10 +14,11 @@ Activations were measured on the transformers classes with saved-tensor hooks (t
 each family says what its block saves for backward per token in each precision mode
 (pretrain/model/families/): with SDPA's flash / memory-efficient kernels a GPT-2 or BERT block saves 32.25
 bytes per (token x hidden) with half-precision weights, 39.4 (GPT-2) / 43.4 (BERT) under bf16 autocast (the
-residual stream and the norms stay fp32), 64.4 in fp32; a Llama block counts its key/value width and its
-gated MLP's width apart. Eager attention adds the heads x seq attention probabilities per token, and a
-padding or document mask one byte per key per token. A block that recomputes keeps only its input, and one
-block is recomputed at a time. The LM head adds the logits (one chunk of them with the fused head).
+residual stream and the norms stay fp32), 64.4 in fp32; a Llama block counts its query width (heads x
+head_dim), its key/value width and its gated MLP's width apart. Eager attention adds the heads x seq
+attention probabilities per token, and a padding or document mask one byte per key per token. A block that
+recomputes keeps only its input, and one block is recomputed at a time. The LM head adds the logits (one
+chunk of them with the fused head).
 """
 
 from __future__ import annotations

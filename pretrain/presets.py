@@ -32,12 +32,14 @@ class FamilyTraits:
     """MLM: the family has a sentence-order head (data.sentence_order_prediction)."""
     packed_mlm: bool = False
     """MLM: the family can train on packed documents without padding (data.document_mask)."""
+    head_width: bool = False
+    """Its attention heads may be wider or narrower than hidden / heads (a Llama folder's ``head_dim``)."""
 
 
 FAMILIES: dict[str, FamilyTraits] = {
     "gpt2": FamilyTraits("clm", 50257, document_mask=False, own_block=True),
     "bert": FamilyTraits("mlm", 30522, document_mask=False, sentence_order=True),
-    "llama": FamilyTraits("clm", 32000, document_mask=True, rotary=True, untied=True),
+    "llama": FamilyTraits("clm", 32000, document_mask=True, rotary=True, untied=True, head_width=True),
     "modernbert": FamilyTraits("mlm", 50368, document_mask=True, rotary=True, mask_prob=0.3, packed_mlm=True),
 }
 PUBLISHED_VOCAB = {name: traits.published_vocab for name, traits in FAMILIES.items()}
@@ -57,8 +59,13 @@ class Preset:
     vocab: int | None = None  # the released model's vocabulary (default: the family's)
     rope_theta: float = 10000.0  # rotary families: the base of the rotary frequencies (ModernBERT: its global layers')
     tie_embeddings: bool = True  # the output projection shares the token embedding
-    head_size: int | None = None  # each attention head's width (default: hidden / heads; a Llama folder may set
-    # its own, e.g. the pruned Llama-3.1-Minitron-4B-Width: 3,072 wide, 32 heads of 128)
+    head_size: int | None = None  # each attention head's width (default: hidden / heads); a Llama folder's
+    # head_dim, which may differ (the pruned Llama-3.1-Minitron-4B-Width: 3,072 wide, 32 heads of 128)
+
+    def __post_init__(self) -> None:
+        if self.head_size is not None and not self.traits.head_width:
+            raise ValueError(f"preset {self.name}: the {self.family} family's heads are hidden / heads wide; "
+                             "head_size would be counted but never built")
 
     @property
     def traits(self) -> FamilyTraits:
@@ -78,6 +85,7 @@ class Preset:
 
     @property
     def head_dim(self) -> int:
+        """The width of each attention head the model has: head_size, or hidden / heads."""
         return self.head_size or self.hidden // self.heads
 
     @property

@@ -128,7 +128,6 @@ def trained_model(run_dir: Path, step: int):
     return model.eval()
 
 
-
 def assert_run_records(run_dir: Path, resumed_dir: Path, ranks: int, steps: int) -> None:
     """What every finished run writes, checked for any family: each timed step's TFLOP/s per device is its
     samples per second (over ``ranks`` devices) times the FLOPs of one sample as the run's model family counts

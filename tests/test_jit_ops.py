@@ -13,7 +13,8 @@ from pretrain import jit_ops
 from tests.conftest import ROOT
 
 PLAIN_LOAD = ("from deepspeed.accelerator import get_accelerator; "
-              "get_accelerator().create_op_builder('ShareMemCommBuilder').load()")
+              "builder = get_accelerator().create_op_builder('ShareMemCommBuilder'); "
+              "print('loading', flush=True); builder.load()")
 GUARDED_LOAD = ("import logging; logging.basicConfig(level=logging.INFO); from pretrain.jit_ops import load_op; "
                 "print('loaded', load_op('ShareMemCommBuilder').__name__)")
 
@@ -34,10 +35,13 @@ def test_a_lock_left_by_a_killed_build_is_removed_and_the_op_built_once(tmp_path
     (extensions / "deepspeed_shm_comm").mkdir(parents=True)
     (extensions / "deepspeed_shm_comm" / "lock").touch()  # what torch leaves when its build is killed
 
-    plain = python(PLAIN_LOAD, {**env, "TORCH_EXTENSIONS_DIR": root})  # the hang this guards against: torch
-    with pytest.raises(subprocess.TimeoutExpired):                    # waits for the lock forever, before it
-        plain.communicate(timeout=10)                                 # writes its build file (a build that
-    assert not (extensions / "deepspeed_shm_comm" / "build.ninja").exists()  # started would have by now)
+    # the hang this guards against: torch waits for the lock forever, before it writes its build file (a
+    # build that started would have, 10 s after load() was called)
+    plain = python(PLAIN_LOAD, {**env, "TORCH_EXTENSIONS_DIR": root})
+    assert any(line.strip() == "loading" for line in iter(plain.stdout.readline, ""))
+    with pytest.raises(subprocess.TimeoutExpired):
+        plain.communicate(timeout=10)
+    assert not (extensions / "deepspeed_shm_comm" / "build.ninja").exists()
     plain.kill()
     plain.communicate()
 

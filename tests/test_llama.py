@@ -186,6 +186,19 @@ def test_flops_equal_pytorchs_count_of_the_matmuls(tmp_path, head_dim):
     assert counted == pytest.approx(formula, rel=1e-9), (counted, formula)
 
 
+def test_only_a_family_whose_model_takes_a_head_width_can_be_given_one():
+    """GPT-2, BERT and ModernBERT build heads of hidden / heads whatever a preset says: a head_size there would be
+    counted in FLOPs and memory but never built, so it is refused."""
+    import dataclasses
+
+    from pretrain.presets import get_preset
+
+    assert dataclasses.replace(get_preset("llama-tiny"), head_size=32).attention_width == 128
+    for preset in ("tiny-gpt2", "tiny-bert", "modernbert-tiny"):
+        with pytest.raises(ValueError, match="head_size would be counted but never built"):
+            dataclasses.replace(get_preset(preset), head_size=32)
+
+
 def test_init_from_a_transformers_folder_gives_its_logits(tmp_path):
     """A LlamaForCausalLM made by transformers (random weights, GQA, rotary base 50,000, untied) continues
     with its own logits; a tokenizer larger than its embedding grows it and leaves the logits of the
@@ -270,10 +283,10 @@ def test_llama_run_resumes_exactly(llama_runs):
 
 @pytest.mark.slow
 def test_zero3_with_full_recompute_gives_the_same_losses_and_resumes_on_one_rank(llama_runs):
-    """ZeRO-3 (real partitions, each block gathered at once, the untied head's weight partitioned too) and full
-    recompute change where the arithmetic runs, not what it computes: stopped and resumed, the curve of the
-    run without ZeRO, rel 1e-4; and its checkpoint, converted to the universal format, resumes on one rank to
-    the same losses."""
+    """ZeRO-3 (real partitions: each rank holds at most half the parameters, untied head included; each block
+    gathered at once) and full recompute change where the arithmetic runs, not what it computes: stopped and
+    resumed, the curve of the run without ZeRO, rel 1e-4; and its checkpoint, converted to the universal
+    format, resumes on one rank to the same losses."""
     from pretrain.checkpoint import tag_for
     from tests.distributed import metrics, partition_sizes
 

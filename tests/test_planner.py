@@ -211,7 +211,7 @@ def test_activation_memory_measured_on_cpu(preset, attention, recompute, mode):
 
 @pytest.mark.parametrize("attention,document_mask,head_size", [("sdpa", False, None), ("sdpa", True, None),
                                                                 ("eager", False, None), ("sdpa", False, 32),
-                                                                ("sdpa", True, 32)])
+                                                                ("sdpa", True, 32), ("eager", False, 32)])
 @pytest.mark.parametrize("recompute", [0, 1])
 @pytest.mark.parametrize("mode", ["fp32", "autocast", "half"])
 def test_llama_activation_memory_measured_on_cpu(attention, document_mask, head_size, recompute, mode):
@@ -391,6 +391,7 @@ def test_a_run_continued_from_a_folder_is_planned_for_the_folders_model(tmp_path
     run = load_config("llama_1b", [f"model.init_from={folder}"])
     request = request_from_config(run, 32000, 8, 8, 80 * GIB)
     assert request.vocab_size == 50048  # the folder's rows (a multiple of 64, as releases have), more than the tokenizer's
+    assert (request.preset.head_dim, request.preset.attention_width) == (128, 4096)  # its FLOPs and activations
     assert parameter_sizes(request.preset, request.vocab_size, request.tie_embeddings)[0] == expected
     assert parameter_sizes(request_from_config(load_config("llama_1b"), 32000, 8, 8, 80 * GIB).preset,
                            32000)[0] == get_preset("llama-1b").published_params

@@ -127,6 +127,7 @@ def preempted_job(data, name: str, *overrides: str, config: str = "tiny_clm") ->
         if len(done) >= 3:
             break
         time.sleep(0.5)
+    assert len(done) < STEPS, f"job {job} logged {len(done)} of {STEPS} steps before it could be signalled"
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
     state = wait(job)
     return state, run_dir, log.read_text()

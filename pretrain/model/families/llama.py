@@ -82,7 +82,7 @@ class LlamaFamily(ModelFamily):
                       config.num_attention_heads, config.max_position_embeddings,
                       kv_heads=config.num_key_value_heads, ffn=config.intermediate_size, rope_theta=theta,
                       tie_embeddings=bool(config.tie_word_embeddings),
-                      head_size=getattr(config, "head_dim", None) or None)
+                      head_size=config.head_dim)  # LlamaConfig's default: hidden / heads
 
     def init_std(self, module_name: str, std: float, layers: int) -> float:
         """Normal(0, std), the residual outputs (attention's o_proj, the MLP's down_proj) scaled by
