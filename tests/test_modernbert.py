@@ -2,12 +2,10 @@
 loss (with padding, SDPA and eager), a packed sample (unpadded batches) gives each document's own logits (the
 masks and the varlen kernel's path), the local layers see 64 tokens either side and no further, the rotary
 bases are ModernBERT's, FLOPs equal PyTorch's count of the matmuls, a folder made by transformers (its own
-window, layer pattern and bases) continues with its own logits, the config layer's family defaults, and
-(slow, one rank) a run that resumes exactly and exports a ModernBertForMaskedLM with the trainer's logits."""
+window, layer pattern and bases) continues with its own logits, and the config layer's family defaults.
+Real runs: tests/test_modernbert_runs.py."""
 
 from __future__ import annotations
-
-import shutil
 
 import pytest
 import torch
@@ -340,81 +338,3 @@ def test_config_defaults_and_misuse():
     with pytest.raises(ValueError, match="no sentence-order head"):
         get_family("modernbert").model_class(sentence_order=True)
 
-
-# ------------------------------------------------------------------------------------ a real run (slow)
-STEPS, STOP = 6, 3
-RUN = (f"train.steps={STEPS}", "train.log_interval=1", f"train.eval_interval={STOP}", f"train.save_interval={STOP}",
-       "optim.warmup_steps=2", "train.eval_samples=16", "data.split=80,20,0", "train.stop_check_interval=1",
-       "train.global_batch=8", "model.rope_theta=20000")
-
-
-@pytest.fixture(scope="module")
-def modernbert_runs(tmp_path_factory, small_corpus, tokenizer_dir):
-    """A 1-rank run of modernbert_tiny on packed documents, unpadded, with StableAdamW (checkpoints at steps 3
-    and 6), and a copy of it resumed
-    from step 3 (run.resume_from), its records after step 3 removed first: two launches instead of three."""
-    import json
-
-    from pretrain.checkpoint import tag_for
-    from tests.distributed import launch, preprocess
-
-    root = tmp_path_factory.mktemp("modernbert")
-    preprocess(small_corpus, tokenizer_dir, root / "data", "--split-sentences")
-    data = (f"data.tokenizer={tokenizer_dir}", f"data.prefixes=[{root / 'data_text_sentence'}]", *RUN,
-            "optim.optimizer=stable_adamw", "optim.grad_clip=0")  # ModernBERT's optimizer, no gradient clipping
-    full, resumed = root / "full", root / "resumed"
-    out = {"full": launch(1, "modernbert_tiny", full, *data), "dirs": {"full": full, "resumed": resumed}}
-    shutil.copytree(full, resumed, ignore=shutil.ignore_patterns("tensorboard", "plots"))
-    records = (resumed / "metrics.jsonl").read_text().splitlines()
-    (resumed / "metrics.jsonl").write_text("".join(line + "\n" for line in records if json.loads(line)["step"] <= STOP))
-    out["resumed"] = launch(1, "modernbert_tiny", resumed, *data, f"run.resume_from={tag_for(STOP)}")
-    return out
-
-
-@pytest.mark.slow
-def test_modernbert_run_resumes_exactly(modernbert_runs):
-    from pretrain.checkpoint import tag_for
-    from tests.distributed import assert_run_records, metrics
-
-    full, full_evals = metrics(modernbert_runs["dirs"]["full"])
-    resumed, resumed_evals = metrics(modernbert_runs["dirs"]["resumed"])
-    assert f"resuming from {tag_for(STOP)}" in modernbert_runs["resumed"].stderr
-    assert "optimizer StableAdamW" in modernbert_runs["full"].stderr
-    assert sorted(full) == sorted(resumed) == list(range(1, STEPS + 1))
-    for step in range(STOP + 1, STEPS + 1):
-        assert resumed[step] == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
-    assert resumed_evals[-1]["eval_loss"] == pytest.approx(full_evals[-1]["eval_loss"], rel=1e-5)
-    assert full[STEPS] < full[1] and full_evals[-1]["eval_loss"] < full_evals[0]["eval_loss"]
-    config = (modernbert_runs["dirs"]["full"] / "config.yaml").read_text()
-    assert "mask_prob: 0.3" in config and "rope_theta: 20000.0" in config and "document_mask: true" in config
-    assert_run_records(modernbert_runs["dirs"]["full"], modernbert_runs["dirs"]["resumed"], 1, STEPS)
-
-
-@pytest.mark.slow
-def test_modernbert_export_gives_the_trainers_logits(modernbert_runs, tmp_path):
-    """pretrain-export writes a ModernBertForMaskedLM folder (safetensors, tokenizer, no generation config) whose
-    fp32 logits equal the trainer's model's, loaded from the same checkpoint, within 1e-4, on a padded batch
-    longer than a local layer's reach."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, ModernBertForMaskedLM
-
-    from tests.conftest import run_tool
-    from tests.distributed import trained_model
-
-    run_dir = modernbert_runs["dirs"]["full"]
-    run_tool("export_hf", run_dir, tmp_path / "hf")
-    files = {p.name for p in (tmp_path / "hf").iterdir()}
-    assert {"model.safetensors", "config.json", "tokenizer.json"} <= files and "generation_config.json" not in files
-    exported = AutoModelForMaskedLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
-    assert isinstance(exported, ModernBertForMaskedLM)
-    assert exported.config.rope_parameters["full_attention"]["rope_theta"] == 20000.0
-
-    trained = trained_model(run_dir, STEPS)
-    text = ["안녕하세요. " * 20 + "Guten Tag, wie geht es?", "Guten Tag."]
-    inputs = AutoTokenizer.from_pretrained(tmp_path / "hf")(text, return_tensors="pt", padding=True)
-    assert inputs.input_ids.shape[1] > 129 and not bool(inputs.attention_mask.all())
-    real = inputs.attention_mask.bool()
-    with torch.no_grad():
-        want = trainer_logits(trained, inputs.input_ids, inputs.attention_mask)
-        got = exported(**inputs).logits
-    assert (got[real] - want[real]).abs().max().item() <= 1e-4
-    shutil.rmtree(tmp_path / "hf")
