@@ -231,13 +231,21 @@ def test_trainer_keys_go_to_the_trainer_and_stage_keys_to_the_stage(tmp_path, co
     ("kowiki_gpt2", ["clean", "tokenizer", "preprocess", "train", "export"], "bpe", "document"),
     ("ko_bert", ["clean", "tokenizer", "preprocess", "train", "export"], "wordpiece", "sentence"),
     ("dewiki_gpt2", ["clean", "tokenizer", "preprocess", "train", "export"], "bpe", "document"),
+    ("ko_llama", ["clean", "tokenizer", "preprocess", "train", "export"], "bpe", "document"),
+    ("dewiki_modernbert", ["clean", "tokenizer", "preprocess", "train", "export"], "bpe", "sentence"),
 ])
 def test_shipped_recipes_plan_every_stage(tmp_path, name, stages, tokenizer, level):
+    """Every shipped recipe plans its stages, and its trainer config passes the trainer's own checks on the
+    recipe's ranks (a batch that splits, a ramp that fits the batch, the family's settings)."""
+    from pretrain.config import validate
+
     recipe = load_recipe(name, workdir=str(tmp_path))
     stage_plans = plans(recipe)
     assert [p.name for p in stage_plans] == stages and layout_for(recipe).level == level
     assert stage_plans[1].settings["tokenizer.type"] == tokenizer
     assert all(p.commands and p.jobs for p in stage_plans)
+    validate(recipe.trainer_config(), recipe.stages["train"].ranks, with_data=False)
+    assert ("--append-eod" in stage_plans[2].commands[0].argv) == (recipe.objective == "clm")
     if name == "demo":
         assert [Path(p).name for p in recipe.input.paths] == ["*.txt"]
         assert recipe.trainer_config().train.steps == 120
