@@ -140,6 +140,8 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
         raise ExportError(f"{checkpoints / tag} does not match {architecture}: missing {info['missing_keys'][:5]}, "
                           f"unexpected {info['unexpected_keys'][:5]}")
     tokenizer = load_tokenizer(run_dir / "tokenizer")
+    if family.sequence_wrap:
+        tokenizer.wrap_sequences(*family.sequence_wrap)
     tokenizer.save(staging)
     generation = family.generation_config(tokenizer.specials.ids)
     if generation is not None:

@@ -327,6 +327,7 @@ def test_llama_export_gives_the_trainers_logits(llama_runs, tmp_path):
     trained = trained_model(run_dir, STEPS)
     text = AutoTokenizer.from_pretrained(tmp_path / "hf")("안녕하세요. Guten Tag, wie geht es?", return_tensors="pt")
     inputs = text.input_ids
+    assert load_tokenizer(run_dir / "tokenizer").encode(["안녕하세요. Guten Tag, wie geht es?"])[0] == inputs[0].tolist()
     with torch.no_grad():
         want = trained.family.trunk(trained.hf, inputs) @ trained.head.weight.T
         got = exported(input_ids=inputs).logits

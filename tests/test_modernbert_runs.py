@@ -92,9 +92,11 @@ def test_zero3_with_full_recompute_gives_the_same_losses_and_resumes_on_one_rank
 def test_modernbert_export_gives_the_trainers_logits(modernbert_runs, tmp_path):
     """pretrain-export writes a ModernBertForMaskedLM folder (safetensors, tokenizer, no generation config) whose
     fp32 logits equal the trainer's model's, loaded from the same checkpoint, within 1e-4, on a padded batch
-    longer than a local layer's reach."""
+    longer than a local layer's reach. Its tokenizer (the run's byte-level BPE) wraps each text in [CLS] ... [SEP],
+    as training wrapped each document."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer, ModernBertForMaskedLM
 
+    from pretrain.tokenization import load_tokenizer
     from tests.conftest import run_tool
     from tests.distributed import trained_model
 
@@ -110,6 +112,9 @@ def test_modernbert_export_gives_the_trainers_logits(modernbert_runs, tmp_path):
     text = ["안녕하세요. " * 20 + "Guten Tag, wie geht es?", "Guten Tag."]
     inputs = AutoTokenizer.from_pretrained(tmp_path / "hf")(text, return_tensors="pt", padding=True)
     assert inputs.input_ids.shape[1] > 129 and not bool(inputs.attention_mask.all())
+    specials = load_tokenizer(run_dir / "tokenizer").specials
+    assert inputs.input_ids[:, 0].tolist() == [specials.cls] * 2
+    assert [row[mask.bool()][-1].item() for row, mask in zip(inputs.input_ids, inputs.attention_mask)] == [specials.sep] * 2
     real = inputs.attention_mask.bool()
     with torch.no_grad():
         want = trainer_logits(trained, inputs.input_ids, inputs.attention_mask)

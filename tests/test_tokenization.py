@@ -144,6 +144,32 @@ def test_saved_folder_round_trips_with_added_tokens(tmp_path, request, which):
     assert hf("Hallo Welt")["input_ids"] == tok.encode(["Hallo Welt"])[0]
 
 
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "spm-unigram"])
+def test_a_masked_lms_export_wraps_each_text_as_training_did(trained, kind, tmp_path):
+    """The export of a masked LM (family.sequence_wrap) saves a tokenizer that encodes a text as [CLS] text
+    [SEP] and a pair as [CLS] A [SEP] B [SEP] (B's type id 1), with whatever vocabulary: a byte-level BPE's
+    own post-processor adds nothing, and its offsets stay. Without special tokens the ids do not change."""
+    from transformers import AutoTokenizer
+
+    from pretrain.model.families import get_family
+
+    tok = load_tokenizer(trained[kind])
+    plain = tok.encode(["Grüß Gott, 안녕하세요"])[0]
+    tok.wrap_sequences(*get_family("modernbert").sequence_wrap)
+    tok.save(tmp_path / "saved")
+    hf = AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
+    cls, sep = tok.specials.ids["cls"], tok.specials.ids["sep"]
+    assert hf("Grüß Gott, 안녕하세요")["input_ids"] == [cls, *plain, sep]
+    assert hf("Grüß Gott, 안녕하세요", add_special_tokens=False)["input_ids"] == plain
+    pair = hf("Hallo", "Welt", return_token_type_ids=True)
+    a, b = tok.encode(["Hallo", "Welt"])
+    assert pair["input_ids"] == [cls, *a, sep, *b, sep]
+    assert pair["token_type_ids"] == [0] * (len(a) + 2) + [1] * (len(b) + 1)
+    encoded = hf("Hallo Welt", return_offsets_mapping=True)
+    assert "Hallo Welt"[slice(*encoded["offset_mapping"][1])] == hf.decode(encoded["input_ids"][1:2])
+    assert get_family("llama").sequence_wrap is None and get_family("gpt2").sequence_wrap is None
+
+
 def test_kogpt2_style_folder_keeps_its_own_specials(tmp_path, gpt2_layout):
     """A tokenizer.json with its special tokens declared in tokenizer_config.json gets nothing added."""
     base = load_tokenizer(gpt2_layout)

@@ -101,6 +101,20 @@ class LoadedTokenizer:
             starts[np.asarray(ids, dtype=np.int64)] = True
         return starts
 
+    def wrap_sequences(self, before: str, after: str) -> None:
+        """Encode a text with special tokens as ``before`` text ``after`` (a pair as ``before`` A ``after``
+        B ``after``, B's type id 1), the roles' tokens: what a masked LM was trained on, whatever the
+        vocabulary (a byte-level BPE adds nothing by itself). Ids without special tokens are unchanged."""
+        from tokenizers import processors
+
+        first, last = self.specials.tokens[before], self.specials.tokens[after]
+        template = processors.TemplateProcessing(
+            single=f"{first} $A {last}", pair=f"{first} $A {last} $B:1 {last}:1",
+            special_tokens=[(first, self.specials.ids[before]), (last, self.specials.ids[after])])
+        if self.family == "byte_bpe":  # keep the byte-level offsets step
+            template = processors.Sequence([processors.ByteLevel(trim_offsets=False), template])
+        self.backend.post_processor = template
+
     def save(self, folder: str | os.PathLike) -> None:
         """Write a folder that this loader and ``transformers.AutoTokenizer`` both load."""
         folder = Path(folder)

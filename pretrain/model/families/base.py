@@ -49,6 +49,9 @@ class ModelFamily:
     """transformers' ``model_type`` values this family builds and imports (model.init_from, export)."""
     special_roles: tuple[str, ...] = ()
     """The tokenizer's special-token roles the objective uses (pretrain/tokenization/specials.py's ROLES)."""
+    sequence_wrap: tuple[str, str] | None = None
+    """The special-token roles the trainer puts before and after each input sequence (an encoder's [CLS] and
+    [SEP]); an exported tokenizer adds them as the model saw them. None: the text alone (decoders)."""
     gated_mlp: bool = False
     """The MLP has a gate (SwiGLU, GeGLU): three matrices instead of two (FLOPs)."""
     varlen_packing: bool = False

@@ -20,6 +20,7 @@ class BertFamily(ModelFamily):
     name = "bert"
     model_types = ("bert",)
     special_roles = ("cls", "sep", "mask", "pad")
+    sequence_wrap = ("cls", "sep")
 
     def hf_config(self, shape: Preset, vocab_size: int, special_ids: Mapping[str, int], dropout: float = 0.0,
                   attention: str = "sdpa"):

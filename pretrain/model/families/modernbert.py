@@ -55,6 +55,7 @@ class ModernBertFamily(ModelFamily):
     name = "modernbert"
     model_types = ("modernbert",)
     special_roles = ("cls", "sep", "mask", "pad")
+    sequence_wrap = ("cls", "sep")
     gated_mlp = True
     varlen_packing = True
     init_cutoff = 2.0  # the reference's and transformers' config (initializer_cutoff_factor)
