@@ -143,7 +143,7 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
     if family.sequence_wrap:
         tokenizer.wrap_sequences(*family.sequence_wrap)
     tokenizer.save(staging)
-    generation = family.generation_config(tokenizer.specials.ids)
+    generation = family.generation_config(tokenizer.model_ids)
     if generation is not None:
         generation.save_pretrained(staging)
     record = {"checkpoint": str(checkpoints / tag), "trained": trained}

@@ -153,7 +153,7 @@ class Trainer:
         # "auto" compiles on GPUs only (on CPUs it costs more than it saves); an explicit true compiles on CPUs
         # too, which is how CI runs the compiled blocks before any GPU does
         compile_blocks = on_gpu if config.model.compile == "auto" else bool(config.model.compile)
-        self.model = build_model(config.model, self.tokenizer.vocab_size, self.tokenizer.specials.ids,
+        self.model = build_model(config.model, self.tokenizer.vocab_size, self.tokenizer.model_ids,
                                  sentence_order=config.data.sentence_order_prediction, seed=config.run.seed,
                                  ds_config=self.ds_config, recompute_layers=self.plan.recompute_layers,
                                  compile_blocks=compile_blocks, on_gpu=on_gpu,

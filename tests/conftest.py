@@ -92,6 +92,28 @@ def tokenizer_dir(tmp_path_factory, small_corpus) -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama3_style_tokenizer(tmp_path_factory, tokenizer_dir) -> Path:
+    """``tokenizer_dir``'s BPE laid out as Llama 3 ships its tokenizer: <|begin_of_text|> and <|end_of_text|>
+    added, a post-processor that puts the BOS before every text, both named in tokenizer_config.json."""
+    from tokenizers import AddedToken, Tokenizer, processors
+
+    backend = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
+    backend.add_special_tokens([AddedToken(bos, special=True, normalized=False),
+                                AddedToken(eos, special=True, normalized=False)])
+    backend.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+                                      special_tokens=[(bos, backend.token_to_id(bos))])])
+    folder = tmp_path_factory.mktemp("tok") / "llama3"
+    folder.mkdir()
+    backend.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": bos, "eos_token": eos, "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 131072}))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def shared_bpe() -> Path:
     require_shared()
     return SHARED_BPE

@@ -240,11 +240,14 @@ RUN = (f"train.steps={STEPS}", "train.log_interval=1", f"train.eval_interval={ST
 
 
 @pytest.fixture(scope="module")
-def llama_runs(tmp_path_factory, small_corpus, tokenizer_dir):
+def llama_runs(tmp_path_factory, small_corpus, llama3_style_tokenizer):
     """An uninterrupted 2-rank run of tiny_llama (document masking on, the default plan: no ZeRO), the same run
     stopped at step 3 and resumed, and the same run under ZeRO-3 with every block recomputing, stopped at step 3
-    and resumed on 2 ranks and (a copy, through the universal checkpoint) on 1."""
+    and resumed on 2 ranks and (a copy, through the universal checkpoint) on 1. The tokenizer is laid out as
+    Llama 3's: each document <|begin_of_text|> ... <|end_of_text|>."""
     from tests.distributed import launch, preprocess
+
+    tokenizer_dir = llama3_style_tokenizer
 
     root = tmp_path_factory.mktemp("llama")
     preprocess(small_corpus, tokenizer_dir, root / "data", "--append-eod")
@@ -308,9 +311,11 @@ def test_zero3_with_full_recompute_gives_the_same_losses_and_resumes_on_one_rank
 @pytest.mark.slow
 def test_llama_export_gives_the_trainers_logits(llama_runs, tmp_path):
     """pretrain-export writes a LlamaForCausalLM folder (safetensors, tokenizer, generation config) whose fp32
-    logits equal the trainer's model's, loaded from the same checkpoint, within 1e-4."""
+    logits equal the trainer's model's, loaded from the same checkpoint, within 1e-4. The run's documents
+    started with its tokenizer's BOS, and the folder's tokenizer and generation config name that BOS."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+    from pretrain.data.indexed import IndexedDataset
     from pretrain.tokenization import load_tokenizer
     from tests.conftest import run_tool
     from tests.distributed import trained_model
@@ -321,13 +326,15 @@ def test_llama_export_gives_the_trainers_logits(llama_runs, tmp_path):
         p.name for p in (tmp_path / "hf").iterdir()}
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
     assert isinstance(exported, LlamaForCausalLM) and exported.config.rope_parameters["rope_theta"] == 20000.0
-    assert json.loads((tmp_path / "hf" / "generation_config.json").read_text())["eos_token_id"] == \
-        load_tokenizer(llama_runs["tokenizer"]).specials.eod
+    tokenizer = load_tokenizer(llama_runs["tokenizer"])
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert (generation["bos_token_id"], generation["eos_token_id"]) == (tokenizer.bos_id, tokenizer.specials.eod)
+    assert IndexedDataset(str(llama_runs["prefix"])).document(0)[0] == tokenizer.bos_id  # trained with the BOS
 
     trained = trained_model(run_dir, STEPS)
     text = AutoTokenizer.from_pretrained(tmp_path / "hf")("안녕하세요. Guten Tag, wie geht es?", return_tensors="pt")
     inputs = text.input_ids
-    assert load_tokenizer(run_dir / "tokenizer").encode(["안녕하세요. Guten Tag, wie geht es?"])[0] == inputs[0].tolist()
+    assert [tokenizer.bos_id, *tokenizer.encode(["안녕하세요. Guten Tag, wie geht es?"])[0]] == inputs[0].tolist()
     with torch.no_grad():
         want = trained.family.trunk(trained.hf, inputs) @ trained.head.weight.T
         got = exported(input_ids=inputs).logits

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
+from pretrain.data import indexed
 from pretrain.data.indexed import IndexedDataset
 from tests.conftest import ROOT, grown_documents, read_documents, run_tool, write_jsonl
 
@@ -54,6 +55,55 @@ def test_ids_equal_the_tokenizers_own_encoding(tmp_path, corpus_and_tokenizer):
         assert ds.document(k).tolist() == reference(docs[k])["input_ids"] + [eod], k
     assert ds.dtype == np.uint16
     assert f"{len(docs):,} documents" in proc.stdout and "MB/s" in proc.stdout
+
+
+def test_a_llama_tokenizers_documents_start_with_its_bos(tmp_path, llama3_style_tokenizer, small_corpus, caplog):
+    """With a tokenizer whose own encoding puts a BOS first (Llama 3's layout), --append-eod gives each document
+    as transformers encodes the text for a causal LM (Megatron-LM's HuggingFaceTokenizer too), then the
+    end-of-text token: the BOS the released model was trained to see first is kept. Sentences: the BOS
+    before a document's first only. Without --append-eod (masked LM data) nothing is added, and the trainer's
+    data check warns where a causal LM's documents lack the BOS."""
+    from transformers import AutoTokenizer
+
+    from pretrain.config import DataConfig
+    from pretrain.data.builder import check_datasets
+    from pretrain.tokenization import load_tokenizer
+
+    docs = [json.loads(line)["text"] for line in small_corpus.open(encoding="utf-8")]
+    reference = AutoTokenizer.from_pretrained(str(llama3_style_tokenizer))
+    tokenizer = load_tokenizer(llama3_style_tokenizer)
+    bos, eod = reference.bos_token_id, reference.eos_token_id
+    assert tokenizer.bos_id == bos and tokenizer.specials.eod == eod and reference("Hallo")["input_ids"][0] == bos
+    prefix, proc = preprocess(tmp_path, "--input", small_corpus, "--append-eod", tokenizer=llama3_style_tokenizer)
+    ds = IndexedDataset(f"{prefix}_text_document")
+    assert ds.num_documents == len(docs)
+    for k in [*range(0, len(docs), 41), len(docs) - 1]:
+        assert ds.document(k).tolist() == reference(docs[k])["input_ids"] + [eod], k
+    assert "each document starts with the tokenizer's BOS '<|begin_of_text|>'" in proc.stdout
+
+    sentences, _ = preprocess(tmp_path, "--input", small_corpus, "--append-eod", "--split-sentences", name="s",
+                              tokenizer=llama3_style_tokenizer)
+    ds = IndexedDataset(f"{sentences}_text_sentence")
+    for k in (0, 7, len(docs) - 1):
+        starts = [int(ds[i][0]) for i in range(ds.document_indices[k], ds.document_indices[k + 1])]
+        assert starts[0] == bos and bos not in starts[1:], k
+
+    plain, proc = preprocess(tmp_path, "--input", small_corpus, name="plain", tokenizer=llama3_style_tokenizer)
+    assert IndexedDataset(f"{plain}_text_document").document(0).tolist() == \
+        reference(docs[0], add_special_tokens=False)["input_ids"]
+    assert "BOS" not in proc.stdout
+
+    without_bos = tmp_path / "without_bos"  # causal LM data as an earlier version wrote it: no BOS
+    with indexed.IndexedDatasetWriter(str(without_bos), ds.dtype) as writer:
+        ids = [reference(doc, add_special_tokens=False)["input_ids"] + [eod] for doc in docs[:50]]
+        writer.add_documents(np.concatenate(ids), np.array([len(i) for i in ids]), np.ones(len(ids), np.int64))
+        writer.finalize()
+    for data_prefix, warned in ((without_bos, True), (f"{prefix}_text_document", False)):
+        caplog.clear()
+        data = DataConfig(tokenizer=str(llama3_style_tokenizer), prefixes=[str(data_prefix)])
+        with caplog.at_level("WARNING"):
+            assert check_datasets(data, tokenizer, "clm") == []
+        assert ("documents do not start with the tokenizer's BOS '<|begin_of_text|>'" in caplog.text) == warned
 
 
 def test_worker_count_and_chunk_size_do_not_change_the_output(tmp_path, tokenizer_dir, small_corpus):

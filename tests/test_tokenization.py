@@ -170,6 +170,20 @@ def test_a_masked_lms_export_wraps_each_text_as_training_did(trained, kind, tmp_
     assert get_family("llama").sequence_wrap is None and get_family("gpt2").sequence_wrap is None
 
 
+def test_a_bos_is_the_one_token_a_tokenizer_puts_before_a_text(trained, llama3_style_tokenizer, tmp_path):
+    """Llama 3's layout has a BOS and keeps it when saved (tokenizer_config's bos_token, the post-processor);
+    this project's tokenizers have none: WordPiece's [CLS] ... [SEP] is not a BOS."""
+    from transformers import AutoTokenizer
+
+    assert all(load_tokenizer(trained[kind]).bos_id is None for kind in trained)
+    tok = load_tokenizer(llama3_style_tokenizer)
+    assert tok.bos_id == tok.backend.token_to_id("<|begin_of_text|>") and tok.specials.tokens["eod"] == "<|end_of_text|>"
+    tok.save(tmp_path / "saved")
+    saved = AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
+    assert saved.bos_token == "<|begin_of_text|>" and saved("Hallo")["input_ids"] == [tok.bos_id, *tok.encode(["Hallo"])[0]]
+    assert load_tokenizer(tmp_path / "saved").bos_id == tok.bos_id
+
+
 def test_kogpt2_style_folder_keeps_its_own_specials(tmp_path, gpt2_layout):
     """A tokenizer.json with its special tokens declared in tokenizer_config.json gets nothing added."""
     base = load_tokenizer(gpt2_layout)

@@ -29,7 +29,9 @@ def parser() -> argparse.ArgumentParser:
     tok = p.add_argument_group("tokenization")
     tok.add_argument("--tokenizer", "--tokenizer-model", dest="tokenizer", required=True,
                      help="tokenizer folder (tokenizer.json, vocab.json+merges.txt, vocab.txt or *.model) or hub name")
-    tok.add_argument("--append-eod", action="store_true", help="end every document with the end-of-text token")
+    tok.add_argument("--append-eod", action="store_true",
+                     help="causal LM documents: end every document with the end-of-text token, and start it with "
+                          "the tokenizer's BOS where its own encoding adds one (a Llama's, Mistral's or Gemma's)")
     tok.add_argument("--split-sentences", action="store_true",
                      help="one sequence per sentence (for MLM); writes PREFIX_<key>_sentence.bin/.idx")
     tok.add_argument("--normalization", choices=NORMALIZATIONS, default="nfc",

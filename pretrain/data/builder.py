@@ -13,7 +13,14 @@ import torch
 
 from pretrain.config import DataConfig, data_prefixes, split_fractions
 from pretrain.data.blend import BlendedDataset, blend_counts
-from pretrain.data.gpt_dataset import GPTDataset, build_gpt_indices, documents_end_with, epochs_needed, last_tokens
+from pretrain.data.gpt_dataset import (
+    GPTDataset,
+    build_gpt_indices,
+    documents_end_with,
+    epochs_needed,
+    first_tokens,
+    last_tokens,
+)
 from pretrain.data.index_cache import dataset_identity, load_or_build
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import MaskingSpec
@@ -72,6 +79,11 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
             else:
                 problems.append(f"{prefix}: documents do not end with {eod}: packed CLM samples need it between "
                                 "documents. Preprocess with --append-eod.")
+        bos = tokenizer.bos_id if objective == "clm" else None
+        if bos is not None and not first_tokens(indexed, range(indexed.num_documents)) <= {bos}:
+            log.warning("%s: documents do not start with the tokenizer's BOS %r, which a model using this tokenizer "
+                        "(a Llama's, Mistral's) was trained to see first: preprocess again with --append-eod, which "
+                        "starts each document with it", prefix, tokenizer.backend.id_to_token(bos))
         if objective == "mlm" and not data.document_mask and ends <= {tokenizer.specials.eod}:
             log.warning("%s: documents end with the end-of-document token %r (--append-eod): MLM sentence pairs "
                         "keep it as text. Preprocess MLM data without --append-eod.", prefix,

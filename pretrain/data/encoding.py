@@ -31,6 +31,7 @@ class EncodeSettings:
     dtype: str
     normalization: str = "nfc"
     json_path: str | None = None
+    bos_id: int | None = None  # with append_eod: the tokenizer's BOS, put before each document
 
 
 @dataclass
@@ -100,8 +101,12 @@ class ChunkEncoder:
             pieces = [doc for doc, n in zip(documents, counts) if n]
         ids = [e.ids for e in self._encode_batch(pieces, add_special_tokens=False)]
         if self.settings.append_eod:
-            for last in np.cumsum(counts[counts > 0]) - 1:
+            ends = np.cumsum(counts[counts > 0])
+            for last in ends - 1:
                 ids[last].append(self.settings.eod_id)
+            if self.settings.bos_id is not None:  # as the tokenizer encodes a text for a causal LM
+                for first in ends - counts[counts > 0]:
+                    ids[first].insert(0, self.settings.bos_id)
         lengths = np.fromiter(map(len, ids), np.int32, len(ids))
         tokens = np.fromiter(itertools.chain.from_iterable(ids), self.dtype, int(lengths.sum()))
         kept = counts[counts > 0]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -168,7 +169,16 @@ def documents_end_with(indexed: IndexedDataset, documents: range, token: int, pr
 
 def last_tokens(indexed: IndexedDataset, documents: range, probes: int = 256) -> set[int]:
     """The tokens that (a sample of ``probes``, evenly spread, of) these documents end with."""
+    return {int(doc[-1]) for doc in _probe_documents(indexed, documents, probes) if len(doc)}
+
+
+def first_tokens(indexed: IndexedDataset, documents: range, probes: int = 256) -> set[int]:
+    """The tokens that (a sample of ``probes``, evenly spread, of) these documents start with."""
+    return {int(doc[0]) for doc in _probe_documents(indexed, documents, probes) if len(doc)}
+
+
+def _probe_documents(indexed: IndexedDataset, documents: range, probes: int) -> Iterator[np.ndarray]:
     if len(documents) == 0:
-        return set()
+        return iter(())
     picks = np.linspace(documents.start, documents.stop - 1, num=min(probes, len(documents))).astype(np.int64)
-    return {int(doc[-1]) for doc in map(indexed.document, picks.tolist()) if len(doc)}
+    return map(indexed.document, picks.tolist())

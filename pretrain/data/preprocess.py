@@ -75,6 +75,7 @@ class Summary:
     examples: list[str] = field(default_factory=list)
     truncated_files: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    bos: str | None = None  # the token put before each document (--append-eod with a tokenizer that adds one)
 
     def lines(self) -> list[str]:
         rate = self.text_bytes / max(self.seconds, 1e-9) / 1e6
@@ -82,6 +83,8 @@ class Summary:
         for key, stats in self.keys.items():
             out.append(f"{key}: {stats.documents:,} documents, {stats.sequences:,} sequences, {stats.tokens:,} tokens "
                        f"-> {stats.prefix}.bin/.idx; {stats.empty:,} empty documents skipped")
+        if self.bos is not None:
+            out.append(f"each document starts with the tokenizer's BOS {self.bos}, as the tokenizer encodes a text")
         if self.normalization != "none":
             out.append(f"{self.normalization.upper()}: {self.normalized:,} documents were not in "
                        f"{self.normalization.upper()} and were normalized")
@@ -121,8 +124,10 @@ def preprocess(options: PreprocessOptions) -> Summary:
     Path(options.output_prefix).parent.mkdir(parents=True, exist_ok=True)
     settings = EncodeSettings(tokenizer.to_json(), tuple(options.json_keys), options.split_sentences,
                               options.append_eod, tokenizer.specials.eod, dtype.name, options.normalization,
-                              options.json_path)
+                              options.json_path, tokenizer.bos_id if options.append_eod else None)
     summary = Summary({key: KeyStats(prefix) for key, prefix in prefixes.items()}, normalization=options.normalization)
+    if settings.bos_id is not None:
+        summary.bos = f"{tokenizer.backend.id_to_token(settings.bos_id)!r} (id {settings.bos_id})"
     progress = Progress(sum(end - start for _, start, end in plan), enabled=options.progress)
     started = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -61,6 +61,21 @@ class LoadedTokenizer:
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
+    @property
+    def model_ids(self) -> dict[str, int]:
+        """The ids a model's config and generation config name: each role's, and "bos" where the tokenizer
+        has a BOS (``bos_id``)."""
+        return {**self.specials.ids, **({"bos": self.bos_id} if self.bos_id is not None else {})}
+
+    @property
+    def bos_id(self) -> int | None:
+        """The one token this tokenizer's own post-processor puts before a text, with nothing after it: the BOS
+        of a Llama's, Mistral's or Gemma's tokenizer, which their models were trained to see first. None for
+        GPT-2's byte-level BPE and this project's tokenizers (a WordPiece's [CLS] ... [SEP] is not a BOS)."""
+        plain = self.backend.encode("a", add_special_tokens=False).ids
+        full = self.backend.encode("a").ids
+        return full[0] if len(full) == len(plain) + 1 and full[1:] == plain else None
+
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
@@ -131,7 +146,9 @@ class LoadedTokenizer:
             if not target.exists() or not target.samefile(self.sentencepiece_model):
                 shutil.copyfile(self.sentencepiece_model, target)
         tokens = {HF_CONFIG_KEYS[role]: self.specials.tokens[role] for role in ROLES}
-        tokens["bos_token"] = self.specials.tokens["cls" if self.family != "byte_bpe" else "eod"]
+        bos = self.bos_id
+        tokens["bos_token"] = (self.backend.id_to_token(bos) if bos is not None
+                               else self.specials.tokens["cls" if self.family != "byte_bpe" else "eod"])
         config = {
             "tokenizer_class": {"byte_bpe": "GPT2Tokenizer", "wordpiece": "BertTokenizer"}.get(
                 self.family, "PreTrainedTokenizerFast"),

@@ -30,7 +30,7 @@ class GPT2Family(ModelFamily):
         return GPT2Config(
             vocab_size=vocab_size, n_positions=shape.max_positions, n_embd=shape.hidden, n_layer=shape.layers,
             n_head=shape.heads, n_inner=shape.ffn_hidden, resid_pdrop=dropout, embd_pdrop=dropout,
-            attn_pdrop=dropout, bos_token_id=eod, eos_token_id=eod, pad_token_id=special_ids.get("pad"),
+            attn_pdrop=dropout, bos_token_id=special_ids.get("bos", eod), eos_token_id=eod, pad_token_id=special_ids.get("pad"),
             tie_word_embeddings=True, attn_implementation=attention, use_cache=False,
             activation_function="gelu_pytorch_tanh",  # GPT-2's tanh GELU as one fused kernel, not five elementwise ops
         )
@@ -93,5 +93,5 @@ class GPT2Family(ModelFamily):
     def generation_config(self, special_ids: Mapping[str, int]):
         from transformers import GenerationConfig
 
-        return GenerationConfig(bos_token_id=special_ids["eod"], eos_token_id=special_ids["eod"],
+        return GenerationConfig(bos_token_id=special_ids.get("bos", special_ids["eod"]), eos_token_id=special_ids["eod"],
                                 pad_token_id=special_ids["pad"])

@@ -54,7 +54,7 @@ class LlamaFamily(ModelFamily):
             max_position_embeddings=shape.max_positions, rms_norm_eps=RMS_NORM_EPS, hidden_act="silu",
             rope_parameters={"rope_type": "default", "rope_theta": float(shape.rope_theta)},
             tie_word_embeddings=shape.tie_embeddings, attention_bias=False, mlp_bias=False,
-            attention_dropout=dropout, bos_token_id=eod, eos_token_id=eod, pad_token_id=None,
+            attention_dropout=dropout, bos_token_id=special_ids.get("bos", eod), eos_token_id=eod, pad_token_id=None,
             attn_implementation=attention, use_cache=False,
         )
 
@@ -144,7 +144,7 @@ class LlamaFamily(ModelFamily):
     def generation_config(self, special_ids: Mapping[str, int]):
         from transformers import GenerationConfig
 
-        return GenerationConfig(bos_token_id=special_ids["eod"], eos_token_id=special_ids["eod"],
+        return GenerationConfig(bos_token_id=special_ids.get("bos", special_ids["eod"]), eos_token_id=special_ids["eod"],
                                 pad_token_id=special_ids["pad"])
 
 
