@@ -141,8 +141,10 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
                           f"unexpected {info['unexpected_keys'][:5]}")
     tokenizer = load_tokenizer(run_dir / "tokenizer")
     if family.sequence_wrap:
-        tokenizer.wrap_sequences(*family.sequence_wrap)
-    tokenizer.save(staging)
+        tokenizer.for_encoder(*family.sequence_wrap)
+    token_types = getattr(model_config, "type_vocab_size", 0) > 0  # BERT's segments; ModernBERT has none
+    tokenizer.save(staging, model_max_length=model_config.max_position_embeddings,
+                   model_input_names=None if token_types else ["input_ids", "attention_mask"])
     generation = family.generation_config(tokenizer.model_ids)
     if generation is not None:
         generation.save_pretrained(staging)

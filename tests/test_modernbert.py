@@ -223,6 +223,7 @@ def test_the_architecture_is_modernberts():
     config = model.hf.config
     assert config.layer_types == ["full_attention", "sliding_attention", "sliding_attention"]
     assert config.local_attention == 128 and config.sliding_window == 64 and config.hidden_activation == "gelu"
+    assert config.classifier_pooling == "mean"  # as the released ModernBERT-base and -large
     assert model.hf.model.layers[1].mlp.Wi.out_features == 2 * config.intermediate_size  # GeGLU: input and gate
     assert isinstance(model.hf.model.layers[0].attn_norm, torch.nn.Identity)
     assert [name for name, _ in model.named_parameters() if name.endswith("bias")] == ["hf.decoder.bias"]

@@ -113,7 +113,10 @@ def test_modernbert_export_gives_the_trainers_logits(modernbert_runs, tmp_path):
     inputs = AutoTokenizer.from_pretrained(tmp_path / "hf")(text, return_tensors="pt", padding=True)
     assert inputs.input_ids.shape[1] > 129 and not bool(inputs.attention_mask.all())
     specials = load_tokenizer(run_dir / "tokenizer").specials
-    assert inputs.input_ids[:, 0].tolist() == [specials.cls] * 2
+    assert inputs.input_ids[:, 0].tolist() == [specials.cls] * 2 and "token_type_ids" not in inputs  # it has none
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert tokenizer.model_max_length == exported.config.max_position_embeddings
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id) == (exported.config.bos_token_id, exported.config.eos_token_id)
     assert [row[mask.bool()][-1].item() for row, mask in zip(inputs.input_ids, inputs.attention_mask)] == [specials.sep] * 2
     real = inputs.attention_mask.bool()
     with torch.no_grad():

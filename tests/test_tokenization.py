@@ -148,14 +148,16 @@ def test_saved_folder_round_trips_with_added_tokens(tmp_path, request, which):
 def test_a_masked_lms_export_wraps_each_text_as_training_did(trained, kind, tmp_path):
     """The export of a masked LM (family.sequence_wrap) saves a tokenizer that encodes a text as [CLS] text
     [SEP] and a pair as [CLS] A [SEP] B [SEP] (B's type id 1), with whatever vocabulary: a byte-level BPE's
-    own post-processor adds nothing, and its offsets stay. Without special tokens the ids do not change."""
+    own post-processor adds nothing, and its offsets stay. Without special tokens the ids do not change. Its
+    bos and eos are [CLS] and [SEP], and a mask token in text leaves no space token before it (the masked
+    token was a whole word, its space included)."""
     from transformers import AutoTokenizer
 
     from pretrain.model.families import get_family
 
     tok = load_tokenizer(trained[kind])
     plain = tok.encode(["Grüß Gott, 안녕하세요"])[0]
-    tok.wrap_sequences(*get_family("modernbert").sequence_wrap)
+    tok.for_encoder(*get_family("modernbert").sequence_wrap)
     tok.save(tmp_path / "saved")
     hf = AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
     cls, sep = tok.specials.ids["cls"], tok.specials.ids["sep"]
@@ -167,6 +169,11 @@ def test_a_masked_lms_export_wraps_each_text_as_training_did(trained, kind, tmp_
     assert pair["token_type_ids"] == [0] * (len(a) + 2) + [1] * (len(b) + 1)
     encoded = hf("Hallo Welt", return_offsets_mapping=True)
     assert "Hallo Welt"[slice(*encoded["offset_mapping"][1])] == hf.decode(encoded["input_ids"][1:2])
+    assert (hf.bos_token_id, hf.eos_token_id) == (cls, sep)
+    masked = hf(f"die {hf.mask_token} gelb", add_special_tokens=False)["input_ids"]
+    assert masked.count(hf.mask_token_id) == 1
+    if kind != "spm-unigram":  # its pre-tokenizer puts a ▁ before the text after the mask: left as it was
+        assert all(hf.decode([i]).strip() for i in masked), hf.convert_ids_to_tokens(masked)
     assert get_family("llama").sequence_wrap is None and get_family("gpt2").sequence_wrap is None
 
 

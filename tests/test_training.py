@@ -173,6 +173,7 @@ def test_export_matches_the_trainers_eval_loss(runs, tmp_path):
         model = auto.from_pretrained(tmp_path / name).eval()
         tokenizer = AutoTokenizer.from_pretrained(tmp_path / name)
         assert len(tokenizer) == load_tokenizer(runs["tokenizer"]).vocab_size and tokenizer.mask_token == "<mask>"
+        assert tokenizer.model_max_length == model.config.max_position_embeddings  # truncation=True cuts there
         config = load_config(str(run_dir / "config.yaml"))
         valid = build_datasets(config.data, load_tokenizer(run_dir / "tokenizer"),
                                get_preset(config.model.preset).objective, config.run.seed, SplitSizes(0, 16, 0),

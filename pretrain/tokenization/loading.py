@@ -52,6 +52,7 @@ class LoadedTokenizer:
     specials: SpecialTokens
     lowercase: bool = False
     sentencepiece_model: str | None = None  # the .model file, copied along when saving
+    encoder_roles: tuple[str, str] | None = None  # set by for_encoder: the roles saved as bos and eos
 
     @property
     def vocab_size(self) -> int:
@@ -116,22 +117,31 @@ class LoadedTokenizer:
             starts[np.asarray(ids, dtype=np.int64)] = True
         return starts
 
-    def wrap_sequences(self, before: str, after: str) -> None:
-        """Encode a text with special tokens as ``before`` text ``after`` (a pair as ``before`` A ``after``
-        B ``after``, B's type id 1), the roles' tokens: what a masked LM was trained on, whatever the
-        vocabulary (a byte-level BPE adds nothing by itself). Ids without special tokens are unchanged."""
-        from tokenizers import processors
+    def for_encoder(self, before: str, after: str) -> None:
+        """Make the saved tokenizer a masked LM's, as the model saw its inputs: a text with special tokens is
+        ``before`` text ``after`` (a pair ``before`` A ``after`` B ``after``, B's type id 1), whatever the
+        vocabulary (a byte-level BPE adds nothing by itself); those roles' tokens are its bos and eos (not a
+        causal LM's end-of-text); and a byte-level BPE's mask token takes the space before it, as RoBERTa's and
+        ModernBERT's do, since the masked token was a whole ``Ġword`` (WordPiece drops spaces anyway). Ids of
+        text without special tokens are unchanged."""
+        from tokenizers import AddedToken, processors
 
         first, last = self.specials.tokens[before], self.specials.tokens[after]
         template = processors.TemplateProcessing(
             single=f"{first} $A {last}", pair=f"{first} $A {last} $B:1 {last}:1",
             special_tokens=[(first, self.specials.ids[before]), (last, self.specials.ids[after])])
-        if self.family == "byte_bpe":  # keep the byte-level offsets step
+        if self.family == "byte_bpe":  # keep the byte-level offsets step; the mask takes the space before it
             template = processors.Sequence([processors.ByteLevel(trim_offsets=False), template])
+            self.backend.add_special_tokens([AddedToken(self.specials.tokens["mask"], special=True, normalized=False,
+                                                        lstrip=True)])
         self.backend.post_processor = template
+        self.encoder_roles = (before, after)
 
-    def save(self, folder: str | os.PathLike) -> None:
-        """Write a folder that this loader and ``transformers.AutoTokenizer`` both load."""
+    def save(self, folder: str | os.PathLike, model_max_length: int | None = None,
+             model_input_names: list[str] | None = None) -> None:
+        """Write a folder that this loader and ``transformers.AutoTokenizer`` both load. An export names the
+        model's longest input (``truncation=True`` cuts there) and, for a model without token types, the
+        inputs it takes."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "tokenizer.json", self.backend.to_str(pretty=True))
@@ -149,14 +159,17 @@ class LoadedTokenizer:
         bos = self.bos_id
         tokens["bos_token"] = (self.backend.id_to_token(bos) if bos is not None
                                else self.specials.tokens["cls" if self.family != "byte_bpe" else "eod"])
+        if self.encoder_roles:
+            tokens["bos_token"], tokens["eos_token"] = (self.specials.tokens[role] for role in self.encoder_roles)
         config = {
             "tokenizer_class": {"byte_bpe": "GPT2Tokenizer", "wordpiece": "BertTokenizer"}.get(
                 self.family, "PreTrainedTokenizerFast"),
             **tokens,
-            "model_max_length": 1_000_000_000_000_000_019_884_624_838_656,
+            "model_max_length": model_max_length or 1_000_000_000_000_000_019_884_624_838_656,  # transformers' "none"
             "clean_up_tokenization_spaces": False,
             "add_prefix_space": False,
             "do_lower_case": self.lowercase,
+            **({"model_input_names": model_input_names} if model_input_names else {}),
         }
         atomic_write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         atomic_write_text(folder / "special_tokens_map.json", json.dumps(tokens, indent=2, ensure_ascii=False) + "\n")

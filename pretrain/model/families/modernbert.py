@@ -78,6 +78,7 @@ class ModernBertFamily(ModelFamily):
             embedding_dropout=dropout, attention_dropout=dropout, mlp_dropout=dropout,
             pad_token_id=special_ids.get("pad"), cls_token_id=cls, sep_token_id=sep, bos_token_id=cls,
             eos_token_id=sep, tie_word_embeddings=True, attn_implementation=attention,
+            classifier_pooling="mean",  # as ModernBERT-base and -large ship: a classifier head pools every token
         )
 
     def model_class(self, sentence_order: bool = False) -> type[nn.Module]:
