@@ -99,11 +99,12 @@ def test_validation_reports_batch_arithmetic_missing_data_and_ds_config(tmp_path
     config = load_config("tiny_clm", [f"data.tokenizer={data['tokenizer']}", "data.prefixes=[/nope/missing]",
                                       "train.global_batch=10", "train.micro_batch=4", f"train.ds_config={tmp_path}/ds.json",
                                       "model.checkpoint_layers=9", "model.activation_checkpointing=full",
-                                      "run.plot_interval_minutes=-1"])
+                                      "run.plot_interval_minutes=-1", "optim.lr=0", "optim.min_lr=0"])
     with pytest.raises(ConfigError) as err:
         validate(config, world_size=2)
     problems = err.value.problems
     assert "run.plot_interval_minutes=-1.0 must be 0 or more" in problems
+    assert "optim.lr=0.0 must be positive" in problems  # the schedule divides by it
     assert any("train.global_batch=10 is not a multiple of" in p and "4 x 2 = 8" in p for p in problems)
     assert any("/nope/missing is missing" in p for p in problems)
     assert any("sets train_batch_size=64" in p for p in problems)

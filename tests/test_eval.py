@@ -68,16 +68,16 @@ def gpt2_folder(tmp_path_factory, tokenizer_dir):
 
 
 @pytest.fixture(scope="module")
-def llama_folder(tmp_path_factory, tokenizer_dir):
-    """The same for LlamaForCausalLM (grouped-query attention, rotary base 50,000): what the Llama family
-    exports."""
+def llama_folder(tmp_path_factory, llama3_style_tokenizer):
+    """The same for LlamaForCausalLM (grouped-query attention, rotary base 50,000) with a tokenizer laid out as
+    Llama 3's (a BOS before every text): what the Llama family exports."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = load_tokenizer(tokenizer_dir)
+    tokenizer = load_tokenizer(llama3_style_tokenizer)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48, rope_theta=50000.0,
-                         initializer_range=0.5, bos_token_id=tokenizer.specials.eod, eos_token_id=tokenizer.specials.eod)
+                         initializer_range=0.5, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.specials.eod)
     folder = tmp_path_factory.mktemp("llama") / "hf"
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save(folder)
@@ -131,17 +131,23 @@ def test_bits_per_byte_agree_with_lm_eval(architecture, request, documents_file,
     assert total["loss"] == pytest.approx(total["nll_nats"] / total["tokens"]) and 2 < total["bits_per_byte"] < 20
 
 
-def test_a_prefix_scores_as_its_text(gpt2_folder, documents_file, tokenizer_dir, tmp_path):
-    """The .bin/.idx made from the documents (end-of-document tokens appended) gives the text's figures:
-    the same tokens, the same bytes (from the decoded text), the same nll."""
-    preprocess(documents_file, tokenizer_dir, tmp_path / "docs", "--append-eod")
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_a_prefix_scores_as_its_text(architecture, request, documents_file, tmp_path):
+    """The .bin/.idx made from the documents (end-of-document tokens appended; Llama's BOS first) gives the
+    text's figures: the same tokens, the same bytes (from the decoded text, a BOS standing for none), the
+    same nll."""
+    folder = request.getfixturevalue(f"{architecture}_folder")
+    preprocess(documents_file, folder, tmp_path / "docs", "--append-eod")
     prefix = tmp_path / "docs_text_document"
-    report = evaluate(gpt2_folder, "--input", documents_file, f"{prefix}.bin", "--output", tmp_path / "eval.json",
+    report = evaluate(folder, "--input", documents_file, f"{prefix}.bin", "--output", tmp_path / "eval.json",
                       "--per-document", "--batch-tokens", "200")
     text, data = report["inputs"]
     assert data["kind"] == "prefix" and text["kind"] == "files"
     assert data["documents"] == text["documents"] - 1  # preprocessing skips the empty document
-    assert (data["tokens"], data["bytes"]) == (text["tokens"], text["bytes"])
+    from transformers import AutoTokenizer
+
+    empty = sum(len(AutoTokenizer.from_pretrained(folder).encode(d)) for d in DOCUMENTS if not d)  # Llama's: a BOS
+    assert (data["tokens"], data["bytes"]) == (text["tokens"] - empty, text["bytes"])
     assert data["document_nll_nats"] == pytest.approx([v for v, d in zip(text["document_nll_nats"], DOCUMENTS) if d],
                                                       rel=1e-6)
     assert report["total"]["documents"] == 2 * len(DOCUMENTS) - 1

@@ -117,8 +117,10 @@ def _documents(model, item, options, limit: int | None, vocab_size: int) -> Iter
     from pretrain.evaluation import inputs
 
     if item.kind == "prefix":
+        special = set(model.tokenizer.all_special_ids)
         for ids in inputs.token_documents(item.prefix, model.tokenizer.eos_token_id, vocab_size, limit):
-            text = model.tokenizer.decode(ids.tolist(), clean_up_tokenization_spaces=False)
+            text_ids = ids[1:] if len(ids) and int(ids[0]) in special else ids  # a BOS stands for no text
+            text = model.tokenizer.decode(text_ids.tolist(), clean_up_tokenization_spaces=False)
             yield ids.tolist(), len(text.encode("utf-8"))
         return
     encode = _encoder(model)

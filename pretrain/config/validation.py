@@ -89,7 +89,9 @@ def validate(config: Config, world_size: int, with_data: bool = True) -> None:
         problems.append(f"optim.decay=wsd: the warmup ({optim.warmup_steps} steps) and the decay (the last "
                         f"{optim.wsd_decay_steps(train.steps)} of train.steps={train.steps}, optim.decay_fraction="
                         f"{optim.decay_fraction}) overlap; lower optim.warmup_steps or optim.decay_fraction")
-    if optim.min_lr > optim.lr:
+    if not optim.lr > 0:  # NaN too; the schedule is a fraction of it
+        problems.append(f"optim.lr={optim.lr} must be positive")
+    elif optim.min_lr > optim.lr:
         problems.append(f"optim.min_lr={optim.min_lr} is above optim.lr={optim.lr}")
     if optim.warmup_steps > train.steps:
         problems.append(f"optim.warmup_steps={optim.warmup_steps} is longer than train.steps={train.steps}")
