@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -16,7 +17,7 @@ import torch
 
 from pretrain import checkpoint
 from pretrain.checkpoint import TrainerState
-from pretrain.config import Config, data_prefixes
+from pretrain.config import Config, ModelConfig, data_prefixes
 from pretrain.data.builder import SplitSizes, build_datasets
 from pretrain.data.collate import collate
 from pretrain.data.health import changed_files, next_batch
@@ -90,6 +91,7 @@ class Trainer:
         self._setup_device()
         self.tokenizer = load_tokenizer(config.data.tokenizer)
         self.state, resume_tag = self._find_checkpoint()
+        self.model_config = self._model_config(resume_tag)
         self._plan_parallelism()
         resume_tag = self._prepare_resume(resume_tag)
         self._build_model_and_engine()
@@ -118,12 +120,26 @@ class Trainer:
         state = checkpoint.read_state(self.checkpoint_dir, tag) if tag else TrainerState()
         return state, tag
 
+    def _model_config(self, resume_tag: str | None) -> ModelConfig:
+        """The model section the launch builds from. model.init_from names the folder the first launch loaded;
+        a resumed launch takes every weight from its checkpoint, so it builds the architecture from the run's
+        own copy of that folder's config (RUN_DIR/model, the embedding as grown) and never reads the folder
+        again: it may have moved, or be a hub name offline."""
+        model = self.config.model
+        saved = self.run_dir / "model" / "config.json"
+        if not (resume_tag and model.init_from and saved.exists()):
+            return model
+        log.info("resuming: the model is built from %s (model.init_from=%s was read by the first launch)",
+                 saved.parent, model.init_from)
+        return dataclasses.replace(model, init_from=str(saved.parent))
+
     def _plan_parallelism(self) -> None:
         """ZeRO stage, micro batch, accumulation and recompute: the config's where it sets them, else the
         fastest that fits (a resumed run keeps the stage its checkpoint was saved with)."""
         config, env = self.config, self.env
         resumed_stage = self.state.zero_stage if self.state.step else None
-        request = request_from_config(config, self.tokenizer.vocab_size, env.world_size, env.local_world_size,
+        request = request_from_config(dataclasses.replace(config, model=self.model_config), self.tokenizer.vocab_size,
+                                      env.world_size, env.local_world_size,
                                       device_memory_bytes(config.train.device_memory_gib, self.device,
                                                           env.local_world_size), resumed_stage,
                                       self.state.consumed_samples)
@@ -153,11 +169,12 @@ class Trainer:
         # "auto" compiles on GPUs only (on CPUs it costs more than it saves); an explicit true compiles on CPUs
         # too, which is how CI runs the compiled blocks before any GPU does
         compile_blocks = on_gpu if config.model.compile == "auto" else bool(config.model.compile)
-        self.model = build_model(config.model, self.tokenizer.vocab_size, self.tokenizer.model_ids,
+        self.model = build_model(self.model_config, self.tokenizer.vocab_size, self.tokenizer.model_ids,
                                  sentence_order=config.data.sentence_order_prediction, seed=config.run.seed,
                                  ds_config=self.ds_config, recompute_layers=self.plan.recompute_layers,
                                  compile_blocks=compile_blocks, on_gpu=on_gpu,
-                                 document_mask=bool(config.data.document_mask))
+                                 document_mask=bool(config.data.document_mask),
+                                 weights=not self.state.step)  # a resumed launch's come from its checkpoint
         self.parameters = count_parameters(self.model)
         local = sum(getattr(p, "ds_tensor", p).numel() for p in self.model.parameters())
         node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()

@@ -224,6 +224,46 @@ def test_init_from_a_transformers_folder_gives_its_logits(tmp_path):
         torch.testing.assert_close(got[..., :280], want, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
+def test_continued_pretraining_resumes_without_the_released_folder(tmp_path, small_corpus, llama3_style_tokenizer):
+    """Continued pretraining as the README shows it, on a Llama-3-layout release (random weights, rotary base
+    500,000 with llama3 scaling, tied, the tokenizer's vocabulary, BOS-first data), on 2 ranks under ZeRO-3:
+    stopped at step 3, the folder moved away, the run resumes from its checkpoint alone (the architecture
+    from RUN_DIR/model, built in partitions) to the losses of 1 rank without ZeRO, uninterrupted."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pretrain.tokenization import load_tokenizer
+    from tests.distributed import launch, metrics, preprocess
+
+    tokenizer = load_tokenizer(llama3_style_tokenizer)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                          "original_max_position_embeddings": 64},
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.specials.eod)
+    torch.manual_seed(3)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "release")
+    preprocess(small_corpus, llama3_style_tokenizer, tmp_path / "data", "--append-eod")
+    run = (f"data.tokenizer={llama3_style_tokenizer}", f"data.prefixes=[{tmp_path / 'data_text_document'}]",
+           f"model.init_from={tmp_path / 'release'}", f"train.steps={STEPS}", "train.log_interval=1",
+           f"train.save_interval={STOP}", f"train.eval_interval={STOP}", "train.eval_samples=16",
+           "data.split=80,20,0", "train.global_batch=8", "optim.warmup_steps=2")
+    launch(1, "tiny_llama", tmp_path / "full", *run)
+    zero3 = (*run, "train.ds_config=zero3")  # the release loaded into partitions; the resumed model built in them
+    launch(2, "tiny_llama", tmp_path / "stopped", *zero3, f"train.exit_interval={STOP}", expect=75)
+    (tmp_path / "release").rename(tmp_path / "moved")
+    resumed = launch(2, "tiny_llama", tmp_path / "stopped", *zero3)
+    assert "the model is built from" in resumed.stderr and "resumed from step" in resumed.stderr
+    full, _ = metrics(tmp_path / "full")
+    stopped, _ = metrics(tmp_path / "stopped")
+    assert sorted(stopped) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert stopped[step] == pytest.approx(full[step], rel=1e-4, abs=1e-6), step
+    saved = json.loads((tmp_path / "stopped" / "model" / "config.json").read_text())
+    assert saved["rope_parameters"]["rope_type"] == "llama3" and saved["tie_word_embeddings"]
+
+
 def test_init_from_refuses_another_familys_folder(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
