@@ -191,6 +191,28 @@ def test_a_bos_is_the_one_token_a_tokenizer_puts_before_a_text(trained, llama3_s
     assert load_tokenizer(tmp_path / "saved").bos_id == tok.bos_id
 
 
+@pytest.mark.parametrize("add_bos_token", [True, None, False])
+def test_a_sentencepiece_only_llama_folder_starts_texts_as_configured(trained, tmp_path, add_bos_token):
+    """A release with only tokenizer.model (Llama 2's original layout) encodes as transformers' tokenizer for
+    the same folder does: <s> first where its tokenizer_config.json sets add_bos_token (Llama 2's releases
+    do), so --append-eod data starts each document with it; nothing where it does not."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "llama2"
+    folder.mkdir()
+    shutil.copyfile(trained["spm-bpe"] / "spm.model", folder / "tokenizer.model")
+    config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    if add_bos_token is not None:
+        config["add_bos_token"] = add_bos_token
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    tok = load_tokenizer(folder)
+    text = "Grüß Gott, 안녕하세요"
+    assert tok.bos_id == (tok.backend.token_to_id("<s>") if add_bos_token else None)
+    assert tok.backend.encode(text).ids == AutoTokenizer.from_pretrained(str(folder))(text)["input_ids"]
+
+
 def test_kogpt2_style_folder_keeps_its_own_specials(tmp_path, gpt2_layout):
     """A tokenizer.json with its special tokens declared in tokenizer_config.json gets nothing added."""
     base = load_tokenizer(gpt2_layout)

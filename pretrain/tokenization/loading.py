@@ -202,6 +202,7 @@ def load_tokenizer(path_or_name: str | os.PathLike) -> LoadedTokenizer:
             log.info("%s has no tokenizer_config.json: WordPiece is loaded cased (do_lower_case=false)", path)
     elif spm_model is not None:
         backend = sentencepiece_to_tokenizers(spm_model)
+        _add_bos_as_configured(backend, config)
     else:
         present = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
         raise TokenizerError(
@@ -232,6 +233,27 @@ def tokenizer_family(backend) -> str:
     if model_type == "BPE" and "ByteLevel" in json.dumps(description.get("pre_tokenizer")):
         return "byte_bpe"
     return "sentencepiece"
+
+
+def _add_bos_as_configured(backend, config: dict) -> None:
+    """A folder with only a SentencePiece ``*.model`` (Llama 2's original tokenizer) says in its
+    tokenizer_config.json whether texts start with a BOS (``add_bos_token``, as Llama 2's releases set it) and
+    end with an EOS (``add_eos_token``): make the converted tokenizer do the same, as transformers' tokenizer
+    for that folder does (which adds neither when the file says nothing)."""
+    from tokenizers import processors
+
+    add = {"bos": bool(config.get("add_bos_token")), "eos": bool(config.get("add_eos_token"))}
+    tokens = {role: config_token(config.get(f"{role}_token")) or default
+              for role, default in (("bos", "<s>"), ("eos", "</s>"))}
+    ids = {role: backend.token_to_id(token) for role, token in tokens.items()}
+    wanted = [role for role in ("bos", "eos") if add[role] and ids[role] is not None]
+    if not wanted:
+        return
+    before = f"{tokens['bos']} " if "bos" in wanted else ""
+    after = f" {tokens['eos']}" if "eos" in wanted else ""
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{before}$A{after}", pair=f"{before}$A{after} {before}$B:1{after}",
+        special_tokens=[(tokens[role], ids[role]) for role in wanted])
 
 
 def _read_config(path: Path) -> dict:
