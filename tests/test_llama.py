@@ -199,10 +199,10 @@ def test_only_a_family_whose_model_takes_a_head_width_can_be_given_one():
             dataclasses.replace(get_preset(preset), head_size=32)
 
 
-def test_init_from_a_transformers_folder_gives_its_logits(tmp_path):
+def test_init_from_a_transformers_folder_gives_its_logits(tmp_path, caplog):
     """A LlamaForCausalLM made by transformers (random weights, GQA, rotary base 50,000, untied) continues
     with its own logits; a tokenizer larger than its embedding grows it and leaves the logits of the
-    existing tokens unchanged."""
+    existing tokens unchanged. A rotary base or tying the model section sets is not applied, and said so."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(vocab_size=280, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
@@ -222,6 +222,11 @@ def test_init_from_a_transformers_folder_gives_its_logits(tmp_path):
         assert ours.shape.hidden == 48 and ours.shape.key_value_heads == 2 and ours.shape.rope_theta == 50000.0
         got = logits(ours, inputs)
         torch.testing.assert_close(got[..., :280], want, rtol=1e-9, atol=1e-9)
+    with caplog.at_level("WARNING"):
+        kept = build_model(ModelConfig(preset="llama-tiny", init_from=str(tmp_path / "released"), rope_theta=1e6,
+                                       tie_embeddings=True), 280, SPECIALS, sentence_order=False, seed=1, ds_config=None)
+    assert kept.shape.rope_theta == 50000.0 and not kept.shape.tie_embeddings
+    assert "model.rope_theta=1000000.0 is not applied" in caplog.text and "model.tie_embeddings=True is not" in caplog.text
 
 
 @pytest.mark.slow

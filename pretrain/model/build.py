@@ -94,6 +94,7 @@ def build_model(model: ModelConfig, vocab_size: int, special_ids: Mapping[str, i
         hf = from_pretrained(cls, model.init_from, vocab_size, model.vocab_multiple, model.attention,
                              ds_config if zero3 else None, weights)
         shape = dataclasses.replace(family.shape_of(hf.config), name=shape.name, vocab=hf.config.vocab_size)  # grown
+        _say_what_the_folder_keeps(model, shape)
     else:
         config = family.hf_config(shape, padded_vocab_size(vocab_size, model.vocab_multiple), special_ids,
                                   model.dropout, model.attention)
@@ -121,6 +122,17 @@ def build_model(model: ModelConfig, vocab_size: int, special_ids: Mapping[str, i
             gathered = deepspeed.utils.set_z3_leaf_modules(hf, block_classes)
             log.info("ZeRO-3 gathers each of the %d transformer blocks' parameters at once", len(gathered))
     return result
+
+
+def _say_what_the_folder_keeps(model: ModelConfig, shape: Preset) -> None:
+    """A folder's rotary base and tied embeddings are its model's (another base or tying is another model); the
+    model section's own values, which a shipped config sets for fresh models, are not applied: say so where
+    they differ rather than let config.yaml suggest otherwise."""
+    kept = [(f"model.{key}={mine}", f"{theirs}") for key, mine, theirs in (
+        ("rope_theta", model.rope_theta, shape.rope_theta), ("tie_embeddings", model.tie_embeddings, shape.tie_embeddings))
+        if mine is not None and theirs is not None and mine != theirs]
+    for setting, theirs in kept:
+        log.warning("%s is not applied: model.init_from=%s keeps its own (%s)", setting, model.init_from, theirs)
 
 
 def set_recompute(hf: nn.Module, layers: int) -> None:
