@@ -107,7 +107,7 @@ def trained_settings(run_dir: Path) -> dict | None:
 def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from safetensors.torch import save_file
-    from transformers import AutoConfig
+    from transformers import AutoConfig, GenerationConfig
 
     from pretrain.model.families import family_for_model_type
     from pretrain.tokenization import load_tokenizer
@@ -145,7 +145,9 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
     token_types = getattr(model_config, "type_vocab_size", 0) > 0  # BERT's segments; ModernBERT has none
     tokenizer.save(staging, model_max_length=model_config.max_position_embeddings,
                    model_input_names=None if token_types else ["input_ids", "attention_mask"])
-    generation = family.generation_config(tokenizer.model_ids)
+    released = run_dir / "model" / "generation_config.json"  # a continued release's own (model.init_from)
+    generation = (GenerationConfig.from_pretrained(released.parent) if released.exists()
+                  else family.generation_config(tokenizer.model_ids))
     if generation is not None:
         generation.save_pretrained(staging)
     record = {"checkpoint": str(checkpoints / tag), "trained": trained}

@@ -29,6 +29,7 @@ from pretrain.evaluation.sources import SourceEvaluation, source_names
 from pretrain.evaluation.token_bytes import token_byte_lengths
 from pretrain.metrics import MetricsWriter, memory_gib, peak_tflops
 from pretrain.model import build_model, count_parameters, parameter_groups
+from pretrain.model.hf import keep_generation_config
 from pretrain.parallel import choose_plan, device_memory_bytes, request_from_config
 from pretrain.planner import parameter_sizes
 from pretrain.plots import RedrawSchedule, write_run_plots
@@ -228,6 +229,8 @@ class Trainer:
         self.tokenizer.save(self.run_dir / "tokenizer")
         self.model.hf.config.architectures = [type(self.model.hf).__name__]
         self.model.hf.config.save_pretrained(self.run_dir / "model")  # what export rebuilds
+        if self.model_config is self.config.model and self.config.model.init_from:  # the first launch: the release
+            keep_generation_config(self.config.model.init_from, self.run_dir / "model")  # its sampling defaults
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> TrainerState:

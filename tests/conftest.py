@@ -91,10 +91,14 @@ def tokenizer_dir(tmp_path_factory, small_corpus) -> Path:
     return folder
 
 
+CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{{ eos_token }}{% endfor %}"
+
+
 @pytest.fixture(scope="session")
 def llama3_style_tokenizer(tmp_path_factory, tokenizer_dir) -> Path:
     """``tokenizer_dir``'s BPE laid out as Llama 3 ships its tokenizer: <|begin_of_text|> and <|end_of_text|>
-    added, a post-processor that puts the BOS before every text, both named in tokenizer_config.json."""
+    added, a post-processor that puts the BOS before every text, both named in tokenizer_config.json, and a
+    chat template there."""
     from tokenizers import AddedToken, Tokenizer, processors
 
     backend = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
@@ -109,7 +113,8 @@ def llama3_style_tokenizer(tmp_path_factory, tokenizer_dir) -> Path:
     folder.mkdir()
     backend.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": bos, "eos_token": eos, "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 131072}))
+        {"bos_token": bos, "eos_token": eos, "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 131072,
+         "chat_template": CHAT_TEMPLATE}))
     return folder
 
 

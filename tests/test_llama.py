@@ -234,10 +234,12 @@ def test_continued_pretraining_resumes_without_the_released_folder(tmp_path, sma
     """Continued pretraining as the README shows it, on a Llama-3-layout release (random weights, rotary base
     500,000 with llama3 scaling, tied, the tokenizer's vocabulary, BOS-first data), on 2 ranks under ZeRO-3:
     stopped at step 3, the folder moved away, the run resumes from its checkpoint alone (the architecture
-    from RUN_DIR/model, built in partitions) to the losses of 1 rank without ZeRO, uninterrupted."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from RUN_DIR/model, built in partitions) to the losses of 1 rank without ZeRO, uninterrupted; its export
+    keeps the release's sampling defaults and chat template."""
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from pretrain.tokenization import load_tokenizer
+    from tests.conftest import CHAT_TEMPLATE, run_tool
     from tests.distributed import launch, metrics, preprocess
 
     tokenizer = load_tokenizer(llama3_style_tokenizer)
@@ -249,6 +251,8 @@ def test_continued_pretraining_resumes_without_the_released_folder(tmp_path, sma
                          tie_word_embeddings=True, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.specials.eod)
     torch.manual_seed(3)
     LlamaForCausalLM(config).save_pretrained(tmp_path / "release")
+    GenerationConfig(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.specials.eod, do_sample=True,
+                     temperature=0.6, top_p=0.9).save_pretrained(tmp_path / "release")  # as Llama 3 ships
     preprocess(small_corpus, llama3_style_tokenizer, tmp_path / "data", "--append-eod")
     run = (f"data.tokenizer={llama3_style_tokenizer}", f"data.prefixes=[{tmp_path / 'data_text_document'}]",
            f"model.init_from={tmp_path / 'release'}", f"train.steps={STEPS}", "train.log_interval=1",
@@ -267,6 +271,10 @@ def test_continued_pretraining_resumes_without_the_released_folder(tmp_path, sma
         assert stopped[step] == pytest.approx(full[step], rel=1e-4, abs=1e-6), step
     saved = json.loads((tmp_path / "stopped" / "model" / "config.json").read_text())
     assert saved["rope_parameters"]["rope_type"] == "llama3" and saved["tie_word_embeddings"]
+    run_tool("export_hf", tmp_path / "stopped", tmp_path / "hf")  # the release still elsewhere: its settings kept
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert (generation["temperature"], generation["top_p"], generation["do_sample"]) == (0.6, 0.9, True)
+    assert AutoTokenizer.from_pretrained(tmp_path / "hf").chat_template == CHAT_TEMPLATE
 
 
 def test_init_from_refuses_another_familys_folder(tmp_path):

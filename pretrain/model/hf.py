@@ -57,6 +57,17 @@ def transformer_blocks(hf: nn.Module) -> nn.ModuleList:
     return family_of(hf).blocks(hf)
 
 
+def keep_generation_config(folder: str, run_model_dir) -> None:
+    """Copy a released folder's generation config (its sampling defaults, stop tokens) beside the run's model
+    config, where the export takes it from; a folder without one (or a hub name offline) leaves none."""
+    from transformers import GenerationConfig
+
+    try:
+        GenerationConfig.from_pretrained(folder).save_pretrained(run_model_dir)
+    except OSError:
+        pass
+
+
 def create_uninitialized(cls, config) -> nn.Module:
     """The model with tied embeddings and no initialization (initialize_weights does that): under
     ZeRO-3, transformers' own init would run on empty partitions (and fails on BERT's padding row)."""

@@ -34,6 +34,8 @@ from pretrain.tokenization.specials import (
 
 log = logging.getLogger(__name__)
 _WHITESPACE_BYTES = ("Ġ", "Ċ", "ĉ", "č")  # byte-level BPE's images of " ", "\n", "\t", "\r"
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+CARRIED_KEYS = ("chat_template", "padding_side")  # a release's tokenizer_config.json settings that its users rely on
 MORPHEMES_FILE = "morphemes.json"  # written by --morphemes training: the analyzer and the morpheme-start ids
 WHOLE_WORD_UNITS = ("eojeol", "morpheme")
 
@@ -148,9 +150,10 @@ class LoadedTokenizer:
         model = self.backend.model
         if self.family in ("byte_bpe", "wordpiece"):
             model.save(str(folder))  # vocab.json + merges.txt, or vocab.txt
-        morphemes = Path(self.source) / MORPHEMES_FILE
-        if morphemes.exists() and not (folder / MORPHEMES_FILE).exists():
-            shutil.copyfile(morphemes, folder / MORPHEMES_FILE)
+        for name in (MORPHEMES_FILE, *CHAT_TEMPLATE_FILES):  # a release's chat template goes along as it is
+            source = Path(self.source) / name
+            if source.exists() and not (folder / name).exists():
+                shutil.copyfile(source, folder / name)
         if self.sentencepiece_model:
             target = folder / Path(self.sentencepiece_model).name
             if not target.exists() or not target.samefile(self.sentencepiece_model):
@@ -170,6 +173,7 @@ class LoadedTokenizer:
             "add_prefix_space": False,
             "do_lower_case": self.lowercase,
             **({"model_input_names": model_input_names} if model_input_names else {}),
+            **_carried_settings(Path(self.source)),
         }
         atomic_write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         atomic_write_text(folder / "special_tokens_map.json", json.dumps(tokens, indent=2, ensure_ascii=False) + "\n")
@@ -254,6 +258,18 @@ def _add_bos_as_configured(backend, config: dict) -> None:
     backend.post_processor = processors.TemplateProcessing(
         single=f"{before}$A{after}", pair=f"{before}$A{after} {before}$B:1{after}",
         special_tokens=[(tokens[role], ids[role]) for role in wanted])
+
+
+def _carried_settings(source: Path) -> dict:
+    """The CARRIED_KEYS a source folder's tokenizer_config.json sets (a hub name or a missing folder: none)."""
+    file = source / "tokenizer_config.json"
+    if not file.is_file():
+        return {}
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {}
+    return {key: config[key] for key in CARRIED_KEYS if key in config}
 
 
 def _read_config(path: Path) -> dict:
