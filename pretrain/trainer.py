@@ -36,7 +36,7 @@ from pretrain.plots import RedrawSchedule, write_run_plots
 from pretrain.presets import get_preset
 from pretrain.run_summary import build_summary, resume_command, summary_lines, write_summary
 from pretrain.step_tracking import StepStats, ThroughputWindow, finite
-from pretrain.tokenization import load_tokenizer
+from pretrain.tokenization import load_tokenizer, warn_if_another_vocabulary
 
 log = logging.getLogger(__name__)
 STOP_REASONS = ("a signal or run.dir/STOP", "train.exit_minutes")
@@ -231,6 +231,7 @@ class Trainer:
         self.model.hf.config.save_pretrained(self.run_dir / "model")  # what export rebuilds
         if self.model_config is self.config.model and self.config.model.init_from:  # the first launch: the release
             keep_generation_config(self.config.model.init_from, self.run_dir / "model")  # its sampling defaults
+            warn_if_another_vocabulary(self.tokenizer, self.config.model.init_from)
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> TrainerState:

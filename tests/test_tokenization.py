@@ -213,6 +213,23 @@ def test_a_sentencepiece_only_llama_folder_starts_texts_as_configured(trained, t
     assert tok.backend.encode(text).ids == AutoTokenizer.from_pretrained(str(folder))(text)["input_ids"]
 
 
+def test_a_tokenizer_other_than_the_releases_is_reported(trained, llama3_style_tokenizer, tmp_path, caplog):
+    """model.init_from's rows stand for its own tokenizer's tokens: data.tokenizer giving other tokens to the
+    ids both have is warned about; the release's own, or a copy that extends it (tokens added after its
+    vocabulary), is not."""
+    from pretrain.tokenization import warn_if_another_vocabulary
+
+    extended = load_tokenizer(llama3_style_tokenizer)
+    extended.backend.add_tokens(["Straße", "안녕하세요"])
+    extended.save(tmp_path / "extended")
+    with caplog.at_level("WARNING"):
+        for tokenizer in (llama3_style_tokenizer, tmp_path / "extended"):
+            warn_if_another_vocabulary(load_tokenizer(tokenizer), str(llama3_style_tokenizer))
+        assert "gives other tokens" not in caplog.text
+        warn_if_another_vocabulary(load_tokenizer(trained["wordpiece"]), str(llama3_style_tokenizer))
+    assert "gives other tokens than model.init_from" in caplog.text
+
+
 def test_kogpt2_style_folder_keeps_its_own_specials(tmp_path, gpt2_layout):
     """A tokenizer.json with its special tokens declared in tokenizer_config.json gets nothing added."""
     base = load_tokenizer(gpt2_layout)

@@ -219,6 +219,30 @@ def load_tokenizer(path_or_name: str | os.PathLike) -> LoadedTokenizer:
                    str(spm_model) if spm_model else None)
 
 
+def warn_if_another_vocabulary(tokenizer: LoadedTokenizer, folder: str) -> None:
+    """Continued pretraining reads a release's embedding rows as its own tokenizer's tokens: warn where
+    ``tokenizer`` (data.tokenizer) gives another token to ids both have. An extended vocabulary (new tokens
+    after the release's) agrees on every shared id; a replaced one relearns them all."""
+    from tokenizers import Tokenizer
+
+    file = Path(folder) / "tokenizer.json"
+    if not file.is_file() or Path(tokenizer.source).resolve() == Path(folder).resolve():
+        return
+    try:
+        theirs = {index: token for token, index in Tokenizer.from_file(str(file)).get_vocab(True).items()}
+    except Exception:  # noqa: BLE001 - not ours to judge: the folder's tokenizer is only compared
+        return
+    ours = {index: token for token, index in tokenizer.backend.get_vocab(True).items()}
+    differ = sorted(index for index in ours.keys() & theirs.keys() if ours[index] != theirs[index])
+    if differ:
+        first = differ[0]
+        log.warning("data.tokenizer=%s gives other tokens than model.init_from=%s's own tokenizer to %d of the %d ids "
+                    "both have (id %d: %r, not %r): the release's embedding rows will stand for other tokens. Use the "
+                    "release's tokenizer (or one that extends it) unless relearning its vocabulary is the plan",
+                    tokenizer.source, folder, len(differ), len(ours.keys() & theirs.keys()), first, ours[first],
+                    theirs[first])
+
+
 def from_backend(backend, source: str, declared: dict[str, str], lowercase: bool, spm_model: str | None) -> LoadedTokenizer:
     """Wrap a ``tokenizers.Tokenizer``: detect its family and make sure every special role exists."""
     family = tokenizer_family(backend)
