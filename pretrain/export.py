@@ -148,6 +148,8 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
     released = run_dir / "model" / "generation_config.json"  # a continued release's own (model.init_from)
     generation = (GenerationConfig.from_pretrained(released.parent) if released.exists()
                   else family.generation_config(tokenizer.model_ids))
+    if generation is not None and generation.pad_token_id is None and "pad" in tokenizer.specials.ids:
+        generation.pad_token_id = tokenizer.specials.ids["pad"]  # batched generate pads with the tokenizer's own
     if generation is not None:
         generation.save_pretrained(staging)
     record = {"checkpoint": str(checkpoints / tag), "trained": trained}

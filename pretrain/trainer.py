@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from pretrain import checkpoint
+from pretrain.atomic import atomic_write_text
 from pretrain.checkpoint import TrainerState
 from pretrain.config import Config, ModelConfig, data_prefixes
 from pretrain.data.builder import SplitSizes, build_datasets
@@ -175,7 +176,7 @@ class Trainer:
                                  ds_config=self.ds_config, recompute_layers=self.plan.recompute_layers,
                                  compile_blocks=compile_blocks, on_gpu=on_gpu,
                                  document_mask=bool(config.data.document_mask),
-                                 weights=not self.state.step)  # a resumed launch's come from its checkpoint
+                                 load_weights=not self.state.step)  # a resumed launch's come from its checkpoint
         self.parameters = count_parameters(self.model)
         local = sum(getattr(p, "ds_tensor", p).numel() for p in self.model.parameters())
         node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
@@ -228,10 +229,14 @@ class Trainer:
         (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
         self.tokenizer.save(self.run_dir / "tokenizer")
         self.model.hf.config.architectures = [type(self.model.hf).__name__]
-        self.model.hf.config.save_pretrained(self.run_dir / "model")  # what export rebuilds
-        if self.model_config is self.config.model and self.config.model.init_from:  # the first launch: the release
-            keep_generation_config(self.config.model.init_from, self.run_dir / "model")  # its sampling defaults
-            warn_if_another_vocabulary(self.tokenizer, self.config.model.init_from)
+        model_dir = self.run_dir / "model"  # what export rebuilds, and a resumed launch of a continued release
+        model_dir.mkdir(exist_ok=True)
+        atomic_write_text(model_dir / "config.json", self.model.hf.config.to_json_string())
+        if not self.state.step:  # a first launch: a generation config is the release's (model.init_from) or none
+            (model_dir / "generation_config.json").unlink(missing_ok=True)
+            if self.config.model.init_from:
+                keep_generation_config(self.config.model.init_from, model_dir)  # its sampling defaults, stop tokens
+                warn_if_another_vocabulary(self.tokenizer, self.config.model.init_from)
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> TrainerState:

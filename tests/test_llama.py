@@ -222,6 +222,9 @@ def test_init_from_a_transformers_folder_gives_its_logits(tmp_path, caplog):
         assert ours.shape.hidden == 48 and ours.shape.key_value_heads == 2 and ours.shape.rope_theta == 50000.0
         got = logits(ours, inputs)
         torch.testing.assert_close(got[..., :280], want, rtol=1e-9, atol=1e-9)
+        unloaded = build_model(ModelConfig(preset="llama-tiny", init_from=str(tmp_path / "released"), vocab_multiple=8),
+                               vocab, SPECIALS, sentence_order=False, seed=1, ds_config=None, load_weights=False)
+        assert unloaded.hf.config.vocab_size == ours.hf.config.vocab_size  # a resumed launch's rows: the same
     with caplog.at_level("WARNING"):
         kept = build_model(ModelConfig(preset="llama-tiny", init_from=str(tmp_path / "released"), rope_theta=1e6,
                                        tie_embeddings=True), 280, SPECIALS, sentence_order=False, seed=1, ds_config=None)
@@ -234,16 +237,19 @@ def test_continued_pretraining_resumes_without_the_released_folder(tmp_path, sma
     """Continued pretraining as the README shows it, on a Llama-3-layout release (random weights, rotary base
     500,000 with llama3 scaling, tied, the tokenizer's vocabulary, BOS-first data), on 2 ranks under ZeRO-3:
     stopped at step 3, the folder moved away, the run resumes from its checkpoint alone (the architecture
-    from RUN_DIR/model, built in partitions) to the losses of 1 rank without ZeRO, uninterrupted; its export
-    keeps the release's sampling defaults and chat template."""
+    from RUN_DIR/model, the embedding grown to the tokenizer, built in partitions) to the losses of 1 rank
+    without ZeRO, uninterrupted; its export keeps the release's sampling defaults, and the chat template of
+    data.tokenizer (the release's tokenizer)."""
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+    from pretrain.model import padded_vocab_size
     from pretrain.tokenization import load_tokenizer
     from tests.conftest import CHAT_TEMPLATE, run_tool
     from tests.distributed import launch, metrics, preprocess
 
     tokenizer = load_tokenizer(llama3_style_tokenizer)
-    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    rows = tokenizer.vocab_size - 2  # the tokenizer has two tokens more: the embedding grows (to 1,088 rows)
+    config = LlamaConfig(vocab_size=rows, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                                           "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -271,9 +277,11 @@ def test_continued_pretraining_resumes_without_the_released_folder(tmp_path, sma
         assert stopped[step] == pytest.approx(full[step], rel=1e-4, abs=1e-6), step
     saved = json.loads((tmp_path / "stopped" / "model" / "config.json").read_text())
     assert saved["rope_parameters"]["rope_type"] == "llama3" and saved["tie_word_embeddings"]
+    assert saved["vocab_size"] == padded_vocab_size(tokenizer.vocab_size, 64) > rows
     run_tool("export_hf", tmp_path / "stopped", tmp_path / "hf")  # the release still elsewhere: its settings kept
     generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
     assert (generation["temperature"], generation["top_p"], generation["do_sample"]) == (0.6, 0.9, True)
+    assert generation["pad_token_id"] == tokenizer.specials.pad  # the release named none
     assert AutoTokenizer.from_pretrained(tmp_path / "hf").chat_template == CHAT_TEMPLATE
 
 

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from pretrain.cli.runner import UserError, run
+from pretrain.tokenization.loading import NO_LENGTH_LIMIT
 
 log = logging.getLogger(__name__)
-TOKENIZER_INFINITY = 1_000_000_000_000_000_019_884_624_838_656  # transformers' "no limit" model_max_length
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's, for a model whose config names no context length
 DEFAULT_SEED = 1234  # masked LM: the masking seed, the same for a run dir and its export (and for any two runs)
 
@@ -164,7 +164,7 @@ def context_length(config, tokenizer) -> int:
         if getattr(config, name, None) is not None:
             return int(getattr(config, name))
     length = getattr(tokenizer, "model_max_length", None)
-    return int(length) if length is not None and length != TOKENIZER_INFINITY else DEFAULT_MAX_LENGTH
+    return int(length) if length is not None and length != NO_LENGTH_LIMIT else DEFAULT_MAX_LENGTH
 
 
 def _causal(model, args):

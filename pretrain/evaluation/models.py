@@ -102,7 +102,8 @@ def _load(folder: Path, device: str, dtype: str, objective: str | None, run_dir:
     except (OSError, ValueError, TypeError) as exc:
         raise EvalError(f"{folder} has no tokenizer transformers can load ({str(exc).splitlines()[0]}); a model "
                         "folder for pretrain-eval needs its tokenizer beside it (pretrain-export writes it).") from None
-    tokenizer.model_max_length = 1 << 62  # documents are encoded whole and cut into windows here: no length warning
+    # documents are encoded whole and cut into windows here: transformers' too-long warning does not apply
+    tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     auto = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)

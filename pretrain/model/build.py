@@ -76,9 +76,10 @@ def _folder_shape(folder: str, preset: Preset) -> Preset:
 
 def build_model(model: ModelConfig, vocab_size: int, special_ids: Mapping[str, int], *, sentence_order: bool,
                 seed: int, ds_config: dict | None, recompute_layers: int = 0, compile_blocks: bool = False,
-                on_gpu: bool = False, document_mask: bool = False, weights: bool = True) -> PretrainModel:
-    """A fresh (or continued) model; under ZeRO-3 it is created partitioned with zero.Init. ``weights=False``
-    with model.init_from: the folder's architecture without reading its weights (a checkpoint will load).
+                on_gpu: bool = False, document_mask: bool = False, load_weights: bool = True) -> PretrainModel:
+    """A fresh (or continued) model; under ZeRO-3 it is created partitioned with zero.Init.
+    ``load_weights=False`` with model.init_from: the folder's architecture without its weights (a checkpoint
+    will load them).
 
     ``vocab_size`` is the tokenizer's; the embedding is padded to a multiple of model.vocab_multiple.
     ``recompute_layers`` blocks (the first ones) recompute their activations in backward;
@@ -92,9 +93,10 @@ def build_model(model: ModelConfig, vocab_size: int, special_ids: Mapping[str, i
     cls = family.model_class(sentence_order)
     if model.init_from:
         hf = from_pretrained(cls, model.init_from, vocab_size, model.vocab_multiple, model.attention,
-                             ds_config if zero3 else None, weights)
+                             ds_config if zero3 else None, load_weights)
         shape = dataclasses.replace(family.shape_of(hf.config), name=shape.name, vocab=hf.config.vocab_size)  # grown
-        _say_what_the_folder_keeps(model, shape)
+        if load_weights:  # the first launch; a resumed one builds from the run's copy of the folder's config
+            _say_what_the_folder_keeps(model, shape)
     else:
         config = family.hf_config(shape, padded_vocab_size(vocab_size, model.vocab_multiple), special_ids,
                                   model.dropout, model.attention)

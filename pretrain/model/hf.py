@@ -124,17 +124,19 @@ def initialize_weights(model: nn.Module, family: str, n_layers: int, seed: int, 
 
 
 def from_pretrained(cls, folder: str, vocab_size: int, vocab_multiple: int, attention: str,
-                    ds_config: dict | None, weights: bool = True) -> nn.Module:
+                    ds_config: dict | None, load_weights: bool = True) -> nn.Module:
     """Continue from a Hugging Face folder (of the preset's family: ``model_shape`` checks), in fp32 (a release
     saved in bf16 would otherwise load in bf16 and be updated in it); grow the embedding when the tokenizer
-    has more tokens than it has rows. ``weights=False``: the folder's architecture only, its weights left
-    uninitialized for a checkpoint to fill (a resumed run builds from its own copy of the config)."""
+    has more tokens than it has rows. ``load_weights=False``: the folder's architecture only, grown alike,
+    its weights left uninitialized for a checkpoint to fill (a resumed run)."""
     import deepspeed
     from transformers import AutoConfig
     from transformers.integrations import HfDeepSpeedConfig
 
-    if not weights:
+    if not load_weights:
         config = AutoConfig.from_pretrained(folder, attn_implementation=attention)
+        if config.vocab_size < vocab_size:  # as resize_token_embeddings below: the same rows as the first launch
+            config.vocab_size = padded_vocab_size(vocab_size, vocab_multiple)
         with deepspeed.zero.Init(config_dict_or_path=ds_config) if ds_config else nullcontext():
             return create_uninitialized(cls, config)
     keep_alive = HfDeepSpeedConfig(ds_config) if ds_config else None  # makes from_pretrained ZeRO-3 aware

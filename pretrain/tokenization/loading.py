@@ -34,6 +34,7 @@ from pretrain.tokenization.specials import (
 
 log = logging.getLogger(__name__)
 _WHITESPACE_BYTES = ("Ġ", "Ċ", "ĉ", "č")  # byte-level BPE's images of " ", "\n", "\t", "\r"
+NO_LENGTH_LIMIT = 1_000_000_000_000_000_019_884_624_838_656  # transformers' "no limit" model_max_length
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 CARRIED_KEYS = ("chat_template", "padding_side")  # a release's tokenizer_config.json settings that its users rely on
 MORPHEMES_FILE = "morphemes.json"  # written by --morphemes training: the analyzer and the morpheme-start ids
@@ -168,7 +169,7 @@ class LoadedTokenizer:
             "tokenizer_class": {"byte_bpe": "GPT2Tokenizer", "wordpiece": "BertTokenizer"}.get(
                 self.family, "PreTrainedTokenizerFast"),
             **tokens,
-            "model_max_length": model_max_length or 1_000_000_000_000_000_019_884_624_838_656,  # transformers' "none"
+            "model_max_length": model_max_length or NO_LENGTH_LIMIT,
             "clean_up_tokenization_spaces": False,
             "add_prefix_space": False,
             "do_lower_case": self.lowercase,
