@@ -252,10 +252,9 @@ def request_from_config(config: Config, vocab_size: int, world_size: int, ranks_
                                "folder holding a transformers model, or a hub name with the hub reachable") from None
     mlm = shape.objective == "mlm"
     if model.init_from:  # its rows, grown (and padded) to the tokenizer where fewer: what build_model makes
-        from pretrain.model.hf import padded_vocab_size
+        from pretrain.model.hf import continued_rows
 
-        vocab_size = (shape.published_vocab if vocab_size <= shape.published_vocab
-                      else padded_vocab_size(vocab_size, model.vocab_multiple))
+        vocab_size = continued_rows(shape.published_vocab, vocab_size, model.vocab_multiple)
         if data.seq_len > shape.max_positions:  # what validation checks for a preset
             raise PlanError(f"data.seq_len={data.seq_len} exceeds the {shape.max_positions} positions of "
                             f"model.init_from={model.init_from}")

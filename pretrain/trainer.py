@@ -93,7 +93,7 @@ class Trainer:
         self._setup_device()
         self.tokenizer = load_tokenizer(config.data.tokenizer)
         self.state, resume_tag = self._find_checkpoint()
-        self.model_config = self._model_config(resume_tag)
+        self.model_config = self._model_config()
         self._plan_parallelism()
         resume_tag = self._prepare_resume(resume_tag)
         self._build_model_and_engine()
@@ -122,14 +122,14 @@ class Trainer:
         state = checkpoint.read_state(self.checkpoint_dir, tag) if tag else TrainerState()
         return state, tag
 
-    def _model_config(self, resume_tag: str | None) -> ModelConfig:
+    def _model_config(self) -> ModelConfig:
         """The model section the launch builds from. model.init_from names the folder the first launch loaded;
         a resumed launch takes every weight from its checkpoint, so it builds the architecture from the run's
         own copy of that folder's config (RUN_DIR/model, the embedding as grown) and never reads the folder
         again: it may have moved, or be a hub name offline."""
         model = self.config.model
         saved = self.run_dir / "model" / "config.json"
-        if not (resume_tag and model.init_from and saved.exists()):
+        if not (self.state.step and model.init_from and saved.exists()):
             return model
         log.info("resuming: the model is built from %s (model.init_from=%s was read by the first launch)",
                  saved.parent, model.init_from)

@@ -100,16 +100,16 @@ class ChunkEncoder:
             counts = np.fromiter((1 if doc.strip() else 0 for doc in documents), np.int64, len(documents))
             pieces = [doc for doc, n in zip(documents, counts) if n]
         ids = [e.ids for e in self._encode_batch(pieces, add_special_tokens=False)]
+        kept = counts[counts > 0]
         if self.settings.append_eod:
-            ends = np.cumsum(counts[counts > 0])
+            ends = np.cumsum(kept)
             for last in ends - 1:
                 ids[last].append(self.settings.eod_id)
             if self.settings.bos_id is not None:  # as the tokenizer encodes a text for a causal LM
-                for first in ends - counts[counts > 0]:
+                for first in ends - kept:
                     ids[first].insert(0, self.settings.bos_id)
         lengths = np.fromiter(map(len, ids), np.int32, len(ids))
         tokens = np.fromiter(itertools.chain.from_iterable(ids), self.dtype, int(lengths.sum()))
-        kept = counts[counts > 0]
         return EncodedKey(tokens, lengths, kept, int(len(counts) - len(kept)))
 
 

@@ -28,6 +28,12 @@ def padded_vocab_size(tokenizer_size: int, multiple: int) -> int:
     return int(math.ceil(tokenizer_size / multiple) * multiple)
 
 
+def continued_rows(rows: int, tokenizer_size: int, multiple: int) -> int:
+    """A released model's embedding rows once continued with a tokenizer: its own where they suffice, else
+    grown to the tokenizer and padded (model.init_from; the plan sizes the same)."""
+    return rows if tokenizer_size <= rows else padded_vocab_size(tokenizer_size, multiple)
+
+
 def hf_config(preset: Preset, vocab_size: int, special_ids: Mapping[str, int], dropout: float = 0.0,
               attention: str = "sdpa"):
     """A transformers config for a fresh model of this preset with ``vocab_size`` embedding rows."""
@@ -135,15 +141,14 @@ def from_pretrained(cls, folder: str, vocab_size: int, vocab_multiple: int, atte
 
     if not load_weights:
         config = AutoConfig.from_pretrained(folder, attn_implementation=attention)
-        if config.vocab_size < vocab_size:  # as resize_token_embeddings below: the same rows as the first launch
-            config.vocab_size = padded_vocab_size(vocab_size, vocab_multiple)
+        config.vocab_size = continued_rows(config.vocab_size, vocab_size, vocab_multiple)  # as the first launch
         with deepspeed.zero.Init(config_dict_or_path=ds_config) if ds_config else nullcontext():
             return create_uninitialized(cls, config)
     keep_alive = HfDeepSpeedConfig(ds_config) if ds_config else None  # makes from_pretrained ZeRO-3 aware
     hf = cls.from_pretrained(folder, attn_implementation=attention, dtype=torch.float32)
     rows = hf.get_input_embeddings().num_embeddings if not ds_config else hf.config.vocab_size
-    if rows < vocab_size:
-        target = padded_vocab_size(vocab_size, vocab_multiple)
+    target = continued_rows(rows, vocab_size, vocab_multiple)
+    if target != rows:
         log.warning("%s has %d embedding rows but the tokenizer has %d tokens: resizing to %d", folder, rows, vocab_size,
                     target)
         hf.resize_token_embeddings(target)

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ class LoadedTokenizer:
     lowercase: bool = False
     sentencepiece_model: str | None = None  # the .model file, copied along when saving
     encoder_roles: tuple[str, str] | None = None  # set by for_encoder: the roles saved as bos and eos
+    carried: dict = field(default_factory=dict)  # the source's CARRIED_KEYS settings, written again by save
 
     @property
     def vocab_size(self) -> int:
@@ -69,7 +70,8 @@ class LoadedTokenizer:
     def model_ids(self) -> dict[str, int]:
         """The ids a model's config and generation config name: each role's, and "bos" where the tokenizer
         has a BOS (``bos_id``)."""
-        return {**self.specials.ids, **({"bos": self.bos_id} if self.bos_id is not None else {})}
+        bos = self.bos_id
+        return {**self.specials.ids, **({"bos": bos} if bos is not None else {})}
 
     @property
     def bos_id(self) -> int | None:
@@ -174,7 +176,7 @@ class LoadedTokenizer:
             "add_prefix_space": False,
             "do_lower_case": self.lowercase,
             **({"model_input_names": model_input_names} if model_input_names else {}),
-            **_carried_settings(Path(self.source)),
+            **self.carried,
         }
         atomic_write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         atomic_write_text(folder / "special_tokens_map.json", json.dumps(tokens, indent=2, ensure_ascii=False) + "\n")
@@ -216,8 +218,10 @@ def load_tokenizer(path_or_name: str | os.PathLike) -> LoadedTokenizer:
             "tools/train_tokenizer.py or point --tokenizer at a downloaded model folder."
         )
     declared = {role: config_token(config.get(name)) for role in ROLES for name in HF_NAMES[role] if name in config}
-    return from_backend(backend, str(path), {k: v for k, v in declared.items() if v}, lowercase,
-                   str(spm_model) if spm_model else None)
+    loaded = from_backend(backend, str(path), {k: v for k, v in declared.items() if v}, lowercase,
+                          str(spm_model) if spm_model else None)
+    loaded.carried = {key: config[key] for key in CARRIED_KEYS if key in config}
+    return loaded
 
 
 def warn_if_another_vocabulary(tokenizer: LoadedTokenizer, folder: str) -> None:
@@ -283,18 +287,6 @@ def _add_bos_as_configured(backend, config: dict) -> None:
     backend.post_processor = processors.TemplateProcessing(
         single=f"{before}$A{after}", pair=f"{before}$A{after} {before}$B:1{after}",
         special_tokens=[(tokens[role], ids[role]) for role in wanted])
-
-
-def _carried_settings(source: Path) -> dict:
-    """The CARRIED_KEYS a source folder's tokenizer_config.json sets (a hub name or a missing folder: none)."""
-    file = source / "tokenizer_config.json"
-    if not file.is_file():
-        return {}
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return {}
-    return {key: config[key] for key in CARRIED_KEYS if key in config}
 
 
 def _read_config(path: Path) -> dict:

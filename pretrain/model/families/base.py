@@ -49,6 +49,8 @@ class ModelFamily:
     """transformers' ``model_type`` values this family builds and imports (model.init_from, export)."""
     special_roles: tuple[str, ...] = ()
     """The tokenizer's special-token roles the objective uses (pretrain/tokenization/specials.py's ROLES)."""
+    generates: bool = False
+    """A decoder: its export carries a generation config."""
     sequence_wrap: tuple[str, str] | None = None
     """The special-token roles the trainer puts before and after each input sequence (an encoder's [CLS] and
     [SEP]); an exported tokenizer adds them as the model saw them. None: the text alone (decoders)."""
@@ -154,8 +156,14 @@ class ModelFamily:
 
     # ------------------------------------------------------------------------------- export and import
     def generation_config(self, special_ids: Mapping[str, int]):
-        """A transformers GenerationConfig for the exported folder, or None (an encoder generates nothing)."""
-        return None
+        """A transformers GenerationConfig for the exported folder: a decoder's (the tokenizer's BOS where it has
+        one, else end-of-text, as bos; end-of-text as eos), or None (an encoder generates nothing)."""
+        if not self.generates:
+            return None
+        from transformers import GenerationConfig
+
+        return GenerationConfig(bos_token_id=special_ids.get("bos", special_ids["eod"]), eos_token_id=special_ids["eod"],
+                                pad_token_id=special_ids["pad"])
 
     def check_special_ids(self, special_ids: Mapping[str, int]) -> None:
         """Refuse a tokenizer without a special token this family's objective needs."""

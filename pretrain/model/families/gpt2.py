@@ -21,6 +21,7 @@ class GPT2Family(ModelFamily):
     name = "gpt2"
     model_types = ("gpt2",)
     special_roles = ("eod",)
+    generates = True
 
     def hf_config(self, shape: Preset, vocab_size: int, special_ids: Mapping[str, int], dropout: float = 0.0,
                   attention: str = "sdpa"):
@@ -90,8 +91,3 @@ class GPT2Family(ModelFamily):
     def saved_per_token(self, shape: Preset, mode: str, attention: str = "sdpa", masked: bool = False) -> float:
         return SAVED_PER_TOKEN_HIDDEN[mode] * shape.hidden
 
-    def generation_config(self, special_ids: Mapping[str, int]):
-        from transformers import GenerationConfig
-
-        return GenerationConfig(bos_token_id=special_ids.get("bos", special_ids["eod"]), eos_token_id=special_ids["eod"],
-                                pad_token_id=special_ids["pad"])

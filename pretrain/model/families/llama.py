@@ -39,6 +39,7 @@ class LlamaFamily(ModelFamily):
     name = "llama"
     model_types = ("llama",)
     special_roles = ("eod",)
+    generates = True
     gated_mlp = True
     varlen_packing = True
 
@@ -141,11 +142,6 @@ class LlamaFamily(ModelFamily):
         attention adds it to the scores and keeps nothing of it."""
         return MASK_BYTES[mode] if document_mask and attention == "sdpa" else 0.0
 
-    def generation_config(self, special_ids: Mapping[str, int]):
-        from transformers import GenerationConfig
-
-        return GenerationConfig(bos_token_id=special_ids.get("bos", special_ids["eod"]), eos_token_id=special_ids["eod"],
-                                pad_token_id=special_ids["pad"])
 
 
 def rotary_tables(rotary: nn.Module, hidden: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
