@@ -139,7 +139,7 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
         shutil.rmtree(staging, ignore_errors=True)
         raise ExportError(f"{checkpoints / tag} does not match {architecture}: missing {info['missing_keys'][:5]}, "
                           f"unexpected {info['unexpected_keys'][:5]}")
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    tokenizer = load_tokenizer(run_dir / "tokenizer", family.special_roles)
     if family.sequence_wrap:
         tokenizer.for_encoder(*family.sequence_wrap)
     token_types = getattr(model_config, "type_vocab_size", 0) > 0  # BERT's segments; ModernBERT has none
@@ -148,8 +148,8 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
     released = run_dir / "model" / "generation_config.json"  # a continued release's own (model.init_from)
     generation = (GenerationConfig.from_pretrained(released.parent) if released.exists()
                   else family.generation_config(tokenizer.model_ids))
-    if generation is not None and generation.pad_token_id is None and "pad" in tokenizer.specials.ids:
-        generation.pad_token_id = tokenizer.specials.ids["pad"]  # batched generate pads with the tokenizer's own
+    if generation is not None and generation.pad_token_id is None:  # batched generate pads with the tokenizer's own
+        generation.pad_token_id = tokenizer.specials.ids.get("pad", tokenizer.specials.eod)
     if generation is not None:
         generation.save_pretrained(staging)
     record = {"checkpoint": str(checkpoints / tag), "trained": trained}

@@ -95,16 +95,22 @@ CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{{ eos_tok
 
 
 @pytest.fixture(scope="session")
-def llama3_style_tokenizer(tmp_path_factory, tokenizer_dir) -> Path:
-    """``tokenizer_dir``'s BPE laid out as Llama 3 ships its tokenizer: <|begin_of_text|> and <|end_of_text|>
-    added, a post-processor that puts the BOS before every text, both named in tokenizer_config.json, and a
-    chat template there."""
-    from tokenizers import AddedToken, Tokenizer, processors
+def llama3_style_tokenizer(tmp_path_factory, small_corpus) -> Path:
+    """A byte-level BPE of 1,024 tokens laid out as Llama 3 ships its tokenizer: trained by the ``tokenizers``
+    library alone (no <pad>, <s>, </s> or <mask> in it), then <|begin_of_text|>, <|end_of_text|> and two reserved
+    tokens added as special, a post-processor that puts the BOS before every text, bos and eos named in
+    tokenizer_config.json, and a chat template there."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    backend = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    texts = [json.loads(line)["text"] for line in small_corpus.read_text(encoding="utf-8").splitlines()]
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1024, show_progress=False,
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
-    backend.add_special_tokens([AddedToken(bos, special=True, normalized=False),
-                                AddedToken(eos, special=True, normalized=False)])
+    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in
+                                (bos, eos, "<|reserved_special_token_0|>", "<|finetune_right_pad_id|>")])
     backend.post_processor = processors.Sequence([
         processors.ByteLevel(trim_offsets=False),
         processors.TemplateProcessing(single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",

@@ -129,6 +129,7 @@ def sentence_data(request, tmp_path_factory):
     """Sentence datasets of the corpus grown from the demo (with this project's BPE), and of the real
     corpora (with the shared multilingual BPE) where ../shared is present: (dataset, tokenizer)."""
     from pretrain.tokenization import load_tokenizer
+    from pretrain.tokenization.specials import ROLES
 
     if request.param == "grown":
         corpus, tokenizer = request.getfixturevalue("small_corpus"), request.getfixturevalue("tokenizer_dir")
@@ -137,7 +138,7 @@ def sentence_data(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("sentences")
     run_tool("preprocess_data", "--input", corpus, "--tokenizer", tokenizer, "--output-prefix", out / "s",
              "--split-sentences", "--no-progress")
-    return IndexedDataset(out / "s_text_sentence"), load_tokenizer(tokenizer)
+    return IndexedDataset(out / "s_text_sentence"), load_tokenizer(tokenizer, ROLES)  # as a masked LM loads it
 
 
 def mlm_dataset(indexed, tokenizer, whole_word=True, sentence_order=False, samples=400, seq_len=128):
@@ -191,8 +192,9 @@ sys.path.insert(0, {root!r})
 import numpy as np
 from pretrain.data.indexed import IndexedDataset
 from pretrain.tokenization import load_tokenizer
+from pretrain.tokenization.specials import ROLES
 from tests.test_datasets import mlm_dataset
-dataset = mlm_dataset(IndexedDataset({prefix!r}), load_tokenizer({tokenizer!r}), sentence_order=True)
+dataset = mlm_dataset(IndexedDataset({prefix!r}), load_tokenizer({tokenizer!r}, ROLES), sentence_order=True)
 np.savez({out!r}, **{{f"{{i}}.{{k}}": v.numpy() for i in range(99, -1, -1) for k, v in dataset[i].items()}})
 """
 
@@ -359,3 +361,36 @@ def test_data_made_with_another_tokenizers_end_of_text_is_named(tmp_path, tokeni
             assert "set data.tokenizer" in problem and "Otherwise preprocess with --append-eod" in problem
         else:
             assert "Preprocess with --append-eod" in problem and "another tokenizer" not in problem
+
+
+def test_ids_past_the_tokenizer_are_named_and_never_trained(tmp_path, llama3_style_tokenizer):
+    """Data preprocessed when every load added all six roles may hold, where the text had a literal <s>, the id
+    that load gave it: the data check names the token and both fixes. Any id past the tokenizer stops the run at
+    the sample that holds it (the check reads only part of the data), never an index error or a padding row
+    trained silently."""
+    from pretrain.config import DataConfig
+    from pretrain.data.builder import check_datasets
+    from pretrain.data.indexed import DataFileError
+    from pretrain.tokenization import load_tokenizer
+    from pretrain.tokenization.specials import ROLES
+
+    tokenizer = load_tokenizer(llama3_style_tokenizer)
+    rows, eod = tokenizer.vocab_size, tokenizer.specials.eod
+    old_s = load_tokenizer(llama3_style_tokenizer, ROLES).specials.ids["cls"]  # "<s>", as loads before 2026-12 added it
+    rng = np.random.default_rng(5)
+    texts = [[*rng.integers(300, 900, rng.integers(5, 40)).tolist(), eod] for _ in range(60)]
+    for stray, named in ((old_s, "'<s>'"), (rows + 40, "another tokenizer")):
+        docs = [list(t) for t in texts]
+        docs[33][2] = stray
+        indexed = make_dataset(tmp_path, [[doc] for doc in docs], f"stray{stray}")
+        (problem,) = check_datasets(DataConfig(tokenizer=str(llama3_style_tokenizer), prefixes=[str(indexed.prefix)]),
+                                    tokenizer, "clm")
+        assert f"holds token id {stray}" in problem and named in problem
+        if stray == old_s:
+            assert "Preprocess the data again" in problem and "RUN_DIR/tokenizer" in problem
+        lengths = indexed.document_lengths()
+        every = samples_per_epoch(int(lengths.sum()), 16)
+        dataset = GPTDataset(indexed, build_gpt_indices(lengths, 0, 1, 16, seed=1), 16, every, vocab_size=rows)
+        with pytest.raises(DataFileError, match=f"holds token id {stray}, past the {rows} tokens of data.tokenizer"):
+            for i in range(len(dataset)):
+                dataset[i]

@@ -169,6 +169,20 @@ def test_clear_errors(gpt2_folder, documents_file, tokenizer_dir, tmp_path, caps
     assert code == 2 and "bad.jsonl:2" in err
 
 
+def test_a_masked_lm_with_a_tokenizer_that_names_no_mask_is_refused(llama3_style_tokenizer, documents_file, tmp_path,
+                                                                    capsys):
+    """A causal LM's tokenizer (no [CLS], [SEP] or mask) beside a masked LM: the roles scoring would have to add
+    fall within the model's padded rows, so only the tokenizer says they are not the model's."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    tokenizer = load_tokenizer(llama3_style_tokenizer)
+    BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size + 60, hidden_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=64)).save_pretrained(tmp_path / "bert")
+    tokenizer.save(tmp_path / "bert")
+    code, err = exit_code(capsys, tmp_path / "bert", "--input", documents_file)
+    assert code == 2 and "has no cls token the model knows (the folder names none)" in err
+
+
 def test_a_masked_lm_gets_the_masked_token_loss(tmp_path, tokenizer_dir, documents_file):
     """A random tiny BERT: masks drawn as the trainer draws them, the same for the same seed; pieces
     batched with padding score as they do alone; no bits per byte."""

@@ -171,5 +171,7 @@ def test_continued_pretraining_resumes_without_the_released_folder(tmp_path, sma
     run_tool("export_hf", tmp_path / "stopped", tmp_path / "hf")  # the release still elsewhere: its settings kept
     generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
     assert (generation["temperature"], generation["top_p"], generation["do_sample"]) == (0.6, 0.9, True)
-    assert generation["pad_token_id"] == tokenizer.specials.pad  # the release named none
-    assert AutoTokenizer.from_pretrained(tmp_path / "hf").chat_template == CHAT_TEMPLATE
+    assert generation["pad_token_id"] == tokenizer.specials.eod  # the release named none: its end of text, as generate's
+    exported = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert exported.chat_template == CHAT_TEMPLATE and exported.pad_token is None
+    assert len(exported) == len(AutoTokenizer.from_pretrained(llama3_style_tokenizer))  # no special token added

@@ -9,6 +9,7 @@ import unicodedata
 import pytest
 
 from pretrain.tokenization import TokenizerError, load_tokenizer
+from pretrain.tokenization.specials import ROLES
 from pretrain.tokenization.training import TokenizerTrainingOptions, train_tokenizer
 from tests.conftest import grown_documents, read_documents, run_tool
 
@@ -116,32 +117,41 @@ def gpt2_layout(tmp_path_factory, tokenizer_dir):
 
 
 def test_gpt2_layout_gets_special_tokens_added(gpt2_layout):
+    """A causal LM's load (eod only) finds GPT-2's end-of-text and encodes as GPT2Tokenizer does, a literal <s>
+    included; a masked LM's registers the other roles' tokens, which vocab.json has already."""
     from transformers import GPT2Tokenizer
 
     tok = load_tokenizer(gpt2_layout)
     vocab = json.loads((gpt2_layout / "vocab.json").read_text())
     assert tok.family == "byte_bpe"
     assert tok.specials.tokens["eod"] == "<|endoftext|>" and tok.specials.ids["eod"] == vocab["<|endoftext|>"]
-    assert tok.specials.ids["unk"] == tok.specials.ids["eod"]  # GPT-2's convention
-    # the other roles' tokens are in vocab.json already: registered as special, the vocabulary does not grow
+    assert tok.specials.ids == {"eod": vocab["<|endoftext|>"], "unk": vocab["<|endoftext|>"]}  # GPT-2's convention
     assert tok.specials.added == [] and tok.vocab_size == len(vocab)
-    assert [tok.specials.ids[r] for r in ("pad", "cls", "sep", "mask")] == [vocab[t] for t in ("<pad>", "<s>", "</s>", "<mask>")]
     reference = GPT2Tokenizer.from_pretrained(str(gpt2_layout))
-    for text in ["안녕하세요, 세계!", "Grüß Gott, Straße <|endoftext|> Ende", "  spaces\n\tand tabs "]:
+    for text in ["안녕하세요, 세계!", "Grüß Gott, Straße <|endoftext|> Ende", "  spaces\n\tand tabs ", "x <s> y <mask>"]:
         assert tok.encode([text])[0] == reference(text)["input_ids"]
+    masked = load_tokenizer(gpt2_layout, ROLES)
+    # the other roles' tokens are in vocab.json already: registered as special, the vocabulary does not grow
+    assert masked.specials.added == [] and masked.vocab_size == len(vocab)
+    assert [masked.specials.ids[r] for r in ("pad", "cls", "sep", "mask")] == \
+        [vocab[t] for t in ("<pad>", "<s>", "</s>", "<mask>")]
 
 
 @pytest.mark.parametrize("which", ["gpt2_layout", "shared_bpe"])
-def test_saved_folder_round_trips_with_added_tokens(tmp_path, request, which):
+@pytest.mark.parametrize("roles", [("eod",), ROLES], ids=["clm", "mlm"])
+def test_saved_folder_round_trips_with_added_tokens(tmp_path, request, which, roles):
+    """A saved folder names the roles its load found or added, and no other: reloaded it gives the same ids, and
+    AutoTokenizer the same tokens (a causal LM's has no mask or pad token, as the release)."""
     from transformers import AutoTokenizer
 
-    tok = load_tokenizer(request.getfixturevalue(which))
+    tok = load_tokenizer(request.getfixturevalue(which), roles)
     tok.save(tmp_path / "saved")
-    again = load_tokenizer(tmp_path / "saved")
-    assert again.specials.ids == tok.specials.ids and again.specials.added == []
+    again = load_tokenizer(tmp_path / "saved", roles)
+    assert again.specials.ids == tok.specials.ids and again.specials.added == [] and again.vocab_size == tok.vocab_size
     hf = AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
-    assert hf.mask_token_id == tok.specials.ids["mask"] and hf.eos_token_id == tok.specials.eod
-    assert hf("Hallo Welt")["input_ids"] == tok.encode(["Hallo Welt"])[0]
+    assert len(hf) == tok.vocab_size and hf.eos_token_id == tok.specials.eod
+    assert hf.mask_token_id == tok.specials.ids.get("mask") and hf.pad_token_id == tok.specials.ids.get("pad")
+    assert hf("Hallo Welt <s>")["input_ids"] == tok.encode(["Hallo Welt <s>"])[0]
 
 
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece", "spm-unigram"])
@@ -277,12 +287,74 @@ def test_cli_trains_and_refuses_to_overwrite(tmp_path, small_corpus):
 
 
 def test_shared_gpt2_layout_gets_special_tokens_added(shared_bpe):
-    """The real multilingual BPE (GPT-2's layout and its 50,257 tokens)."""
+    """The real multilingual BPE (GPT-2's layout; its vocab.json has 50,256 tokens and no end-of-text): a causal
+    LM's load adds only the end-of-text; a masked LM's adds the other roles it lacks after it."""
     from transformers import GPT2Tokenizer
 
     tok = load_tokenizer(shared_bpe)
-    assert tok.specials.ids["eod"] == 50256 and tok.specials.ids["unk"] == 50256
-    assert len(tok.specials.added) == 5 and tok.vocab_size == 50261
+    assert tok.specials.ids == {"eod": 50256, "unk": 50256} and tok.specials.added == ["eod"] and tok.vocab_size == 50257
+    masked = load_tokenizer(shared_bpe, ROLES)
+    assert masked.specials.added == ["eod", "pad", "cls", "sep", "mask"] and masked.vocab_size == 50261
     reference = GPT2Tokenizer.from_pretrained(str(shared_bpe))
-    for text in ["안녕하세요, 세계!", "Grüß Gott, Straße <|endoftext|> Ende"]:
+    for text in ["안녕하세요, 세계!", "Grüß Gott, Straße <|endoftext|> Ende", "a literal <s> and <pad>"]:
         assert tok.encode([text])[0] == reference(text)["input_ids"]
+
+
+LITERALS = "x <s> y </s> z <mask> <pad> [MASK] [SEP] <unk> w"  # special tokens elsewhere, plain text to a release
+
+
+def test_a_causal_lm_keeps_a_releases_vocabulary(llama3_style_tokenizer):
+    """A release laid out as Llama 3's (no <pad>, <s>, </s>, <mask>): a causal LM's load adds nothing, so the
+    vocabulary (and a continued model's embedding) keeps the release's size, and text holding those strings
+    encodes as the release encodes it. A masked LM's load appends the four roles it needs after the vocabulary."""
+    from transformers import AutoTokenizer
+
+    release = AutoTokenizer.from_pretrained(str(llama3_style_tokenizer))
+    tok = load_tokenizer(llama3_style_tokenizer)
+    eod = release.eos_token_id
+    assert tok.vocab_size == len(release) and tok.specials.added == []
+    assert tok.specials.ids == {"eod": eod, "unk": eod}
+    assert tok.encode([LITERALS])[0] == release(LITERALS, add_special_tokens=False)["input_ids"]
+    assert max(tok.encode([LITERALS])[0]) < len(release)
+    masked = load_tokenizer(llama3_style_tokenizer, ROLES)
+    assert masked.specials.added == ["pad", "cls", "sep", "mask"] and masked.vocab_size == len(release) + 4
+    with pytest.raises(AttributeError, match="no mask token: load it with roles="):
+        getattr(tok.specials, "mask")  # noqa: B009 - the attribute access is the test
+
+
+@pytest.mark.parametrize("which", ["bpe", "wordpiece", "spm-unigram", "gpt2_layout", "llama3_style_tokenizer"])
+def test_roles_append_after_the_vocabulary_and_never_renumber(trained, request, which):
+    """Loads of one folder with fewer roles (preprocessing's, a causal LM's) and with all of them (a masked LM's)
+    give every token the first has the same id, and the same id to every role both have: data preprocessed with
+    the one means the same to a model trained with the other. This project's tokenizers have every role."""
+    folder = trained[which] if which in trained else request.getfixturevalue(which)
+    lean, full = load_tokenizer(folder), load_tokenizer(folder, ROLES)
+    assert lean.specials.ids.items() <= full.specials.ids.items()
+    full_vocab = full.backend.get_vocab(with_added_tokens=True)
+    assert all(full_vocab[token] == index for token, index in lean.backend.get_vocab(with_added_tokens=True).items())
+    assert min((full.specials.ids[role] for role in full.specials.added), default=lean.vocab_size) >= lean.vocab_size
+    if which in trained:
+        assert lean.vocab_size == full.vocab_size and lean.specials.ids == full.specials.ids
+        assert lean.encode([LITERALS]) == full.encode([LITERALS])
+
+
+def test_a_run_keeps_the_roles_its_first_launch_saved(llama3_style_tokenizer, tmp_path):
+    """Every launch of a run loads data.tokenizer with its family's roles and those RUN_DIR/tokenizer names: a
+    causal LM's run begun when every load added all six keeps their ids and its vocabulary on a resume."""
+    from pretrain.tokenization import run_roles
+
+    run = tmp_path / "run"
+    assert run_roles(("eod",), run) == ("eod",) and run_roles(ROLES, run) == ROLES
+    load_tokenizer(llama3_style_tokenizer, ROLES).save(run / "tokenizer")  # what an earlier version saved
+    assert run_roles(("eod",), run) == ROLES
+    load_tokenizer(llama3_style_tokenizer).save(run / "tokenizer")  # this version's
+    assert run_roles(("eod",), run) == ("eod", "unk")
+
+
+def test_a_decoder_without_a_pad_token_generates_with_end_of_text_as_pad():
+    from pretrain.model.families import get_family
+
+    for name in ("gpt2", "llama"):
+        generation = get_family(name).generation_config({"eod": 5, "unk": 5})
+        assert (generation.eos_token_id, generation.pad_token_id, generation.bos_token_id) == (5, 5, 5)
+        assert get_family(name).generation_config({"eod": 5, "pad": 7, "bos": 3}).pad_token_id == 7

@@ -183,19 +183,21 @@ def _masked(model, args):
     from pretrain.evaluation.scoring import MaskedSetup, score_masked
     from pretrain.export import recorded_training
     from pretrain.tokenization import load_tokenizer
+    from pretrain.tokenization.specials import ROLES
 
     trained = recorded_training(model.folder)  # a run dir is scored through its export too
     mask_prob = args.mask_prob or (trained["mask_prob"] if trained else family_mask_prob(model.model.config))
     seed = DEFAULT_SEED if args.seed is None else args.seed
     whole_word = trained["whole_word_masking"] if trained else True
     unit = trained["whole_word_unit"] if trained else "eojeol"
-    tokenizer = load_tokenizer(model.folder)  # the project's view: special roles and word starts
+    tokenizer = load_tokenizer(model.folder, ROLES)  # the project's view: special roles and word starts
     ids = tokenizer.specials.ids
     rows = model.model.config.vocab_size
     for role in ("cls", "sep", "mask"):
-        if ids[role] >= rows:
-            raise EvalError(f"the tokenizer of {model.folder} has no {role} token the model knows (id {ids[role]} >= "
-                            f"{rows} rows): is it a masked LM's tokenizer?")
+        if ids[role] >= rows or role in tokenizer.specials.added:
+            why = "the folder names none" if role in tokenizer.specials.added else f"id {ids[role]} >= {rows} rows"
+            raise EvalError(f"the tokenizer of {model.folder} has no {role} token the model knows ({why}): is it a "
+                            "masked LM's tokenizer?")
     special = np.array(sorted(set(ids.values())))
     random_ids = np.setdiff1d(np.arange(min(tokenizer.vocab_size, rows)), special)
     masking = MaskingSpec(ids["mask"], mask_prob, whole_word, tokenizer.unit_starts(unit), random_ids)

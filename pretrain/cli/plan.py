@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     validate(config, args.gpus_per_node * args.nodes, with_data=False)  # every problem at once, exit 2
     vocab = args.vocab_size
     if args.tokenizer:
+        from pretrain.model.families import get_family
         from pretrain.tokenization import load_tokenizer
 
-        vocab = load_tokenizer(args.tokenizer).vocab_size
+        roles = get_family(get_preset(config.model.preset).family).special_roles  # the trainer's vocabulary
+        vocab = load_tokenizer(args.tokenizer, roles).vocab_size
     world = args.gpus_per_node * args.nodes
     try:
         request = request_from_config(config, vocab or 0, world, args.gpus_per_node, args.gpu_memory * GIB)

@@ -85,14 +85,17 @@ def preflight(config) -> None:
     """Checks that need the tokenizer: the data was made with it and suits the objective."""
     from pretrain.config import ConfigError
     from pretrain.data.builder import check_datasets
+    from pretrain.model.families import get_family
     from pretrain.presets import get_preset
-    from pretrain.tokenization import TokenizerError, load_tokenizer
+    from pretrain.tokenization import TokenizerError, load_tokenizer, run_roles
 
+    preset = get_preset(config.model.preset)
     try:
-        tokenizer = load_tokenizer(config.data.tokenizer)
+        tokenizer = load_tokenizer(config.data.tokenizer, run_roles(get_family(preset.family).special_roles,
+                                                                    config.run.dir))
     except TokenizerError as exc:
         raise ConfigError([f"data.tokenizer: {exc}"]) from None
-    problems = check_datasets(config.data, tokenizer, get_preset(config.model.preset).objective)
+    problems = check_datasets(config.data, tokenizer, preset.objective)
     if problems:
         raise ConfigError(problems)
 

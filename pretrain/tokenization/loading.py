@@ -161,10 +161,11 @@ class LoadedTokenizer:
             target = folder / Path(self.sentencepiece_model).name
             if not target.exists() or not target.samefile(self.sentencepiece_model):
                 shutil.copyfile(self.sentencepiece_model, target)
-        tokens = {HF_CONFIG_KEYS[role]: self.specials.tokens[role] for role in ROLES}
+        tokens = {HF_CONFIG_KEYS[role]: self.specials.tokens[role] for role in ROLES if role in self.specials.tokens}
         bos = self.bos_id
         tokens["bos_token"] = (self.backend.id_to_token(bos) if bos is not None
-                               else self.specials.tokens["cls" if self.family != "byte_bpe" else "eod"])
+                               else self.specials.tokens.get("cls" if self.family != "byte_bpe" else "eod",
+                                                             self.specials.tokens["eod"]))
         if self.encoder_roles:
             tokens["bos_token"], tokens["eos_token"] = (self.specials.tokens[role] for role in self.encoder_roles)
         config = {
@@ -182,15 +183,16 @@ class LoadedTokenizer:
         atomic_write_text(folder / "special_tokens_map.json", json.dumps(tokens, indent=2, ensure_ascii=False) + "\n")
 
 
-def load_tokenizer(path_or_name: str | os.PathLike) -> LoadedTokenizer:
-    """Load a tokenizer folder (or file inside one) or a hub name; make sure all roles exist."""
+def load_tokenizer(path_or_name: str | os.PathLike, roles: tuple[str, ...] = ("eod",)) -> LoadedTokenizer:
+    """Load a tokenizer folder (or file inside one) or a hub name, adding the special ``roles`` it lacks (an
+    end-of-document token always; see pretrain/tokenization/specials.py)."""
     from tokenizers import Tokenizer
 
     path = Path(path_or_name).expanduser()
     if path.is_file():
         path = path.parent
     if not path.exists():
-        return _from_hub(os.path.expanduser(str(path_or_name)))
+        return _from_hub(os.path.expanduser(str(path_or_name)), roles)
     if not path.is_dir():
         raise TokenizerError(f"{path_or_name} is neither a tokenizer folder nor a file inside one.")
     config = _read_config(path)
@@ -219,7 +221,7 @@ def load_tokenizer(path_or_name: str | os.PathLike) -> LoadedTokenizer:
         )
     declared = {role: config_token(config.get(name)) for role in ROLES for name in HF_NAMES[role] if name in config}
     loaded = from_backend(backend, str(path), {k: v for k, v in declared.items() if v}, lowercase,
-                          str(spm_model) if spm_model else None)
+                          str(spm_model) if spm_model else None, roles)
     loaded.carried = {key: config[key] for key in CARRIED_KEYS if key in config}
     return loaded
 
@@ -248,12 +250,22 @@ def warn_if_another_vocabulary(tokenizer: LoadedTokenizer, folder: str) -> None:
                     theirs[first])
 
 
-def from_backend(backend, source: str, declared: dict[str, str], lowercase: bool, spm_model: str | None) -> LoadedTokenizer:
-    """Wrap a ``tokenizers.Tokenizer``: detect its family and make sure every special role exists."""
+def run_roles(family_roles: tuple[str, ...], run_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The roles a training run loads data.tokenizer with: its model family's, and every role its first launch
+    saved in RUN_DIR/tokenizer, so that every launch of a run gives the same ids (a run begun when every load
+    added all six roles keeps them)."""
+    saved = _read_config(Path(run_dir) / "tokenizer")
+    return tuple(role for role in ROLES if role in family_roles or config_token(saved.get(HF_CONFIG_KEYS[role])))
+
+
+def from_backend(backend, source: str, declared: dict[str, str], lowercase: bool, spm_model: str | None,
+                 roles: tuple[str, ...] = ("eod",)) -> LoadedTokenizer:
+    """Wrap a ``tokenizers.Tokenizer``: detect its family, find its special roles and add those of ``roles`` it
+    lacks."""
     family = tokenizer_family(backend)
-    specials = resolve_specials(backend, family, declared)
+    specials = resolve_specials(backend, family, declared, roles)
     if specials.added:
-        log.warning("tokenizer %s lacked special tokens a model needs; added %s", source, ", ".join(specials.added))
+        log.warning("tokenizer %s lacked special tokens a model needs; added %s", source, specials.describe_added())
     return LoadedTokenizer(backend, family, source, specials, lowercase, spm_model)
 
 
@@ -349,7 +361,7 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, nfc: bool = False
     return backend
 
 
-def _from_hub(name: str) -> LoadedTokenizer:
+def _from_hub(name: str, roles: tuple[str, ...]) -> LoadedTokenizer:
     path = Path(name)
 
     def missing() -> str:
@@ -374,4 +386,4 @@ def _from_hub(name: str) -> LoadedTokenizer:
     if backend is None:
         raise TokenizerError(f"{name} has no fast (tokenizers) version; convert it or pass its folder.")
     declared = {role: getattr(hf, name, None) for role in ROLES for name in HF_NAMES[role]}
-    return from_backend(backend, name, {k: str(v) for k, v in declared.items() if v}, False, None)
+    return from_backend(backend, name, {k: str(v) for k, v in declared.items() if v}, False, None, roles)

@@ -1,15 +1,21 @@
 """Special tokens a model needs, found in a tokenizer's files or added (and said so).
 
-Every loaded tokenizer ends up with all six roles, so preprocessing and training add the same
-tokens in the same order and agree on their ids whatever the objective:
+Six roles:
 
     eod   end of document, appended by --append-eod and separating packed CLM documents
     pad   padding                     cls / sep   [CLS] A [SEP] B [SEP] of MLM samples
     mask  the MLM mask token          unk         unknown token
 
 A role is taken, in order, from the tokenizer's config files, from a well-known token already in
-the vocabulary, from an alias within the family (GPT-2 uses end-of-text as unknown; WordPiece uses
-[SEP] as end of document), or else it is added as a new special token at the end of the vocabulary.
+the vocabulary, or from an alias within the family (GPT-2 uses end-of-text as unknown; WordPiece uses
+[SEP] as end of document). A role found none of these ways is added as a new special token at the end
+of the vocabulary only when the caller asks for it (``roles``, a model family's ``special_roles``; eod
+always). A causal LM asks for eod alone, so a released tokenizer (Llama's, GPT-2's) keeps its vocabulary
+and encodes a literal "<s>" or "<mask>" in text as the release does; a masked LM asks for all six.
+
+Added roles follow the vocabulary in ROLES order, eod first. So every load of one folder gives its tokens
+the same ids, and what a load with fewer roles lacks lies past its vocabulary: the ids preprocessing
+writes (its load asks for eod alone) mean the same to every training run.
 """
 
 from __future__ import annotations
@@ -47,16 +53,21 @@ HF_CONFIG_KEYS = {"eod": "eos_token", "pad": "pad_token", "cls": "cls_token", "s
 
 @dataclass
 class SpecialTokens:
-    """The token string and id of each role, plus what had to be added."""
+    """The token string and id of each role found or added, and the roles that had to be added."""
 
     tokens: dict[str, str] = field(default_factory=dict)
     ids: dict[str, int] = field(default_factory=dict)
-    added: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)  # roles whose token this load appended to the vocabulary
 
     def __getattr__(self, role: str) -> int:
-        if role in ROLES:
+        if role in ROLES and role in self.ids:
             return self.ids[role]
+        if role in ROLES:
+            raise AttributeError(f"the tokenizer has no {role} token: load it with roles=(..., {role!r})")
         raise AttributeError(role)
+
+    def describe_added(self) -> str:
+        return ", ".join(f"{self.tokens[role]} (id {self.ids[role]}) as {role}" for role in self.added)
 
 
 def config_token(value) -> str | None:
@@ -66,8 +77,9 @@ def config_token(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def resolve_specials(backend, family: str, declared: dict[str, str]) -> SpecialTokens:
-    """Find or add every role on ``backend`` (a ``tokenizers.Tokenizer``, modified in place).
+def resolve_specials(backend, family: str, declared: dict[str, str], roles=("eod",)) -> SpecialTokens:
+    """Find every role on ``backend`` (a ``tokenizers.Tokenizer``, modified in place), and add those of ``roles``
+    (and eod) it lacks.
 
     Chosen tokens are registered as special (split out of text, skipped when decoding), as
     Hugging Face's tokenizers do with the tokens named in their config.
@@ -92,13 +104,15 @@ def resolve_specials(backend, family: str, declared: dict[str, str]) -> SpecialT
         if token is None and role in aliases:
             token = specials.tokens.get(aliases[role]) or find(aliases[role])
         if token is None:
+            if role != "eod" and role not in roles:
+                continue
             token = DEFAULTS.get(family, DEFAULTS["sentencepiece"])[role]
         if token not in registered:
             backend.add_special_tokens([AddedToken(token, special=True, normalized=False)])
             registered.add(token)
             if token not in vocab:
                 vocab = backend.get_vocab(with_added_tokens=True)
-                specials.added.append(f"{token} (id {vocab[token]}) as {role}")
+                specials.added.append(role)
         specials.tokens[role] = token
         specials.ids[role] = vocab[token]
     return specials

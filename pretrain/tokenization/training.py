@@ -37,6 +37,7 @@ from pretrain.corpus.types import InputError, InputFile
 from pretrain.tokenization.loading import MORPHEMES_FILE, LoadedTokenizer, from_backend, sentencepiece_to_tokenizers
 from pretrain.tokenization.morpheme_starts import HeldBack, morpheme_starts
 from pretrain.tokenization.morphemes import DEFAULT_ANALYZER, MARKER, mark_documents
+from pretrain.tokenization.specials import ROLES
 
 log = logging.getLogger(__name__)
 KINDS = ("bpe", "wordpiece", "spm-unigram", "spm-bpe")
@@ -224,7 +225,7 @@ def _train_hf(options: TokenizerTrainingOptions, texts: Iterator[str], vocab_siz
             backend.post_processor = processors.TemplateProcessing(
                 single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
                 special_tokens=[(cls, backend.token_to_id(cls)), (sep, backend.token_to_id(sep))])
-    return from_backend(backend, options.output, {}, options.lowercase, None)
+    return from_backend(backend, options.output, {}, options.lowercase, None, ROLES)  # ours have every role
 
 
 def _continuations(backend, vocab_size: int) -> dict[str, int]:
@@ -267,7 +268,7 @@ def _train_sentencepiece(options: TokenizerTrainingOptions, texts: Iterator[str]
     sample.unlink()
     model_file = staging / "spm.model"
     backend = sentencepiece_to_tokenizers(model_file, nfc=options.normalization == "nfc")
-    return from_backend(backend, options.output, {}, False, str(model_file))
+    return from_backend(backend, options.output, {}, False, str(model_file), ROLES)
 
 
 def _spm_train(options: TokenizerTrainingOptions, sample: Path, staging: Path, vocab_size: int,

@@ -157,13 +157,14 @@ class ModelFamily:
     # ------------------------------------------------------------------------------- export and import
     def generation_config(self, special_ids: Mapping[str, int]):
         """A transformers GenerationConfig for the exported folder: a decoder's (the tokenizer's BOS where it has
-        one, else end-of-text, as bos; end-of-text as eos), or None (an encoder generates nothing)."""
+        one, else end-of-text, as bos; end-of-text as eos; its pad, else end-of-text), or None (an encoder generates nothing)."""
         if not self.generates:
             return None
         from transformers import GenerationConfig
 
-        return GenerationConfig(bos_token_id=special_ids.get("bos", special_ids["eod"]), eos_token_id=special_ids["eod"],
-                                pad_token_id=special_ids["pad"])
+        eod = special_ids["eod"]  # also the pad of a tokenizer without one (GPT-2's, Llama 3's), as generate's own
+        return GenerationConfig(bos_token_id=special_ids.get("bos", eod), eos_token_id=eod,
+                                pad_token_id=special_ids.get("pad", eod))
 
     def check_special_ids(self, special_ids: Mapping[str, int]) -> None:
         """Refuse a tokenizer without a special token this family's objective needs."""

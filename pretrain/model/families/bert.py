@@ -11,6 +11,7 @@ from torch import nn
 from pretrain.model.families.base import ModelFamily
 from pretrain.model.families.masks import mask_dtype
 from pretrain.presets import Preset
+from pretrain.tokenization.specials import ROLES
 
 # bytes a BertLayer saves for backward per (token x hidden), measured (tests/test_planner.py)
 SAVED_PER_TOKEN_HIDDEN = {"half": 32.25, "autocast": 43.4, "fp32": 64.4}
@@ -19,7 +20,7 @@ SAVED_PER_TOKEN_HIDDEN = {"half": 32.25, "autocast": 43.4, "fp32": 64.4}
 class BertFamily(ModelFamily):
     name = "bert"
     model_types = ("bert",)
-    special_roles = ("cls", "sep", "mask", "pad")
+    special_roles = ROLES  # pads, wraps and masks; every role's id is kept out of random replacement
     sequence_wrap = ("cls", "sep")
 
     def hf_config(self, shape: Preset, vocab_size: int, special_ids: Mapping[str, int], dropout: float = 0.0,

@@ -27,6 +27,7 @@ from torch import nn
 from pretrain.model.families.base import FLASH, MASK_BYTES, ROTARY_BYTES, ModelFamily, scaled_output_std
 from pretrain.model.families.masks import mask_dtype, varlen_arguments
 from pretrain.presets import Preset
+from pretrain.tokenization.specials import ROLES
 
 NORM_EPS = 1e-5
 LOCAL_WINDOW = 128  # tokens a local layer sees: 64 either side (transformers' config.local_attention)
@@ -54,7 +55,7 @@ SAVED_OUTSIDE = {"fp32": (8.0, 24.0), "autocast": (8.0, 24.0), "half": (4.0, 16.
 class ModernBertFamily(ModelFamily):
     name = "modernbert"
     model_types = ("modernbert",)
-    special_roles = ("cls", "sep", "mask", "pad")
+    special_roles = ROLES  # pads, wraps and masks; every role's id is kept out of random replacement
     sequence_wrap = ("cls", "sep")
     gated_mlp = True
     varlen_packing = True
