@@ -126,19 +126,22 @@ class LoadedTokenizer:
         """Make the saved tokenizer a masked LM's, as the model saw its inputs: a text with special tokens is
         ``before`` text ``after`` (a pair ``before`` A ``after`` B ``after``, B's type id 1), whatever the
         vocabulary (a byte-level BPE adds nothing by itself); those roles' tokens are its bos and eos (not a
-        causal LM's end-of-text); and a byte-level BPE's mask token takes the space before it, as RoBERTa's and
-        ModernBERT's do, since the masked token was a whole ``Ġword`` (WordPiece drops spaces anyway). Ids of
-        text without special tokens are unchanged."""
+        causal LM's end-of-text); and a mask token in text stands where a whole word was masked in training
+        (WordPiece drops spaces anyway): a byte-level BPE's takes the space before it, as RoBERTa's and
+        ModernBERT's do (the word was ``Ġword``); a SentencePiece's the spaces on both sides, as the word was
+        ``▁word`` and the next one's ``▁`` comes back with the text after. Ids of text without special tokens are
+        unchanged."""
         from tokenizers import AddedToken, processors
 
         first, last = self.specials.tokens[before], self.specials.tokens[after]
         template = processors.TemplateProcessing(
             single=f"{first} $A {last}", pair=f"{first} $A {last} $B:1 {last}:1",
             special_tokens=[(first, self.specials.ids[before]), (last, self.specials.ids[after])])
-        if self.family == "byte_bpe":  # keep the byte-level offsets step; the mask takes the space before it
+        if self.family == "byte_bpe":  # keep the byte-level offsets step
             template = processors.Sequence([processors.ByteLevel(trim_offsets=False), template])
+        if self.family != "wordpiece":
             self.backend.add_special_tokens([AddedToken(self.specials.tokens["mask"], special=True, normalized=False,
-                                                        lstrip=True)])
+                                                        lstrip=True, rstrip=self.family == "sentencepiece")])
         self.backend.post_processor = template
         self.encoder_roles = (before, after)
 
