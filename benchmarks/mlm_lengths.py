@@ -27,12 +27,12 @@ SHARED = ROOT.parent / "shared"
 def sample_lengths(prefix: Path, tokenizer: str, seq_len: int, samples: int) -> list[int]:
     from pretrain.config import DataConfig
     from pretrain.data.builder import SplitSizes, build_datasets
+    from pretrain.model.families import get_family
     from pretrain.tokenization import load_tokenizer
-    from pretrain.tokenization.specials import ROLES
 
     data = DataConfig(tokenizer=tokenizer, prefixes=[str(prefix)], seq_len=seq_len, split="100,0,0", mask_prob=0.15)
-    train = build_datasets(data, load_tokenizer(tokenizer, ROLES), "mlm", 1234, SplitSizes(samples, 0, 0),
-                           may_build_index=True)["train"]
+    tokenizer = load_tokenizer(tokenizer, get_family("bert").tokenizer_roles)  # as a BERT run loads it
+    train = build_datasets(data, tokenizer, "mlm", 1234, SplitSizes(samples, 0, 0), may_build_index=True)["train"]
     return [int(train[i]["attention_mask"].sum()) for i in range(min(samples, len(train)))]
 
 

@@ -131,7 +131,7 @@ def hf_worker(raw_args: str, data: str, run_dir: str) -> None:
     config = load_config(None, [o for o in overrides(args, data, Path(run_dir)) if "=" in o][0:])
     world = int(os.environ.get("WORLD_SIZE", 1))
     preset = get_preset(config.model.preset)
-    tokenizer = load_tokenizer(config.data.tokenizer, get_family(preset.family).special_roles)  # as the trainer
+    tokenizer = load_tokenizer(config.data.tokenizer, get_family(preset.family).tokenizer_roles)  # as the trainer
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
     memory = device_memory_bytes(config.train.device_memory_gib, device, world)  # as the trainer sizes its plan
     plan = choose_plan(request_from_config(config, tokenizer.vocab_size, world, world, memory))  # the same plan as ours
@@ -218,7 +218,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="throughput-"))
     args.tokenizer = args.tokenizer or default_tokenizer(work)
     preset = get_preset(args.preset)
-    tokenizer = load_tokenizer(args.tokenizer, get_family(preset.family).special_roles)
+    tokenizer = load_tokenizer(args.tokenizer, get_family(preset.family).tokenizer_roles)
     data = make_data(work, tokenizer.vocab_size, tokenizer.specials.eod,
                      2 * args.steps * args.micro_batch * args.ranks * args.accumulation * (args.seq_len + 1) + 100_000)
     tokens = args.micro_batch * args.ranks * args.accumulation * args.seq_len

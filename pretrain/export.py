@@ -139,7 +139,7 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
         shutil.rmtree(staging, ignore_errors=True)
         raise ExportError(f"{checkpoints / tag} does not match {architecture}: missing {info['missing_keys'][:5]}, "
                           f"unexpected {info['unexpected_keys'][:5]}")
-    tokenizer = load_tokenizer(run_dir / "tokenizer", family.special_roles)
+    tokenizer = load_tokenizer(run_dir / "tokenizer", family.tokenizer_roles)
     if family.sequence_wrap:
         tokenizer.for_encoder(*family.sequence_wrap)
     token_types = getattr(model_config, "type_vocab_size", 0) > 0  # BERT's segments; ModernBERT has none

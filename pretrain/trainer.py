@@ -92,9 +92,10 @@ class Trainer:
         self.preset = get_preset(config.model.preset)
         self.stop_signal: int | None = None
         self._setup_device()
-        self.tokenizer = load_tokenizer(config.data.tokenizer,
-                                        run_roles(get_family(self.preset.family).special_roles, self.run_dir))
         self.state, resume_tag = self._find_checkpoint()
+        # a resumed launch keeps the roles its run saved; a first launch ignores a tokenizer a failed one left
+        roles = run_roles(get_family(self.preset.family).tokenizer_roles, self.run_dir if resume_tag else None)
+        self.tokenizer = load_tokenizer(config.data.tokenizer, roles)
         self.model_config = self._model_config()
         self._plan_parallelism()
         resume_tag = self._prepare_resume(resume_tag)

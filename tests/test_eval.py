@@ -183,6 +183,27 @@ def test_a_masked_lm_with_a_tokenizer_that_names_no_mask_is_refused(llama3_style
     assert code == 2 and "has no cls token the model knows (the folder names none)" in err
 
 
+def test_a_prefix_with_ids_past_the_tokenizer_is_refused_within_the_models_rows(tokenizer_dir, tmp_path, capsys):
+    """A model's embedding padded past its tokenizer (as every export is) has rows that stand for no token: data
+    holding those ids (made with another tokenizer, or by a version that added special tokens) is refused, not
+    scored with their bytes missing."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from pretrain.data.indexed import IndexedDatasetWriter
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    size = tokenizer.vocab_size
+    GPT2LMHeadModel(GPT2Config(vocab_size=size + 40, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(
+        tmp_path / "gpt2")
+    tokenizer.save(tmp_path / "gpt2")
+    with IndexedDatasetWriter(str(tmp_path / "old"), np.uint16) as writer:
+        for document in ([5, 6, 7, tokenizer.specials.eod], [8, size + 3, 9, tokenizer.specials.eod]):
+            writer.add_document([document])
+        writer.finalize()
+    code, err = exit_code(capsys, tmp_path / "gpt2", "--input", tmp_path / "old")
+    assert code == 2 and f"document 1 holds token id {size + 3}, but the model and its tokenizer know only {size}" in err
+
+
 def test_a_masked_lm_gets_the_masked_token_loss(tmp_path, tokenizer_dir, documents_file):
     """A random tiny BERT: masks drawn as the trainer draws them, the same for the same seed; pieces
     batched with padding score as they do alone; no bits per byte."""

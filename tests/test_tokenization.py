@@ -341,14 +341,15 @@ def test_roles_append_after_the_vocabulary_and_never_renumber(trained, request, 
 
 
 def test_a_run_keeps_the_roles_its_first_launch_saved(llama3_style_tokenizer, tmp_path):
-    """Every launch of a run loads data.tokenizer with its family's roles and those RUN_DIR/tokenizer names: a
-    causal LM's run begun when every load added all six keeps their ids and its vocabulary on a resume."""
+    """A resumed launch loads data.tokenizer with its family's roles and those RUN_DIR/tokenizer names: a causal
+    LM's run begun when every load added all six keeps their ids and its vocabulary."""
     from pretrain.tokenization import run_roles
 
     run = tmp_path / "run"
     assert run_roles(("eod",), run) == ("eod",) and run_roles(ROLES, run) == ROLES
     load_tokenizer(llama3_style_tokenizer, ROLES).save(run / "tokenizer")  # what an earlier version saved
     assert run_roles(("eod",), run) == ROLES
+    assert run_roles(("eod",), None) == ("eod",)  # a first launch: a tokenizer a failed one left is not the run's
     load_tokenizer(llama3_style_tokenizer).save(run / "tokenizer")  # this version's
     assert run_roles(("eod",), run) == ("eod", "unk")
 

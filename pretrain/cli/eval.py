@@ -104,7 +104,8 @@ def evaluate(model, found: list, options, args) -> dict:
     total = Totals(args.per_document)
     for item in found:
         log.info("scoring %s", item.spec)
-        totals = scorer(_documents(model, item, options, args.limit, config.vocab_size))
+        # ids the tokenizer knows: a model's padded rows past it stand for no token
+        totals = scorer(_documents(model, item, options, args.limit, min(config.vocab_size, len(model.tokenizer))))
         total.add(totals)
         report["inputs"].append({"input": item.spec, "kind": item.kind, **totals.figures(model.objective)})
     report["total"] = total.figures(model.objective)

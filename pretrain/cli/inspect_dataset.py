@@ -26,8 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = None
     if args.tokenizer:
         from pretrain.tokenization import load_tokenizer
+        from pretrain.tokenization.specials import ROLES
 
-        tokenizer = load_tokenizer(args.tokenizer)
+        # every role: data written when loads added them shows them (roles added after the vocabulary never renumber)
+        tokenizer = load_tokenizer(args.tokenizer, ROLES, quiet=True)
     for k in args.document:
         if not -dataset.num_documents <= k < dataset.num_documents:
             raise UserError(f"document {k} does not exist: the dataset has {dataset.num_documents} documents.")

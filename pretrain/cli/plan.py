@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     vocab = args.vocab_size
     if args.tokenizer:
         from pretrain.model.families import get_family
-        from pretrain.tokenization import load_tokenizer
+        from pretrain.tokenization import load_tokenizer, run_roles
 
-        roles = get_family(get_preset(config.model.preset).family).special_roles  # the trainer's vocabulary
-        vocab = load_tokenizer(args.tokenizer, roles).vocab_size
+        roles = get_family(get_preset(config.model.preset).family).tokenizer_roles  # the trainer's vocabulary
+        vocab = load_tokenizer(args.tokenizer, run_roles(roles, config.run.dir)).vocab_size
     world = args.gpus_per_node * args.nodes
     try:
         request = request_from_config(config, vocab or 0, world, args.gpus_per_node, args.gpu_memory * GIB)

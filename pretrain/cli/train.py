@@ -91,7 +91,9 @@ def preflight(config) -> None:
 
     preset = get_preset(config.model.preset)
     try:
-        tokenizer = load_tokenizer(config.data.tokenizer, run_roles(get_family(preset.family).special_roles,
+        # the trainer's roles where the run has a checkpoint; a superset (never a false alarm) where a failed first
+        # launch left RUN_DIR/tokenizer alone
+        tokenizer = load_tokenizer(config.data.tokenizer, run_roles(get_family(preset.family).tokenizer_roles,
                                                                     config.run.dir))
     except TokenizerError as exc:
         raise ConfigError([f"data.tokenizer: {exc}"]) from None

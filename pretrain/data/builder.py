@@ -26,8 +26,8 @@ from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import MaskingSpec
 from pretrain.data.mlm_dataset import MLMDataset, build_mlm_mapping, serving_order
 from pretrain.data.packed_mlm import WRAP, PackedMLMDataset, wrapped_lengths
-from pretrain.tokenization import LoadedTokenizer, TokenizerError, load_tokenizer
-from pretrain.tokenization.specials import ROLES
+from pretrain.data.vocabulary import VocabularyBound
+from pretrain.tokenization import LoadedTokenizer
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -66,7 +66,7 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
         ends = last_tokens(indexed, range(indexed.num_documents))  # of a sample of the documents
         if highest >= tokenizer.vocab_size:
             problems.append(f"{prefix} holds token id {highest} but the tokenizer {tokenizer.source} has only "
-                            f"{tokenizer.vocab_size} tokens: {_cause_of_unknown_id(tokenizer, highest)}")
+                            f"{tokenizer.vocab_size} tokens: {vocabulary_bound(tokenizer).cause(highest)}")
         elif objective == "clm" and not ends <= {tokenizer.specials.eod}:
             eod = f"the end-of-text token {tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod})"
             if len(ends) == 1 and indexed.num_documents > 1 and not _inside_documents(indexed, next(iter(ends))):
@@ -100,19 +100,8 @@ def _inside_documents(indexed: IndexedDataset, token: int, probes: int = 256) ->
     return any(bool((indexed.document(int(k))[:-1] == token).any()) for k in picks)
 
 
-def _cause_of_unknown_id(tokenizer: LoadedTokenizer, token_id: int) -> str:
-    """Why data holds an id past the tokenizer, and the fix. Until 2026-12 every load added all six special roles,
-    so a release's data could hold the ids of the <s>, <pad> or <mask> it lacked, where the text had them."""
-    try:
-        added = load_tokenizer(tokenizer.source, ROLES)
-    except TokenizerError:
-        added = None
-    if added is not None and token_id < added.vocab_size:
-        return (f"id {token_id} is {added.backend.id_to_token(token_id)!r}, a special token that this project added "
-                "to the tokenizer before 2026-12 and a causal LM's load no longer adds (a literal one in the text, "
-                "taken for a special token). Preprocess the data again, or set data.tokenizer to the RUN_DIR/tokenizer "
-                "of a run that trained on it, which keeps those tokens.")
-    return "the data was preprocessed with another tokenizer. Set data.tokenizer to the folder used for preprocessing."
+def vocabulary_bound(tokenizer: LoadedTokenizer) -> VocabularyBound:
+    return VocabularyBound(tokenizer.vocab_size, tokenizer.source)
 
 
 def _highest_token(indexed: IndexedDataset, windows: int = 64) -> int:
@@ -176,7 +165,7 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
     lengths = indexed.document_lengths()[documents.start : documents.stop]
     if objective == "clm":
         return GPTDataset(indexed, packed_index(int(lengths.sum()), lambda: lengths), data.seq_len, num_samples,
-                          tokenizer.specials.eod if data.document_mask else None, tokenizer.vocab_size)
+                          tokenizer.specials.eod if data.document_mask else None, vocabulary_bound(tokenizer))
     specials = tokenizer.specials.ids
     special_ids = np.array(sorted(set(specials.values())))
     random_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), special_ids)
@@ -195,11 +184,11 @@ def _split_dataset(data: DataConfig, tokenizer: LoadedTokenizer, indexed: Indexe
         # at worst an index one epoch longer than needed.
         tokens = int(lengths.sum()) + (WRAP - (eod is not None)) * len(documents)
         return PackedMLMDataset(indexed, packed_index(tokens, lambda: wrapped_lengths(indexed, documents, eod)),
-                                data.seq_len, specials, masking, seed, num_samples, eod)
+                                data.seq_len, specials, masking, seed, num_samples, eod, vocabulary_bound(tokenizer))
     key["short_seq_prob"] = data.short_seq_prob
     cached = load_or_build(cache_dir, key, lambda: {"mapping": build_mlm_mapping(indexed, documents, data.seq_len,
                                                                                  data.short_seq_prob, seed)},
                            describe, may_build, data.index_wait_minutes)
     indices = {"mapping": cached["mapping"], "shuffle_index": serving_order(len(cached["mapping"]), num_samples, seed)}
     return MLMDataset(indexed, indices, data.seq_len, specials, masking, data.sentence_order_prediction, seed,
-                      num_samples)
+                      num_samples, vocabulary_bound(tokenizer))

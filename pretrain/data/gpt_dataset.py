@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from pretrain.data.indexed import DataFileError, IndexedDataset
+from pretrain.data.indexed import IndexedDataset
+from pretrain.data.vocabulary import VocabularyBound
 
 
 def samples_per_epoch(tokens_per_epoch: int, seq_len: int) -> int:
@@ -123,10 +124,10 @@ class GPTDataset(torch.utils.data.Dataset):
     the seq_len inputs' positions within their documents)."""
 
     def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, num_samples: int,
-                 document_eod: int | None = None, vocab_size: int | None = None) -> None:
+                 document_eod: int | None = None, vocabulary: VocabularyBound | None = None) -> None:
         self.indexed = indexed
         self.document_eod = document_eod
-        self.vocab_size = vocab_size  # every id must be below it (the data check reads only a sample of the data)
+        self.vocabulary = vocabulary
         self.document_index = indices["document_index"]
         self.sample_index = indices["sample_index"]
         self.shuffle_index = indices["shuffle_index"]
@@ -157,11 +158,8 @@ class GPTDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         tokens = self.tokens(index)
-        if self.vocab_size is not None and (highest := int(tokens.max())) >= self.vocab_size:
-            # past the tokenizer: an index error on a GPU, or a padding row trained silently
-            raise DataFileError(f"{self.indexed.prefix}: sample {index} holds token id {highest}, past the "
-                                f"{self.vocab_size} tokens of data.tokenizer: the data was preprocessed with another "
-                                "tokenizer. Set data.tokenizer to the folder used for preprocessing, or preprocess again.")
+        if self.vocabulary is not None:
+            self.vocabulary.check(tokens, f"{self.indexed.prefix}: sample {index}")
         if self.document_eod is None:
             return {"tokens": torch.from_numpy(tokens)}
         return {"tokens": torch.from_numpy(tokens),

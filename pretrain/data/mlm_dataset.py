@@ -16,6 +16,7 @@ import torch
 
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, max_predictions
+from pretrain.data.vocabulary import VocabularyBound
 
 
 def build_mlm_mapping(indexed: IndexedDataset, documents: range, seq_len: int, short_seq_prob: float,
@@ -68,7 +69,8 @@ class MLMDataset(torch.utils.data.Dataset):
     sample, a shape known before the batch reaches the GPU."""
 
     def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, specials: dict[str, int],
-                 masking: MaskingSpec, sentence_order: bool, seed: int, num_samples: int) -> None:
+                 masking: MaskingSpec, sentence_order: bool, seed: int, num_samples: int,
+                 vocabulary: VocabularyBound | None = None) -> None:
         if num_samples > len(indices["shuffle_index"]):
             raise ValueError(f"asked for {num_samples} samples but the index holds {len(indices['shuffle_index'])}")
         self.num_samples = num_samples
@@ -81,6 +83,7 @@ class MLMDataset(torch.utils.data.Dataset):
         self.predictions = max_predictions(seq_len, masking.mask_prob)
         self.sentence_order = sentence_order
         self.seed = seed
+        self.vocabulary = vocabulary
 
     def __len__(self) -> int:
         return self.num_samples
@@ -92,6 +95,8 @@ class MLMDataset(torch.utils.data.Dataset):
         starts = self.indexed.sequence_pointers[start:end] // self.indexed.dtype.itemsize
         length = int(starts[-1] - starts[0]) + int(self.indexed.sequence_lengths[end - 1])
         block = self.indexed.get(start, 0, length).astype(np.int64)
+        if self.vocabulary is not None:
+            self.vocabulary.check(block, f"{self.indexed.prefix}: sample {index}")
         a, b, swapped = self._segments(block, starts[1:] - starts[0], rng)
         a, b = _truncate_pair(a, b, self.seq_len - 3 if len(b) else self.seq_len - 2, rng)
         length = len(a) + len(b) + (3 if len(b) else 2)

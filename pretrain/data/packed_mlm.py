@@ -24,6 +24,7 @@ import torch
 from pretrain.data.gpt_dataset import positions_from_starts
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import IGNORE_INDEX, MaskingSpec, mask_tokens, max_predictions
+from pretrain.data.vocabulary import VocabularyBound
 
 WRAP = 2  # [CLS] before a document, [SEP] after it
 
@@ -45,7 +46,8 @@ class PackedMLMDataset(torch.utils.data.Dataset):
     end-of-document token to leave out where a document ends with it (data made with --append-eod), or None."""
 
     def __init__(self, indexed: IndexedDataset, indices: dict[str, np.ndarray], seq_len: int, specials: dict[str, int],
-                 masking: MaskingSpec, seed: int, num_samples: int, eod: int | None = None) -> None:
+                 masking: MaskingSpec, seed: int, num_samples: int, eod: int | None = None,
+                 vocabulary: VocabularyBound | None = None) -> None:
         if num_samples > len(indices["shuffle_index"]):
             raise ValueError(f"asked for {num_samples} samples but the index holds {len(indices['shuffle_index'])}")
         self.indexed = indexed
@@ -59,6 +61,7 @@ class PackedMLMDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.num_samples = num_samples
         self.eod = eod
+        self.vocabulary = vocabulary
 
     def __len__(self) -> int:
         return self.num_samples
@@ -106,6 +109,8 @@ class PackedMLMDataset(torch.utils.data.Dataset):
             if stop == length + WRAP:
                 piece[-1], special[filled + stop - start - 1] = self.sep, True
             filled += stop - start
+        if self.vocabulary is not None:
+            self.vocabulary.check(tokens[:filled], f"{self.indexed.prefix}: sample {index}")
         maskable = ~special
         maskable[0] = False  # where masked_positions pads
         inputs, labels = mask_tokens(tokens, maskable, self.masking, np.random.default_rng([self.seed, index]))

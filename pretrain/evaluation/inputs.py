@@ -73,7 +73,8 @@ def texts(spec: str, options: ReadOptions, limit: int | None = None) -> Iterator
 def token_documents(prefix: str, end_of_document: int | None, vocab_size: int,
                     limit: int | None = None) -> Iterator[np.ndarray]:
     """The documents of ``PREFIX.bin/.idx`` as int64 ids, without their end-of-document token. Raises
-    InputError when an id is beyond the model's vocabulary (the data was made with another tokenizer)."""
+    InputError when an id is beyond ``vocab_size``, the ids the model and its tokenizer both know (the data was made
+    with another tokenizer)."""
     indexed = IndexedDataset(prefix)
     count = indexed.num_documents if limit is None else min(limit, indexed.num_documents)
     for document in range(count):
@@ -81,7 +82,7 @@ def token_documents(prefix: str, end_of_document: int | None, vocab_size: int,
         if len(ids) and end_of_document is not None and ids[-1] == end_of_document:
             ids = ids[:-1]
         if len(ids) and int(ids.max()) >= vocab_size:
-            raise InputError(f"{prefix}.bin: document {document} holds token id {int(ids.max())}, but the model has "
-                             f"only {vocab_size} tokens: the data was preprocessed with another tokenizer. Preprocess "
-                             "it with the model's tokenizer, or score the text files instead.")
+            raise InputError(f"{prefix}.bin: document {document} holds token id {int(ids.max())}, but the model and "
+                             f"its tokenizer know only {vocab_size} tokens: the data was preprocessed with another "
+                             "tokenizer. Preprocess it with the model's tokenizer, or score the text files instead.")
         yield ids

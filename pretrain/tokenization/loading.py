@@ -186,16 +186,17 @@ class LoadedTokenizer:
         atomic_write_text(folder / "special_tokens_map.json", json.dumps(tokens, indent=2, ensure_ascii=False) + "\n")
 
 
-def load_tokenizer(path_or_name: str | os.PathLike, roles: tuple[str, ...] = ("eod",)) -> LoadedTokenizer:
+def load_tokenizer(path_or_name: str | os.PathLike, roles: tuple[str, ...] = ("eod",),
+                   quiet: bool = False) -> LoadedTokenizer:
     """Load a tokenizer folder (or file inside one) or a hub name, adding the special ``roles`` it lacks (an
-    end-of-document token always; see pretrain/tokenization/specials.py)."""
+    end-of-document token always; see pretrain/tokenization/specials.py) and saying so unless ``quiet``."""
     from tokenizers import Tokenizer
 
     path = Path(path_or_name).expanduser()
     if path.is_file():
         path = path.parent
     if not path.exists():
-        return _from_hub(os.path.expanduser(str(path_or_name)), roles)
+        return _from_hub(os.path.expanduser(str(path_or_name)), roles, quiet)
     if not path.is_dir():
         raise TokenizerError(f"{path_or_name} is neither a tokenizer folder nor a file inside one.")
     config = _read_config(path)
@@ -224,7 +225,7 @@ def load_tokenizer(path_or_name: str | os.PathLike, roles: tuple[str, ...] = ("e
         )
     declared = {role: config_token(config.get(name)) for role in ROLES for name in HF_NAMES[role] if name in config}
     loaded = from_backend(backend, str(path), {k: v for k, v in declared.items() if v}, lowercase,
-                          str(spm_model) if spm_model else None, roles)
+                          str(spm_model) if spm_model else None, roles, quiet)
     loaded.carried = {key: config[key] for key in CARRIED_KEYS if key in config}
     return loaded
 
@@ -253,21 +254,21 @@ def warn_if_another_vocabulary(tokenizer: LoadedTokenizer, folder: str) -> None:
                     theirs[first])
 
 
-def run_roles(family_roles: tuple[str, ...], run_dir: str | os.PathLike) -> tuple[str, ...]:
-    """The roles a training run loads data.tokenizer with: its model family's, and every role its first launch
-    saved in RUN_DIR/tokenizer, so that every launch of a run gives the same ids (a run begun when every load
-    added all six roles keeps them)."""
-    saved = _read_config(Path(run_dir) / "tokenizer")
+def run_roles(family_roles: tuple[str, ...], run_dir: str | os.PathLike | None) -> tuple[str, ...]:
+    """The roles a training run loads data.tokenizer with: its model family's, and on a resumed launch (``run_dir``
+    given) every role the run saved in RUN_DIR/tokenizer, so that every launch of a run gives the same ids (a run
+    begun when every load added all six roles keeps them)."""
+    saved = _read_config(Path(run_dir) / "tokenizer") if run_dir is not None else {}
     return tuple(role for role in ROLES if role in family_roles or config_token(saved.get(HF_CONFIG_KEYS[role])))
 
 
 def from_backend(backend, source: str, declared: dict[str, str], lowercase: bool, spm_model: str | None,
-                 roles: tuple[str, ...] = ("eod",)) -> LoadedTokenizer:
+                 roles: tuple[str, ...] = ("eod",), quiet: bool = False) -> LoadedTokenizer:
     """Wrap a ``tokenizers.Tokenizer``: detect its family, find its special roles and add those of ``roles`` it
     lacks."""
     family = tokenizer_family(backend)
     specials = resolve_specials(backend, family, declared, roles)
-    if specials.added:
+    if specials.added and not quiet:
         log.warning("tokenizer %s lacked special tokens a model needs; added %s", source, specials.describe_added())
     return LoadedTokenizer(backend, family, source, specials, lowercase, spm_model)
 
@@ -364,7 +365,7 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, nfc: bool = False
     return backend
 
 
-def _from_hub(name: str, roles: tuple[str, ...]) -> LoadedTokenizer:
+def _from_hub(name: str, roles: tuple[str, ...], quiet: bool) -> LoadedTokenizer:
     path = Path(name)
 
     def missing() -> str:
@@ -389,4 +390,4 @@ def _from_hub(name: str, roles: tuple[str, ...]) -> LoadedTokenizer:
     if backend is None:
         raise TokenizerError(f"{name} has no fast (tokenizers) version; convert it or pass its folder.")
     declared = {role: getattr(hf, name, None) for role in ROLES for name in HF_NAMES[role]}
-    return from_backend(backend, name, {k: str(v) for k, v in declared.items() if v}, False, None, roles)
+    return from_backend(backend, name, {k: str(v) for k, v in declared.items() if v}, False, None, roles, quiet)

@@ -9,7 +9,7 @@ Six roles:
 A role is taken, in order, from the tokenizer's config files, from a well-known token already in
 the vocabulary, or from an alias within the family (GPT-2 uses end-of-text as unknown; WordPiece uses
 [SEP] as end of document). A role found none of these ways is added as a new special token at the end
-of the vocabulary only when the caller asks for it (``roles``, a model family's ``special_roles``; eod
+of the vocabulary only when the caller asks for it (``roles``, a model family's ``tokenizer_roles``; eod
 always). A causal LM asks for eod alone, so a released tokenizer (Llama's, GPT-2's) keeps its vocabulary
 and encodes a literal "<s>" or "<mask>" in text as the release does; a masked LM asks for all six.
 

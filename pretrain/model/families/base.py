@@ -48,7 +48,10 @@ class ModelFamily:
     model_types: tuple[str, ...] = ()
     """transformers' ``model_type`` values this family builds and imports (model.init_from, export)."""
     special_roles: tuple[str, ...] = ()
-    """The tokenizer's special-token roles the objective uses (pretrain/tokenization/specials.py's ROLES)."""
+    """The tokenizer's special-token roles the model's config names (pretrain/tokenization/specials.py's ROLES)."""
+    tokenizer_roles: tuple[str, ...] = ("eod",)
+    """The roles a run's tokenizer load adds where the tokenizer lacks them, and no other: a causal LM's end of
+    document alone, so that a release keeps its vocabulary."""
     generates: bool = False
     """A decoder: its export carries a generation config."""
     sequence_wrap: tuple[str, str] | None = None

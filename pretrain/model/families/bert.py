@@ -20,7 +20,8 @@ SAVED_PER_TOKEN_HIDDEN = {"half": 32.25, "autocast": 43.4, "fp32": 64.4}
 class BertFamily(ModelFamily):
     name = "bert"
     model_types = ("bert",)
-    special_roles = ROLES  # pads, wraps and masks; every role's id is kept out of random replacement
+    special_roles = ("cls", "sep", "mask", "pad")
+    tokenizer_roles = ROLES  # also unk: a WordPiece needs one to encode, and random replacement skips it
     sequence_wrap = ("cls", "sep")
 
     def hf_config(self, shape: Preset, vocab_size: int, special_ids: Mapping[str, int], dropout: float = 0.0,

@@ -55,7 +55,8 @@ SAVED_OUTSIDE = {"fp32": (8.0, 24.0), "autocast": (8.0, 24.0), "half": (4.0, 16.
 class ModernBertFamily(ModelFamily):
     name = "modernbert"
     model_types = ("modernbert",)
-    special_roles = ROLES  # pads, wraps and masks; every role's id is kept out of random replacement
+    special_roles = ("cls", "sep", "mask", "pad")
+    tokenizer_roles = ROLES  # also unk: a WordPiece needs one to encode, and random replacement skips it
     sequence_wrap = ("cls", "sep")
     gated_mlp = True
     varlen_packing = True
