@@ -6,7 +6,9 @@
 
 Builds random-token datasets (EOD-separated documents for CLM; documents of sentences for MLM), then
 times, in one process: GPTDataset[i] at seq 1024 and MLMDataset[i] (pairs + whole-word masking) at seq
-512, in the shuffled serving order, and a DataLoader producing collated batches of 16 with 2 workers.
+512, in the shuffled serving order, each sample's ids checked against the vocabulary as in a run (and
+GPTDataset once more without, for the check's cost); and a DataLoader producing collated batches of 16 with
+2 workers.
 
 The baseline is the consumer, measured in the same run on this machine's device: this project's model
 (``build_model``: GPT-2 small for the CLM rows, BERT-base for the MLM row) taking training steps
@@ -30,6 +32,7 @@ from pretrain.data.gpt_dataset import GPTDataset, build_gpt_indices, epochs_need
 from pretrain.data.indexed import IndexedDataset, IndexedDatasetWriter
 from pretrain.data.masking import MaskingSpec
 from pretrain.data.mlm_dataset import MLMDataset, build_mlm_indices
+from pretrain.data.vocabulary import VocabularyBound
 
 VOCAB = 50261
 SPECIALS = {"cls": 1, "sep": 2, "pad": 3, "mask": 4, "eod": 0}
@@ -103,14 +106,17 @@ def main() -> None:
     docs = synthetic(folder, int(args.tokens), sentences=False)
     lengths = docs.document_lengths()
     indices = build_gpt_indices(lengths, 0, epochs_needed(int(lengths.sum()), args.samples, 1024), 1024, seed=1)
-    gpt = GPTDataset(docs, indices, 1024, args.samples)
+    bound = VocabularyBound(VOCAB, "random tokens")  # each sample's ids checked, as the trainer's datasets do
+    gpt = GPTDataset(docs, indices, 1024, args.samples, vocabulary=bound)
     gpt_rate = rate(lambda i: gpt[i], args.samples)
+    unchecked = GPTDataset(docs, indices, 1024, args.samples)  # what the id check costs, measured beside it
+    unchecked_rate = rate(lambda i: unchecked[i], args.samples)
 
     sentences = synthetic(folder, int(args.tokens), sentences=True)
     mlm_indices = build_mlm_indices(sentences, range(sentences.num_documents), args.samples, 512, 0.1, seed=1)
     starts = np.random.default_rng(2).random(VOCAB) < 0.6
     spec = MaskingSpec(SPECIALS["mask"], 0.15, True, starts, np.arange(5, VOCAB))
-    mlm = MLMDataset(sentences, mlm_indices, 512, SPECIALS, spec, True, 1, args.samples)
+    mlm = MLMDataset(sentences, mlm_indices, 512, SPECIALS, spec, True, 1, args.samples, bound)
     mlm_rate = rate(lambda i: mlm[i], args.samples // 4)
 
     loader = torch.utils.data.DataLoader(gpt, batch_size=16, num_workers=2, collate_fn=collate)
@@ -129,6 +135,7 @@ def main() -> None:
     print(f"{'source':<44} {'samples/s':>10} {'consumer':>18} {'x consumer':>11}")
     for label, value, consumer, who in (
             ("GPTDataset[i], seq 1024, 1 process", gpt_rate, gpt_consumer, "GPT-2 small"),
+            ("  the same without the id check", unchecked_rate, gpt_consumer, "GPT-2 small"),
             ("MLMDataset[i] (pairs + WWM), seq 512, 1 process", mlm_rate, bert_consumer, "BERT-base"),
             ("DataLoader, batch 16, 2 workers, seq 1024", loader_rate, gpt_consumer, "GPT-2 small")):
         print(f"{label:<44} {value:>10,.0f} {who:>18} {value / consumer:>10,.0f}x")
