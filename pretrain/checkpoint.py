@@ -70,6 +70,11 @@ def step_of(tag: str) -> int:
     return int(tag.removeprefix("step").removesuffix("_universal"))
 
 
+def resumes(checkpoint_dir: Path) -> bool:
+    """Will a launch resume from this folder (``find_resumable`` finds a tag in it, or raises)?"""
+    return bool(resume_candidates(checkpoint_dir))
+
+
 def resume_candidates(checkpoint_dir: Path) -> list[str]:
     """Complete tags to try, newest first."""
     return list(reversed(complete_tags(checkpoint_dir)))

@@ -410,3 +410,34 @@ def test_ids_past_the_tokenizer_are_named_and_never_trained(tmp_path, llama3_sty
                 for i in range(len(dataset)):
                     dataset[i]
             assert named in str(met.value), name
+    broken = tmp_path / "broken"  # the folder changed under the run: the general cause, never another error
+    (broken / "tokenizer_config.json").mkdir(parents=True)
+    for source in (broken, "some-org/some-model"):  # nor a wait on the hub from a data loader worker
+        assert "another tokenizer" in VocabularyBound(rows, str(source)).cause(rows + 1)
+
+
+def test_the_preflight_reads_the_tokenizer_as_the_trainer_will(tmp_path, llama3_style_tokenizer):
+    """A RUN_DIR/tokenizer with more roles than the family's but no checkpoint (a failed first launch of an older
+    version, checkpoints moved away): the trainer loads data.tokenizer with its family's roles alone, and so does
+    the preflight, which refuses data holding ids those lack, instead of passing it to stop at the sample hours
+    later. With a checkpoint, both take the run's saved roles."""
+    from pretrain.checkpoint import COMPLETE, tag_for
+    from pretrain.cli.train import preflight
+    from pretrain.config import ConfigError, load_config
+    from pretrain.tokenization import load_tokenizer
+    from pretrain.tokenization.specials import ROLES
+
+    tokenizer = load_tokenizer(llama3_style_tokenizer)
+    eod, old_s = tokenizer.specials.eod, load_tokenizer(llama3_style_tokenizer, ROLES).specials.ids["cls"]
+    docs = [[[*range(300, 300 + k), eod]] for k in range(5, 60)]
+    docs[20][0][2] = old_s
+    indexed = make_dataset(tmp_path, docs, "old")
+    run = tmp_path / "run"
+    load_tokenizer(llama3_style_tokenizer, ROLES).save(run / "tokenizer")
+    config = load_config("tiny_llama", [f"data.tokenizer={llama3_style_tokenizer}", f"data.prefixes=[{indexed.prefix}]",
+                                        f"run.dir={run}"])
+    with pytest.raises(ConfigError, match=f"holds token id {old_s}"):
+        preflight(config)
+    (run / "checkpoints" / tag_for(3)).mkdir(parents=True)
+    (run / "checkpoints" / tag_for(3) / COMPLETE).touch()
+    preflight(config)  # a resumed launch: the roles its run saved, which know the id

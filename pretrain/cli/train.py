@@ -83,6 +83,9 @@ def report_once_per_node(env, message: str) -> None:
 
 def preflight(config) -> None:
     """Checks that need the tokenizer: the data was made with it and suits the objective."""
+    from pathlib import Path
+
+    from pretrain.checkpoint import resumes
     from pretrain.config import ConfigError
     from pretrain.data.builder import check_datasets
     from pretrain.model.families import get_family
@@ -91,10 +94,9 @@ def preflight(config) -> None:
 
     preset = get_preset(config.model.preset)
     try:
-        # the trainer's roles where the run has a checkpoint; a superset (never a false alarm) where a failed first
-        # launch left RUN_DIR/tokenizer alone
+        resumed = resumes(Path(config.run.dir) / "checkpoints")  # the trainer's roles, as it will load them
         tokenizer = load_tokenizer(config.data.tokenizer, run_roles(get_family(preset.family).tokenizer_roles,
-                                                                    config.run.dir))
+                                                                    config.run.dir if resumed else None))
     except TokenizerError as exc:
         raise ConfigError([f"data.tokenizer: {exc}"]) from None
     problems = check_datasets(config.data, tokenizer, preset.objective)

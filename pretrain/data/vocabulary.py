@@ -5,6 +5,7 @@ GPU, or a padding row of the embedding trained silently."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -27,13 +28,15 @@ class VocabularyBound:
     def cause(self, token_id: int) -> str:
         """Why data holds ``token_id``, and the fix. Until 2026-12 every load added all six special roles, so data
         preprocessed with a release could hold the id of a <s>, <pad> or <mask> it lacked, where the text had it."""
-        from pretrain.tokenization import TokenizerError, load_tokenizer
+        from pretrain.tokenization import load_tokenizer
         from pretrain.tokenization.specials import ROLES
 
-        try:
-            added = load_tokenizer(self.tokenizer, ROLES, quiet=True)
-        except TokenizerError:
-            added = None
+        added = None
+        if Path(self.tokenizer).is_dir():  # a hub name would wait on the network (in a data loader worker)
+            try:
+                added = load_tokenizer(self.tokenizer, ROLES, quiet=True)
+            except Exception:  # noqa: BLE001 - the folder changed since the run loaded it: the general cause
+                added = None
         if added is not None and self.size <= token_id < added.vocab_size:
             return (f"id {token_id} is {added.backend.id_to_token(token_id)!r}, a special token that this project added "
                     "to the tokenizer before 2026-12 and a causal LM's load no longer adds (a literal one in the text, "
