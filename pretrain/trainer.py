@@ -30,15 +30,15 @@ from pretrain.evaluation.sources import SourceEvaluation, source_names
 from pretrain.evaluation.token_bytes import token_byte_lengths
 from pretrain.metrics import MetricsWriter, memory_gib, peak_tflops
 from pretrain.model import build_model, count_parameters, parameter_groups
-from pretrain.model.families import get_family
 from pretrain.model.hf import keep_generation_config
 from pretrain.parallel import choose_plan, device_memory_bytes, request_from_config
 from pretrain.planner import parameter_sizes
 from pretrain.plots import RedrawSchedule, write_run_plots
 from pretrain.presets import get_preset
 from pretrain.run_summary import build_summary, resume_command, summary_lines, write_summary
+from pretrain.run_tokenizer import load_run_tokenizer
 from pretrain.step_tracking import StepStats, ThroughputWindow, finite
-from pretrain.tokenization import load_tokenizer, run_roles, warn_if_another_vocabulary
+from pretrain.tokenization import warn_if_another_vocabulary
 
 log = logging.getLogger(__name__)
 STOP_REASONS = ("a signal or run.dir/STOP", "train.exit_minutes")
@@ -93,9 +93,7 @@ class Trainer:
         self.stop_signal: int | None = None
         self._setup_device()
         self.state, resume_tag = self._find_checkpoint()
-        # a resumed launch keeps the roles its run saved; a first launch ignores a tokenizer a failed one left
-        roles = run_roles(get_family(self.preset.family).tokenizer_roles, self.run_dir if resume_tag else None)
-        self.tokenizer = load_tokenizer(config.data.tokenizer, roles)
+        self.tokenizer = load_run_tokenizer(config)  # after the checkpoint search: it decides the roles
         self.model_config = self._model_config()
         self._plan_parallelism()
         resume_tag = self._prepare_resume(resume_tag)

@@ -19,7 +19,7 @@ LAYERS = [  # lowest first; a module belongs to the first entry that names it or
     ("model and engine", ["pretrain.model", "pretrain.planner", "pretrain.parallel", "pretrain.engine", "pretrain.optim",
                           "pretrain.metrics"]),
     ("trainer", ["pretrain.trainer", "pretrain.step_tracking", "pretrain.checkpoint", "pretrain.manifest",
-                 "pretrain.run_lock", "pretrain.run_summary", "pretrain.plots", "pretrain.export",
+                 "pretrain.run_lock", "pretrain.run_summary", "pretrain.run_tokenizer", "pretrain.plots", "pretrain.export",
                  "pretrain.evaluation"]),
     ("commands", ["pretrain.cli", "pretrain.demo", "pretrain.pipeline"]),
 ]

@@ -57,15 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     validate(config, args.gpus_per_node * args.nodes, with_data=False)  # every problem at once, exit 2
     vocab = args.vocab_size
     if args.tokenizer:
-        from pathlib import Path
+        from pretrain.run_tokenizer import load_run_tokenizer
 
-        from pretrain.checkpoint import resumes
-        from pretrain.model.families import get_family
-        from pretrain.tokenization import load_tokenizer, run_roles
-
-        roles = get_family(get_preset(config.model.preset).family).tokenizer_roles  # the trainer's vocabulary
-        resumed = resumes(Path(config.run.dir) / "checkpoints")
-        vocab = load_tokenizer(args.tokenizer, run_roles(roles, config.run.dir if resumed else None)).vocab_size
+        vocab = load_run_tokenizer(config, args.tokenizer).vocab_size  # the trainer's vocabulary
     world = args.gpus_per_node * args.nodes
     try:
         request = request_from_config(config, vocab or 0, world, args.gpus_per_node, args.gpu_memory * GIB)

@@ -83,23 +83,17 @@ def report_once_per_node(env, message: str) -> None:
 
 def preflight(config) -> None:
     """Checks that need the tokenizer: the data was made with it and suits the objective."""
-    from pathlib import Path
-
-    from pretrain.checkpoint import resumes
     from pretrain.config import ConfigError
     from pretrain.data.builder import check_datasets
-    from pretrain.model.families import get_family
     from pretrain.presets import get_preset
-    from pretrain.tokenization import TokenizerError, load_tokenizer, run_roles
+    from pretrain.run_tokenizer import load_run_tokenizer
+    from pretrain.tokenization import TokenizerError
 
-    preset = get_preset(config.model.preset)
     try:
-        resumed = resumes(Path(config.run.dir) / "checkpoints")  # the trainer's roles, as it will load them
-        tokenizer = load_tokenizer(config.data.tokenizer, run_roles(get_family(preset.family).tokenizer_roles,
-                                                                    config.run.dir if resumed else None))
+        tokenizer = load_run_tokenizer(config)  # as the trainer will load it
     except TokenizerError as exc:
         raise ConfigError([f"data.tokenizer: {exc}"]) from None
-    problems = check_datasets(config.data, tokenizer, preset.objective)
+    problems = check_datasets(config.data, tokenizer, get_preset(config.model.preset).objective)
     if problems:
         raise ConfigError(problems)
 
