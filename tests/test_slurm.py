@@ -126,7 +126,7 @@ def preempted_job(data, name: str, *overrides: str, config: str = "tiny_clm") ->
         done = metrics(run_dir)[0] if (run_dir / "metrics.jsonl").exists() else {}
         if len(done) >= 3:
             break
-        time.sleep(0.5)
+        time.sleep(0.05)  # a tiny model's 12 steps can take under a second: look often, or the run ends first
     assert len(done) < STEPS, f"job {job} logged {len(done)} of {STEPS} steps before it could be signalled"
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
     state = wait(job)
