@@ -10,4 +10,8 @@ python -m ruff check pretrain tools tests benchmarks
 # -rs: the summary at the end lists every skipped test with its reason (a non-root run skips the Slurm
 # tests; a checkout without ../shared the tests on the real corpora). In CI (CI=true) those skips fail.
 # --durations: the slowest tests, so that what the suite's 30 minutes go to is in every CI log.
-python -m pytest -q -rs tests --durations=25 "$@"
+targets=(tests)
+for arg in "$@"; do
+  if [[ $arg != -* && -e ${arg%%::*} ]]; then targets=(); fi
+done
+python -m pytest -q -rs "${targets[@]}" --durations=25 "$@"

@@ -25,7 +25,7 @@ def train_env() -> dict:
 
 
 def launch(ranks: int, config: str, run_dir: Path, *overrides: str, check: bool = True, expect: int = 0,
-           timeout: int = 600) -> subprocess.CompletedProcess:
+           timeout: int = 600, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     """Train with ``ranks`` processes: the deepspeed launcher for 2+, plain python for 1."""
     args = ["tools/train.py", "--config", config, f"run.dir={run_dir}", *overrides]
     if ranks > 1:
@@ -33,7 +33,8 @@ def launch(ranks: int, config: str, run_dir: Path, *overrides: str, check: bool 
         command = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port()), *args]
     else:
         command = [sys.executable, *args]
-    proc = subprocess.run(command, cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(command, cwd=ROOT, env={**train_env(), **(extra_env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != expect:
         raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc

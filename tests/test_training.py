@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.distributed import launch, metrics, partition_sizes, preprocess
+from tests.distributed import launch, metrics, partition_sizes, preprocess, rank_logs
 
 STEPS, STOP = 10, 5
 pytestmark = pytest.mark.slow
@@ -32,6 +32,17 @@ def stop_then_resume(config: str, root, name: str, data: tuple, *flags: str, on:
     return dirs
 
 
+# imported by every process of a watched launch: a rank (tools/train.py) leaves a file when it starts, and
+# another when its interpreter finalizes (atexit), which it must not (pretrain.cli.train.cli)
+EXIT_WATCH = """
+import atexit, os, sys
+if sys.argv and sys.argv[0].endswith("tools/train.py"):
+    watch = os.path.join(os.environ["EXIT_WATCH_DIR"], f"{os.environ.get('RANK', '?')}-{os.getpid()}")
+    open(watch + ".started", "w").close()
+    atexit.register(lambda: open(watch + ".finalized", "w").close())
+"""
+
+
 @pytest.fixture(scope="module", params=["clm", "mlm"])
 def runs(request, tmp_path_factory, small_corpus, tokenizer_dir):
     """Launch every run the tests below inspect, once per objective."""
@@ -46,9 +57,13 @@ def runs(request, tmp_path_factory, small_corpus, tokenizer_dir):
     data = (f"data.tokenizer={tokenizer_dir}", f"data.prefixes=[{prefix}]", *COMMON)
     out = {"objective": objective, "prefix": prefix, "tokenizer": tokenizer_dir, "config": config, "dirs": {}}
     dirs = out["dirs"]
+    out["exits"] = exits = root / "exits"  # what the ranks of the zero3 run did at their end (test_a_rank_ends...)
+    exits.mkdir()
+    (exits / "sitecustomize.py").write_text(EXIT_WATCH)
     for stage in ("auto", "zero1", "zero3") if objective == "clm" else ("auto", "zero3"):
         dirs[stage] = root / stage
-        out[stage] = launch(2, config, dirs[stage], *data, f"train.ds_config={stage}")
+        watch = {"PYTHONPATH": str(exits), "EXIT_WATCH_DIR": str(exits)} if stage == "zero3" else None
+        out[stage] = launch(2, config, dirs[stage], *data, f"train.ds_config={stage}", extra_env=watch)
     auto = stop_then_resume(config, root, "auto", data, on=(2, 1))
     dirs["auto_resumed"], dirs["auto_on1"] = auto[2], auto[1]
     zero3 = stop_then_resume(config, root, "zero3", data, "train.ds_config=zero3", on=(2, 1) if objective == "clm" else (1,))
@@ -90,6 +105,18 @@ def test_initial_loss_is_ln_vocab_on_one_and_two_ranks(runs):
     if runs["objective"] == "clm":
         one = losses(runs["dirs"]["fresh_one_rank"])
         assert one[1] == pytest.approx(two[1], rel=1e-4)  # same initialization whatever the world size
+
+
+def test_a_rank_ends_without_finalizing_the_interpreter(runs):
+    """With a gloo group alive (DeepSpeed's engine keeps some referenced from C++), a finalizing interpreter
+    can abort a rank after its work is done (SIGABRT, the launcher's exit 250): a rank that finished ends with
+    os._exit, having written everything (its summary, its log)."""
+    exits = runs["exits"]
+    assert len(list(exits.glob("*.started"))) == 2, sorted(p.name for p in exits.iterdir())  # the watch saw both ranks
+    assert not list(exits.glob("*.finalized")), sorted(p.name for p in exits.iterdir())
+    run_dir = runs["dirs"]["zero3"]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+    assert "run summary (finished)" in rank_logs(run_dir)[0]  # its log file flushed before the end
 
 
 def test_loss_falls(runs):

@@ -193,7 +193,11 @@ def _leave(lock, message: str | None, code: int) -> NoReturn:
 
 
 def cli() -> None:
-    sys.exit(main())
+    """The command: ``main``, then the process ends without finalizing the interpreter (``_leave``). DeepSpeed's
+    engine keeps gloo groups referenced from C++ that ``process_group`` cannot free (their worker threads are
+    alive at exit), and a finalizing interpreter can abort on them (SIGABRT, exit -6, after the run's work is
+    done: seen once in a 2-rank CPU suite run). Everything the run writes is closed and flushed by then."""
+    _leave(None, None, main())
 
 
 if __name__ == "__main__":
