@@ -56,6 +56,7 @@ class TrainerState:
     nonfinite_streak: int = 0
     zero_stage: int | None = None  # the stage the checkpoint was saved with (a resumed run keeps it)
     wall_seconds: float = 0.0  # training wall time of every launch so far, set at each save
+    branched_from: str | None = None  # the tag run.resume_from took this run back to (carried by every later save)
 
 
 def tag_for(step: int) -> str:
@@ -85,13 +86,22 @@ def find_resumable(checkpoint_dir: Path, rank: int, world_size: int, resume_from
 
     A damaged newest checkpoint is set aside under ``damaged/`` with a warning that names the file and
     the steps that will be trained again, and the previous complete one is used; ``resume_from`` picks
-    one tag (newer ones are set aside under ``abandoned/``). Raises CheckpointError when nothing usable
-    is left, rather than silently starting over."""
+    one tag (newer ones are set aside under ``abandoned/``) once: where the newest checkpoint already continues
+    from that tag (a relaunch of the same command, or the run summary's resume line, which both keep
+    run.resume_from), the run goes on from the newest. Raises CheckpointError when nothing usable is left, rather
+    than silently starting over."""
     if not checkpoint_dir.is_dir():
         if resume_from:
             raise CheckpointError(f"run.resume_from={resume_from}, but {checkpoint_dir} does not exist.")
         return None
     candidates = resume_candidates(checkpoint_dir)
+    newest = candidates[0] if candidates else None
+    if resume_from and newest not in (None, resume_from) and branch_of(checkpoint_dir, newest) == resume_from:
+        if rank == 0:
+            log.info("run.resume_from=%s was taken by an earlier launch of this run: %s continues from it, so this "
+                     "launch resumes from %s (to branch from %s again, move the checkpoints after it away)",
+                     resume_from, newest, newest, resume_from)
+        resume_from = None
     if resume_from:
         if resume_from not in candidates:
             raise CheckpointError(f"run.resume_from={resume_from}: no complete checkpoint of that name in "
@@ -125,6 +135,14 @@ def find_resumable(checkpoint_dir: Path, rank: int, world_size: int, resume_from
         log.warning("resuming from %s (step %d): %d step(s) after it will be trained again", tag, step_of(tag), lost)
     _barrier()
     return tag
+
+
+def branch_of(checkpoint_dir: Path, tag: str) -> str | None:
+    """The tag run.resume_from took the run back to before it saved ``tag`` (None: never, or unreadable)."""
+    try:
+        return read_state(checkpoint_dir, tag).branched_from
+    except (OSError, ValueError, TypeError):  # a damaged state file: verification will name it
+        return None
 
 
 def unverifiable(checkpoint_dir: Path, tag: str) -> str:

@@ -121,6 +121,8 @@ class Trainer:
         tag = checkpoint.find_resumable(self.checkpoint_dir, self.env.rank, self.env.world_size,
                                         self.config.run.resume_from)
         state = checkpoint.read_state(self.checkpoint_dir, tag) if tag else TrainerState()
+        if tag and tag == self.config.run.resume_from:  # every later save remembers the branch: taken once
+            state.branched_from = tag
         return state, tag
 
     def _model_config(self) -> ModelConfig:

@@ -1,7 +1,8 @@
 """The learning-rate schedules: WSD's shape (warmup, stable, a 1-sqrt or linear decay over the last
 optim.decay_fraction of the steps) beside cosine, its validation, and a run branched from another's
 checkpoint with run.resume_from under a changed train.steps and schedule: it follows its own lr curve
-from its first step on and is exactly the run trained with that schedule from the start."""
+from its first step on and is exactly the run trained with that schedule from the start, and a relaunch of
+its command goes on from where it stopped."""
 
 from __future__ import annotations
 
@@ -110,7 +111,13 @@ def test_a_branched_run_follows_its_new_schedule_exactly(tmp_path, small_corpus,
            "train.exit_interval=4", expect=75)
     # the README's recipe: a new run dir holding only the checkpoint to branch from
     shutil.copytree(tmp_path / "long" / "checkpoints" / "step00000004", tmp_path / "branch" / "checkpoints" / "step00000004")
-    launch(1, "tiny_clm", tmp_path / "branch", *common, *branch, "run.resume_from=step00000004")
+    # the branch stops at step 6; the same command again (run.resume_from kept, as in the summary's resume line)
+    # goes on from step 6: the branch is taken once, never back to step 4 with steps 5-6 set aside
+    command = ("tiny_clm", tmp_path / "branch", *common, *branch, "run.resume_from=step00000004", "train.exit_interval=2")
+    launch(1, *command, expect=75)
+    again = launch(1, *command)
+    assert "run.resume_from=step00000004 was taken by an earlier launch of this run" in again.stderr, again.stderr[-3000:]
+    assert not (tmp_path / "branch" / "checkpoints" / "abandoned").exists()
     launch(1, "tiny_clm", tmp_path / "straight", *common, *branch)
 
     def records(name: str) -> dict[int, dict]:

@@ -236,7 +236,9 @@ class RunConfig:
     wandb: str | None = None
     """A Weights & Biases project to mirror metrics to (pip install wandb; WANDB_MODE=offline needs no network)."""
     resume_from: str | None = None
-    """Resume from this checkpoint tag (e.g. step00002000) instead of the latest; newer ones are set aside."""
+    """Resume from this checkpoint tag (e.g. step00002000) instead of the latest; newer ones are set aside. Taken
+    once: a relaunch with it (the same command, or the run summary's resume line) goes on from the checkpoints the
+    branch saved since."""
 
 
 @dataclass
