@@ -18,7 +18,7 @@ from pretrain import manifest
 from pretrain.checkpoint import COMPLETE, INSPECT_HINT, latest_complete
 
 log = logging.getLogger(__name__)
-EXPORT_RECORD = "pretrain_export.json"  # which checkpoint, and how its run trained
+EXPORT_RECORD = "pretrain_export.json"  # which checkpoint, how its run trained, its data's end-of-document token
 
 
 class ExportError(ValueError):
@@ -36,7 +36,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path, str]:
     if tag is None:
         if path.is_dir() and path.name.startswith("step"):
             raise ExportError(f"{path} is incomplete (no {COMPLETE} marker): the run died while saving it. "
-                              "Export an earlier checkpoint.")
+                              f"Pass an earlier checkpoint's folder instead ({INSPECT_HINT}).")
         raise ExportError(f"no complete checkpoint under {path}: pass a run dir, its checkpoints/ dir or a "
                           "checkpoints/stepNNNNNNNN dir.")
     check(checkpoints / tag)
@@ -52,7 +52,7 @@ def check(folder: Path) -> None:
     if problems:
         raise ExportError(f"{folder} is damaged: {problems[0]}" + (f" (and {len(problems) - 1} more)" if
                                                                    len(problems) > 1 else "") +
-                          f". Export an earlier checkpoint by passing its folder ({INSPECT_HINT}).")
+                          f". Pass an earlier checkpoint's folder instead ({INSPECT_HINT}).")
 
 
 def _full_state_dict(checkpoints: Path, tag: str, gather_zero) -> dict:
@@ -68,6 +68,16 @@ def _full_state_dict(checkpoints: Path, tag: str, gather_zero) -> dict:
         raise ExportError(f"{folder} holds neither ZeRO partitions nor {states.name}: is it a DeepSpeed checkpoint?")
     module = torch.load(states, map_location="cpu", weights_only=False)["module"]
     return {key: tensor.float() for key, tensor in module.items()}
+
+
+def recorded_end_of_document(folder: Path) -> str | None:
+    """The token that ended each document of the run's data (--append-eod), from the folder's record; None for a
+    folder made elsewhere or exported before the record kept it."""
+    try:
+        token = json.loads((folder / EXPORT_RECORD).read_text()).get("end_of_document")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return token if isinstance(token, str) else None
 
 
 def recorded_training(folder: Path) -> dict | None:
@@ -140,6 +150,7 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
         raise ExportError(f"{checkpoints / tag} does not match {architecture}: missing {info['missing_keys'][:5]}, "
                           f"unexpected {info['unexpected_keys'][:5]}")
     tokenizer = load_tokenizer(run_dir / "tokenizer", family.tokenizer_roles)
+    end_of_document = tokenizer.specials.tokens["eod"]  # what --append-eod wrote: an encoder's eos becomes its SEP
     if family.sequence_wrap:
         tokenizer.for_encoder(*family.sequence_wrap)
     token_types = getattr(model_config, "type_vocab_size", 0) > 0  # BERT's segments; ModernBERT has none
@@ -152,7 +163,7 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
         generation.pad_token_id = tokenizer.specials.ids.get("pad", tokenizer.specials.eod)
     if generation is not None:
         generation.save_pretrained(staging)
-    record = {"checkpoint": str(checkpoints / tag), "trained": trained}
+    record = {"checkpoint": str(checkpoints / tag), "trained": trained, "end_of_document": end_of_document}
     (staging / EXPORT_RECORD).write_text(json.dumps(record, indent=1))
     if output.exists():
         shutil.rmtree(output)

@@ -285,6 +285,54 @@ def test_a_masked_lm_is_scored_as_it_was_trained(modernbert_run, documents_file,
     assert (capped["max_length"], capped["max_length_from"]) == (512, "the model's context")
 
 
+def test_a_checkpoint_that_cannot_be_scored_says_why(modernbert_run, documents_file, tmp_path, capsys):
+    """A run dir whose checkpoint is damaged, or a checkpoint the run died while saving, is named as such with the
+    way on: not called "not a model"."""
+    from pretrain import manifest
+
+    run = tmp_path / "run"
+    shutil.copytree(modernbert_run["run"], run)
+    step = run / "checkpoints" / "step00000001"
+    manifest.write(step, manifest.describe(step, manifest.files_of(step)))
+    with open(step / "mp_rank_00_model_states.pt", "r+b") as states:  # one byte flipped
+        states.seek(100)
+        byte = states.read(1)
+        states.seek(100)
+        states.write(bytes([byte[0] ^ 1]))
+    for model in (run, step):
+        code, err = exit_code(capsys, model, "--input", documents_file, "--work-dir", tmp_path)
+        assert code == 2 and f"{step} is damaged" in err and "Pass an earlier checkpoint's folder" in err, err
+        assert "not a model" not in err
+    (step / "COMPLETE").unlink()
+    code, err = exit_code(capsys, step, "--input", documents_file)
+    assert code == 2 and "is incomplete (no COMPLETE marker)" in err and "not a model" not in err, err
+
+
+def test_a_masked_lm_scores_a_prefix_as_its_text(modernbert_run, documents_file, tmp_path):
+    """Data made with --append-eod ends each document with the run's end-of-text token, which an encoder's
+    exported tokenizer does not name as eos (its eos is its SEP): the run dir and its export still read the
+    prefix without it, so it scores exactly as the text it was made from."""
+    preprocess(documents_file, modernbert_run["run"] / "tokenizer", tmp_path / "docs", "--append-eod")
+    for model in (modernbert_run["run"], modernbert_run["hf"]):
+        report = evaluate(model, "--input", documents_file, tmp_path / "docs_text_document", "--per-document",
+                          "--work-dir", tmp_path, "--output", tmp_path / "eval.json")
+        text, data = report["inputs"]
+        assert (data["documents"], data["bytes"]) == (text["documents"] - 1, text["bytes"])  # the empty one skipped
+        assert data["masked_tokens"] == text["masked_tokens"] > 0
+        assert data["document_nll_nats"] == pytest.approx([v for v, d in zip(text["document_nll_nats"], DOCUMENTS)
+                                                           if d], rel=1e-6)
+
+
+def test_a_prefix_made_by_another_tokenizer_is_refused(llama_folder, tokenizer_dir, documents_file, tmp_path, capsys):
+    """Its ids all fall within the model's vocabulary, but every document ends with a token that is not the
+    model's end of text and never occurs inside them: the trainer's check, made by pretrain-eval too."""
+    preprocess(documents_file, tokenizer_dir, tmp_path / "other", "--append-eod")
+    assert load_tokenizer(tokenizer_dir).vocab_size < load_tokenizer(llama_folder).vocab_size
+    code, err = exit_code(capsys, llama_folder, "--input", tmp_path / "other_text_document")
+    assert code == 2 and "the data was made with --append-eod by another tokenizer" in err, err
+    assert "every document ends with token id" in err and "Traceback" not in err
+
+
 def test_token_bytes_are_exact_for_byte_level_bpe(tokenizer_dir, tmp_path, small_corpus):
     from pretrain.tokenization.training import TokenizerTrainingOptions, train_tokenizer
 

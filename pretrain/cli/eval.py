@@ -118,8 +118,9 @@ def _documents(model, item, options, limit: int | None, vocab_size: int) -> Iter
     from pretrain.evaluation import inputs
 
     if item.kind == "prefix":
+        _check_end_of_document(item.prefix, model)
         special = set(model.tokenizer.all_special_ids)
-        for ids in inputs.token_documents(item.prefix, model.tokenizer.eos_token_id, vocab_size, limit):
+        for ids in inputs.token_documents(item.prefix, model.end_of_document, vocab_size, limit):
             text_ids = ids[1:] if len(ids) and int(ids[0]) in special else ids  # a BOS stands for no text
             text = model.tokenizer.decode(text_ids.tolist(), clean_up_tokenization_spaces=False)
             yield ids.tolist(), len(text.encode("utf-8"))
@@ -127,6 +128,27 @@ def _documents(model, item, options, limit: int | None, vocab_size: int) -> Iter
     encode = _encoder(model)
     for text in inputs.texts(item.spec, options, limit):
         yield encode(text), len(text.encode("utf-8"))
+
+
+def _check_end_of_document(prefix: str, model) -> None:
+    """Refuse data made by another tokenizer whose ids all fall within this one's: its documents all end with
+    one token (that tokenizer's end of text) that is not this model's and never occurs inside them."""
+    from pretrain.data.gpt_dataset import foreign_end_token
+    from pretrain.data.indexed import IndexedDataset
+    from pretrain.evaluation.models import EvalError
+    from pretrain.export import EXPORT_RECORD, recorded_end_of_document
+
+    eod = model.end_of_document
+    last = None if eod is None else foreign_end_token(IndexedDataset(prefix), eod)
+    if last is not None:
+        token = model.tokenizer.convert_ids_to_tokens
+        older = (model.folder / EXPORT_RECORD).is_file() and recorded_end_of_document(model.folder) is None
+        raise EvalError(f"{prefix}: every document ends with token id {last} (this model's {token(last)!r}), which "
+                        f"never occurs inside them, not with its end-of-document token {token(eod)!r} (id {eod}): the "
+                        "data was made with --append-eod by another tokenizer. Preprocess it with the model's "
+                        "tokenizer, or score the text files instead." + (
+                            " (This folder was exported before pretrain-export recorded its run's end-of-document "
+                            "token: if the data was made for that run, export the checkpoint again.)" if older else ""))
 
 
 def _encoder(model):

@@ -19,6 +19,7 @@ from pretrain.data.gpt_dataset import (
     documents_end_with,
     epochs_needed,
     first_tokens,
+    foreign_end_token,
     last_tokens,
 )
 from pretrain.data.index_cache import dataset_identity, load_or_build
@@ -69,9 +70,8 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
                             f"{tokenizer.vocab_size} tokens: {vocabulary_bound(tokenizer).cause(highest)}")
         elif objective == "clm" and not ends <= {tokenizer.specials.eod}:
             eod = f"the end-of-text token {tokenizer.specials.tokens['eod']!r} (id {tokenizer.specials.eod})"
-            if len(ends) == 1 and indexed.num_documents > 1 and not _inside_documents(indexed, next(iter(ends))):
-                # one last token, never inside a document: another tokenizer's end-of-text token
-                last = ends.pop()
+            last = foreign_end_token(indexed, tokenizer.specials.eod)
+            if last is not None:
                 problems.append(f"{prefix}: every document ends with token id {last} (this tokenizer's "
                                 f"{tokenizer.backend.id_to_token(last)!r}), not with {eod}. If the data was made with "
                                 "--append-eod, it was made with another tokenizer: set data.tokenizer to the folder "
@@ -92,12 +92,6 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
             log.warning("%s has one sequence per document: MLM pairs are cut inside documents, not at sentences "
                         "(preprocess with --split-sentences for sentence pairs)", prefix)
     return problems
-
-
-def _inside_documents(indexed: IndexedDataset, token: int, probes: int = 256) -> bool:
-    """Does ``token`` occur before the last position of (a sample of) the documents?"""
-    picks = np.linspace(0, indexed.num_documents - 1, num=min(probes, indexed.num_documents)).astype(np.int64)
-    return any(bool((indexed.document(int(k))[:-1] == token).any()) for k in picks)
 
 
 def vocabulary_bound(tokenizer: LoadedTokenizer) -> VocabularyBound:

@@ -176,6 +176,25 @@ def last_tokens(indexed: IndexedDataset, documents: range, probes: int = 256) ->
     return {int(doc[-1]) for doc in _probe_documents(indexed, documents, probes) if len(doc)}
 
 
+def foreign_end_token(indexed: IndexedDataset, end_of_document: int) -> int | None:
+    """The token every document (of a sample) ends with where it is not ``end_of_document`` and never occurs
+    inside them: the end-of-document token of another tokenizer, the one the data was made with (--append-eod).
+    None otherwise."""
+    ends = last_tokens(indexed, range(indexed.num_documents))
+    if len(ends) != 1 or indexed.num_documents < 2:
+        return None
+    last = next(iter(ends))
+    if last == end_of_document or _inside_documents(indexed, last):
+        return None
+    return last
+
+
+def _inside_documents(indexed: IndexedDataset, token: int, probes: int = 256) -> bool:
+    """Does ``token`` occur before the last position of (a sample of) the documents?"""
+    picks = np.linspace(0, indexed.num_documents - 1, num=min(probes, indexed.num_documents)).astype(np.int64)
+    return any(bool((indexed.document(int(k))[:-1] == token).any()) for k in picks)
+
+
 def first_tokens(indexed: IndexedDataset, documents: range, probes: int = 256) -> set[int]:
     """The tokens that (a sample of ``probes``, evenly spread, of) these documents start with."""
     return {int(doc[0]) for doc in _probe_documents(indexed, documents, probes) if len(doc)}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pretrain.export import ExportError, export_checkpoint, resolve_checkpoint
+from pretrain.export import ExportError, export_checkpoint, recorded_end_of_document, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 OBJECTIVES = ("clm", "mlm")
@@ -38,6 +38,7 @@ class EvalModel:
     architecture: str
     run_dir: Path | None  # when a run dir or checkpoint was given: where its config.yaml is
     checkpoint: str | None
+    end_of_document: int | None  # the id ending each document of data made for it (--append-eod)
 
     @property
     def device(self) -> torch.device:
@@ -58,12 +59,20 @@ def open_model(source: str | os.PathLike, device: str = "auto", dtype: str = "au
     try:
         run_dir, checkpoints, tag = resolve_checkpoint(path)
     except ExportError as exc:
+        if is_run_folder(path):  # a run or a checkpoint, but not one to score (damaged, incomplete): its reason
+            raise EvalError(str(exc)) from None
         present = ", ".join(sorted(p.name for p in path.iterdir())[:8]) if path.is_dir() else "a file"
         raise EvalError(f"{source} is not a model: a Hugging Face folder holds config.json and a run dir a "
-                        f"checkpoints/ dir, but it holds {present or 'nothing'} ({exc})") from None
+                        f"checkpoints/ dir, but it holds {present or 'nothing'}.") from None
     with tempfile.TemporaryDirectory(prefix="pretrain-eval-", dir=work_dir) as temp:
         folder = export_checkpoint(path, Path(temp) / "hf")
         yield _load(folder, device, dtype, objective, run_dir, str(checkpoints / tag))
+
+
+def is_run_folder(path: Path) -> bool:
+    """A run dir, its checkpoints/ dir or one of its checkpoints (whatever state it is in)."""
+    return ((path / "checkpoints").is_dir() or (path / "config.yaml").is_file() or path.name == "checkpoints"
+            or (path.name.startswith("step") and path.parent.name == "checkpoints"))
 
 
 def objective_of(config) -> str | None:
@@ -113,4 +122,20 @@ def _load(folder: Path, device: str, dtype: str, objective: str | None, run_dir:
         raise EvalError(f"{folder} cannot be loaded as {auto.__name__} ({str(exc).splitlines()[0]}).") from None
     architecture = (config.architectures or [type(model).__name__])[0]
     log.info("scoring %s (%s as %s, %s) on %s", folder, architecture, type(model).__name__, objective, target)
-    return EvalModel(model.to(target).eval(), tokenizer, folder, objective, architecture, run_dir, checkpoint)
+    return EvalModel(model.to(target).eval(), tokenizer, folder, objective, architecture, run_dir, checkpoint,
+                     end_of_document(folder, tokenizer))
+
+
+def end_of_document(folder: Path, tokenizer) -> int | None:
+    """The id pretrain-preprocess's --append-eod ended each document with for this model: its run's end-of-text
+    token, as its export recorded it (an encoder's exported tokenizer names its SEP as eos), else the one it
+    finds in the folder's tokenizer (a folder made elsewhere)."""
+    from pretrain.tokenization import TokenizerError, load_tokenizer
+
+    token = recorded_end_of_document(folder)
+    if token is not None and token in tokenizer.get_vocab():
+        return tokenizer.convert_tokens_to_ids(token)
+    try:
+        return load_tokenizer(folder, quiet=True).specials.eod
+    except TokenizerError:
+        return tokenizer.eos_token_id
