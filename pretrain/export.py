@@ -70,6 +70,23 @@ def _full_state_dict(checkpoints: Path, tag: str, gather_zero) -> dict:
     return {key: tensor.float() for key, tensor in module.items()}
 
 
+def stop_on_the_tokenizers_end_of_text(generation, model_config, ours) -> None:
+    """A release continued with another tokenizer (model.init_from beside a data.tokenizer of its own) kept the
+    release's bos/eos/pad ids, which in this tokenizer may be other tokens: generate() would never stop on the
+    end of text the run trained on. Where the tokenizer's end of text is not among the release's eos ids, both
+    configs take the tokenizer's ids (``ours``: what the family gives a run of its own); else the release's stay
+    (Llama 3's several stop tokens, say)."""
+    eos = generation.eos_token_id
+    if ours.eos_token_id in (eos if isinstance(eos, list) else [eos]):
+        return
+    log.warning("the release's generation config stops on token id %s, not on this run's end of text (id %d, its "
+                "tokenizer is not the release's): the export's configs take the tokenizer's bos, eos and pad",
+                eos, ours.eos_token_id)
+    for config in (generation, model_config):
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            setattr(config, name, getattr(ours, name))
+
+
 def recorded_end_of_document(folder: Path) -> str | None:
     """The token that ended each document of the run's data (--append-eod), from the folder's record; None for a
     folder made elsewhere or exported before the record kept it."""
@@ -133,6 +150,15 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
         raise ExportError(f"{run_dir / 'model'} holds a {model_config.model_type} model, which no model family exports")
     cls = family.architecture_class(architecture)
     trained = trained_settings(run_dir)
+    tokenizer = load_tokenizer(run_dir / "tokenizer", family.tokenizer_roles)
+    end_of_document = tokenizer.specials.tokens["eod"]  # what --append-eod wrote: an encoder's eos becomes its SEP
+    released = run_dir / "model" / "generation_config.json"  # a continued release's own (model.init_from)
+    ours = family.generation_config(tokenizer.model_ids)  # what a run of its own would export
+    generation = GenerationConfig.from_pretrained(released.parent) if released.exists() else ours
+    if released.exists() and generation is not None and ours is not None:
+        stop_on_the_tokenizers_end_of_text(generation, model_config, ours)
+    if generation is not None and generation.pad_token_id is None:  # batched generate pads with the tokenizer's own
+        generation.pad_token_id = tokenizer.specials.ids.get("pad", tokenizer.specials.eod)
     state = _full_state_dict(checkpoints, tag, get_fp32_state_dict_from_zero_checkpoint)
     weights, seen = {}, set()
     for key, tensor in state.items():
@@ -149,18 +175,11 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
         shutil.rmtree(staging, ignore_errors=True)
         raise ExportError(f"{checkpoints / tag} does not match {architecture}: missing {info['missing_keys'][:5]}, "
                           f"unexpected {info['unexpected_keys'][:5]}")
-    tokenizer = load_tokenizer(run_dir / "tokenizer", family.tokenizer_roles)
-    end_of_document = tokenizer.specials.tokens["eod"]  # what --append-eod wrote: an encoder's eos becomes its SEP
     if family.sequence_wrap:
         tokenizer.for_encoder(*family.sequence_wrap)
     token_types = getattr(model_config, "type_vocab_size", 0) > 0  # BERT's segments; ModernBERT has none
     tokenizer.save(staging, model_max_length=model_config.max_position_embeddings,
                    model_input_names=None if token_types else ["input_ids", "attention_mask"])
-    released = run_dir / "model" / "generation_config.json"  # a continued release's own (model.init_from)
-    generation = (GenerationConfig.from_pretrained(released.parent) if released.exists()
-                  else family.generation_config(tokenizer.model_ids))
-    if generation is not None and generation.pad_token_id is None:  # batched generate pads with the tokenizer's own
-        generation.pad_token_id = tokenizer.specials.ids.get("pad", tokenizer.specials.eod)
     if generation is not None:
         generation.save_pretrained(staging)
     record = {"checkpoint": str(checkpoints / tag), "trained": trained, "end_of_document": end_of_document}

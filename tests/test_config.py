@@ -188,6 +188,26 @@ def run_train(*args: str):
                           capture_output=True, text=True, timeout=300)
 
 
+def test_model_init_from_is_checked_with_the_rest_before_any_rank_starts(tmp_path):
+    """A folder that is missing, holds no config.json or a model of another family is named in the same list as
+    the config's other problems (exit 2, no traceback), not by transformers once the ranks have started."""
+    from transformers import LlamaConfig
+
+    llama, empty = tmp_path / "llama", tmp_path / "empty"
+    LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=1000).save_pretrained(llama)
+    empty.mkdir()
+    cases = {"/nonexistent/release": "model.init_from=/nonexistent/release does not exist",
+             str(empty): f"model.init_from={empty} holds no config.json",
+             str(llama): f"model.init_from={llama} is a llama model, but model.preset=modernbert-tiny asks for the "
+                         "modernbert family"}
+    for folder, message in cases.items():
+        proc = run_train("--config", "modernbert_tiny", f"model.init_from={folder}", "train.steps=2",
+                         "optim.warmup_steps=10", f"run.dir={tmp_path}/run")
+        assert proc.returncode == 2 and f"  - {message}" in proc.stderr, proc.stderr[-2000:]
+        assert "optim.warmup_steps=10 is longer than train.steps=2" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_start_fails_clearly_on_bad_batch_missing_data_and_wrong_tokenizer(tmp_path, data, small_corpus):
     bad_batch = run_train("--config", "tiny_clm", f"data.tokenizer={data['tokenizer']}",
                           f"data.prefixes=[{data['clm']}]", "train.global_batch=6", "train.micro_batch=4",

@@ -234,3 +234,24 @@ def test_init_from_refuses_another_familys_folder(tmp_path):
     GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "gpt2")
     with pytest.raises(ValueError, match="is a gpt2 model, but model.preset=llama-tiny asks for the llama family"):
         tiny(init_from=str(tmp_path / "gpt2"))
+
+
+def test_a_release_continued_with_another_tokenizer_exports_that_tokenizers_stop_token():
+    """The release's configs name its own bos/eos ids, which another tokenizer (a data.tokenizer of the run's
+    own) gives to other tokens: generate() would never stop on the end of text the run trained on. The export
+    takes the tokenizer's ids there, keeps the release's sampling defaults, and keeps every id of a release
+    whose stop tokens include the tokenizer's end of text (Llama 3's several)."""
+    from transformers import GenerationConfig, LlamaConfig
+
+    from pretrain.export import stop_on_the_tokenizers_end_of_text
+
+    ours = GenerationConfig(bos_token_id=5, eos_token_id=0, pad_token_id=0)
+    release = GenerationConfig(bos_token_id=1, eos_token_id=1, temperature=0.6, do_sample=True)
+    model_config = LlamaConfig(bos_token_id=1, eos_token_id=1)
+    stop_on_the_tokenizers_end_of_text(release, model_config, ours)
+    for config in (release, model_config):
+        assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (5, 0, 0)
+    assert (release.temperature, release.do_sample) == (0.6, True)
+    several = GenerationConfig(bos_token_id=1, eos_token_id=[7, 0, 9])
+    stop_on_the_tokenizers_end_of_text(several, LlamaConfig(), ours)
+    assert (several.bos_token_id, several.eos_token_id, several.pad_token_id) == (1, [7, 0, 9], None)

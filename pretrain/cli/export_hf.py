@@ -24,8 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         out = export_checkpoint(args.source, args.output, overwrite=args.overwrite)
     except ExportError as exc:
         raise UserError(str(exc)) from None
-    print(f"exported to {out}: load it with transformers' AutoModelForCausalLM / AutoModelForMaskedLM and "
-          "AutoTokenizer")
+    import json
+
+    architecture = json.loads((out / "config.json").read_text())["architectures"][0]
+    auto = "AutoModelForMaskedLM" if architecture.endswith(("ForMaskedLM", "ForPreTraining")) else "AutoModelForCausalLM"
+    print(f"exported to {out} ({architecture}): load it with transformers' {auto} and AutoTokenizer")
     return 0
 
 

@@ -46,7 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         config = load_config(args.config, args.overrides)
-        validate(config, env.world_size)
+        problems = []
+        try:
+            validate(config, env.world_size)
+        except ConfigError as exc:
+            problems += exc.problems
+        problems += init_from_problems(config)  # a folder's shape is checked apart: list it with the rest
+        if problems:
+            raise ConfigError(problems)
         preflight(config)
     except ConfigError as exc:
         report_once_per_node(env, f"error: {exc}")
@@ -79,6 +86,36 @@ def report_once_per_node(env, message: str) -> None:
             time.sleep(1)
     else:
         time.sleep(5)
+
+
+def init_from_problems(config) -> list[str]:
+    """model.init_from on a first launch: a folder holding a transformers model of the preset's family (or a hub
+    name the hub answers). A resumed launch builds from the run's own copy (RUN_DIR/model): the folder may be gone."""
+    from pathlib import Path
+
+    from pretrain.checkpoint import resumes
+    from pretrain.model.build import model_shape
+
+    model, run_dir = config.model, Path(config.run.dir)
+    if not model.init_from or (resumes(run_dir / "checkpoints") and (run_dir / "model" / "config.json").is_file()):
+        return []
+    folder = Path(model.init_from).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        return [f"model.init_from={model.init_from} holds no config.json: give the folder of a transformers model "
+                "(config.json and its weights, as save_pretrained writes them)"]
+    if not folder.exists() and (folder.is_absolute() or model.init_from.startswith((".", "~")) or
+                                model.init_from.count("/") > 1):  # a path, not a hub name (org/name)
+        return [f"model.init_from={model.init_from} does not exist: give the folder of a transformers model, or a "
+                "hub name (org/name)"]
+    try:
+        model_shape(model)
+    except ValueError as exc:  # of another family; a name the hub refuses
+        reason = str(exc).splitlines()[0]
+        return [reason if reason.startswith("model.init_from") else f"model.init_from={model.init_from}: {reason}"]
+    except OSError as exc:
+        return [f"model.init_from={model.init_from}: no such folder here, and the hub cannot give it "
+                f"({str(exc).splitlines()[0]})"]
+    return []
 
 
 def preflight(config) -> None:
