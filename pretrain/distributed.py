@@ -185,8 +185,9 @@ def process_group(timeout_minutes: float = 15) -> Iterator[None]:
     Ending it means DeepSpeed's groups too (its copy of the world for data parallelism, held by its module
     and by engines): ``deepspeed.comm.destroy_process_group`` drops DeepSpeed's own references and a
     collection frees what the block left behind, so their worker threads finish what they were releasing
-    and are joined here, well before shutdown. (An engine built with ``deepspeed.initialize`` keeps one
-    group referenced from C++ even so; its threads are idle by then.)
+    and are joined here, well before shutdown. (An engine built with ``deepspeed.initialize`` keeps groups
+    referenced from C++ even so, their threads alive at exit: the trainer's command ends with ``os._exit``,
+    pretrain.cli.train.cli.)
 
     Left alone when the block raises (``sys.exit`` too): tearing down a group whose peers are gone or blocked
     in a collective can hang (the trainer's fatal errors end the process with ``os._exit`` instead)."""
