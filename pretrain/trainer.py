@@ -238,6 +238,8 @@ class Trainer:
         if not self.state.step:  # a first launch: a generation config is the release's (model.init_from) or none
             (model_dir / "generation_config.json").unlink(missing_ok=True)
             if self.config.model.init_from:
+                log.info("continued pretraining: the weights of model.init_from=%s loaded (%s, embedding of %d rows)",
+                         self.config.model.init_from, type(self.model.hf).__name__, self.model.hf.config.vocab_size)
                 keep_generation_config(self.config.model.init_from, model_dir)  # its sampling defaults, stop tokens
                 warn_if_another_vocabulary(self.tokenizer, self.config.model.init_from)
 
@@ -436,7 +438,8 @@ class Trainer:
         record["memory_gib"] = memory_gib()
         if self.is_main:
             speed = (f"{record['tokens_per_s']:,.0f} tok/s | {record['tflops_per_device']:.3g} TFLOP/s | MFU "
-                     f"{100 * record['mfu']:.2f}% | HFU {100 * record['hfu']:.2f}%" if "mfu" in record else "warming up")
+                     f"{100 * record['mfu']:.2f}% | HFU {100 * record['hfu']:.2f}%" if "mfu" in record
+                     else "speed: measured from the next steps")  # a launch's first steps compile and warm up
             ramp = f" | batch {global_batch}" if train.rampup_batch_size else ""
             log.info("step %d/%d | loss %.4f | lr %.3g | grad norm %s | %s | mem %.2f GiB%s", numbers.step, train.steps,
                      numbers.loss, record["lr"], "-" if numbers.grad_norm is None else f"{numbers.grad_norm:.3f}",

@@ -232,6 +232,9 @@ def _masked(model, args):
     length, source = (requested, source) if requested <= context else (context, "the model's context")
     if length < 3:
         raise EvalError(f"a masked LM needs windows of at least 3 tokens ([CLS] x [SEP]), not {length}")
+    if not trained:
+        log.info("%s does not say how it was trained: pieces of %d tokens (%s), %.0f%% masked; pass --max-length and "
+                 "--mask-prob to score it as it trained", model.folder, length, source, 100 * mask_prob)
     settings = {"max_length": int(length), "max_length_from": source,
                 "masking": {"mask_prob": mask_prob, "whole_word": whole_word, "unit": unit, "seed": seed}}
     return (lambda documents: score_masked(model.model, documents, setup, int(length), args.batch_tokens,
