@@ -7,7 +7,8 @@
                                                               packages importable (benchmarks/device/
                                                               sitecustomize.py): what it went without
     python benchmarks/device_env.py --check-imports           on the device: the GPU path imports, with the
-                                                              carried versions first
+                                                              carried versions first (optional ones only
+                                                              warn); prints the versions found
     python benchmarks/device_env.py --check-results FILE      every case of a rehearsal produced a record
 
 The device's image (benchmarks/device/packages.txt, from the device tool's KINDS.md) has torch and much
@@ -30,8 +31,10 @@ DEVICE = ROOT / "benchmarks" / "device"
 # what the GPU path imports at the top of its modules and in the GPU tests' fixtures
 GPU_PATH = ["pretrain.cli.train", "pretrain.trainer", "pretrain.cli.preprocess_data", "pretrain.model.head",
             "deepspeed", "transformers.models.gpt2.modeling_gpt2", "transformers.models.bert.modeling_bert",
-            "orjson", "zstandard", "hjson", "pydantic", "liger_kernel.transformers.fused_linear_cross_entropy",
-            "tests.conftest"]
+            "orjson", "zstandard", "hjson", "pydantic", "tests.conftest"]
+# carried, but the GPU path goes on without them (pretrain/model/head.py falls back to the chunked head): one
+# that fails to import (Liger's import builds on Triton) is a warning, never a reason to stop the session
+OPTIONAL_IMPORTS = ["liger_kernel.transformers.fused_linear_cross_entropy"]
 
 
 def normalize(name: str) -> str:
@@ -79,19 +82,34 @@ def check_log(folder: Path) -> list[str]:
     return []
 
 
+def import_problem(module: str) -> str | None:
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - report every failure, not the first
+        return f"import {module}: {type(exc).__name__}: {str(exc)[:160]}"
+    return None
+
+
 def check_imports() -> list[str]:
+    """The GPU path's imports (problems) and the optional ones (warnings); the versions found, for the record."""
     sys.path.insert(0, str(ROOT))
-    problems = []
-    for module in GPU_PATH:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001 - report every failure, not the first
-            problems.append(f"import {module}: {type(exc).__name__}: {str(exc)[:160]}")
+    problems = [problem for problem in map(import_problem, GPU_PATH) if problem]
+    for problem in filter(None, map(import_problem, OPTIONAL_IMPORTS)):
+        print(f"device check: warning, optional: {problem} (the GPU path goes on without it)")
     want = pinned(DEVICE / "wheels.txt")["transformers"]
     have = importlib.metadata.version("transformers")
     if have != want:
         problems.append(f"transformers {have} is first on the path, not the carried {want}")
+    versions = {name: version(name) for name in ("torch", "deepspeed", "transformers", "liger-kernel", "triton")}
+    print("device check: " + " | ".join(f"{name} {found}" for name, found in versions.items()))
     return problems
+
+
+def version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def check_results(path: Path) -> list[str]:

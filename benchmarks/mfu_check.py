@@ -30,13 +30,13 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.device import runs  # noqa: E402 - once ROOT is on the path
 
 # case -> (seq len, samples per step, the baseline's micro batch and activation checkpointing)
 CASES = {
@@ -56,6 +56,8 @@ DECIDING = ["gpt2-medium", "gpt2-xl", "bert-large"]  # measured first, with thei
 NEW_FAMILIES = ("llama", "modernbert")  # the previous round's code has no such model: no "previous" baseline
 SWEEP_VOCAB = 50257  # the GPU cases', as the previous round's harness had it (GPT-2's vocabulary, BERT's cases too)
 LENGTHS = ROOT / "benchmarks" / "mlm_lengths.json"
+# a GPU case needs its imports, NCCL's start-up and a cold compile before its first step: none starts on less
+MIN_SECONDS = {"gpu": 60, "cpu": 20}
 
 
 def bert_lengths(seq: int, count: int, rng: random.Random) -> list[int]:
@@ -145,6 +147,7 @@ def run_case(preset: str, variant: str, steps: int, warmup: int) -> dict:
         overrides += ["train.ds_config=zero3", "model.compile=false", f"train.micro_batch={base_micro}",
                       f"model.activation_checkpointing={'full' if base_ckpt else 'none'}"]
     config = load_config(None, overrides)
+    engine_log = runs.LogLines("pretrain.engine")  # its INFO line names the optimizer it built
     plan = choose_plan(request_from_config(config, vocab, 1, 1, device_memory_bytes(None, device, 1)))
     _, block, _ = parameter_sizes(preset, vocab)
     ds = deepspeed_config(config.train, config.optim, plan, block)
@@ -177,7 +180,9 @@ def run_case(preset: str, variant: str, steps: int, warmup: int) -> dict:
     record = {"preset": preset, "variant": variant, "plan": plan.summary(), "micro_batch": plan.micro_batch,
               "accumulation": plan.accumulation, "seq_len": seq, "recompute_layers": plan.recompute_layers,
               "step_s": step_s, "host_ms": host_ms, "loss": loss, "planned_gib": plan.planned_bytes / 2**30,
-              "build_s": build_s, "warmup_s": warmup_s, "optimizer": type(engine.optimizer).__name__}
+              "build_s": build_s, "warmup_s": warmup_s,
+              "optimizer": runs.optimizer_named("\n".join(engine_log.lines))
+              or f"{type(getattr(engine.optimizer, 'optimizer', engine.optimizer)).__name__} (no log line named it)"}
     if on_gpu:
         record["gpu_ms"], record["top_kernels"] = profile_step(step)
     record["syncs"] = host_syncs(step, micro, engine.optimizer)
@@ -264,7 +269,8 @@ def host_syncs(step, batches, optimizer) -> list[str]:
 
 def previous_code(preset: str, args, deadline: float) -> dict:
     """The baseline: the previous round's code and harness (benchmarks/gpu_sweep.py there), its default.
-    Its MFU counted recompute; both are recomputed here from its tokens/s with this round's formula."""
+    Its MFU counted recompute; both are recomputed here from its tokens/s with this round's formula. The
+    optimizer is the one its engine's log line names (FusedAdam, or the fused AdamW it falls back to)."""
     from pretrain.metrics import peak_tflops, transformer_flops
     from pretrain.model.hf import padded_vocab_size
     from pretrain.presets import get_preset
@@ -272,65 +278,57 @@ def previous_code(preset: str, args, deadline: float) -> dict:
     seq, samples, micro, checkpointing = CASES[preset]
     root = Path(args.baseline_root).resolve()
     peak = peak_tflops(None)
-    command = [sys.executable, str(root / "benchmarks" / "gpu_sweep.py"), "--case", preset, "fused", str(micro), str(seq),
-               str(int(checkpointing)), "--steps", str(args.steps), "--warmup", str(args.warmup), "--port", "29531",
-               "--peak", str(peak)]
-    proc = subprocess.run(command, cwd=root, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(root), os.environ.get("PYTHONPATH", "")])}, capture_output=True, text=True, timeout=deadline)
-    found = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if not found:
-        raise RuntimeError(f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1][:200]}")
-    old = found[0]
-    if "error" in old:
-        raise RuntimeError(old["error"])
-    shape = get_preset(preset)
+    command = [sys.executable, "-c", runs.PREVIOUS_RUNNER, str(root / "benchmarks" / "gpu_sweep.py"), "--case", preset,
+               "fused", str(micro), str(seq), str(int(checkpointing)), "--steps", str(args.steps), "--warmup",
+               str(args.warmup), "--port", "29531", "--peak", str(peak)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    stdout, stderr, ended = runs.run_child(command, deadline, env, cwd=root)
+    found = [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
+    optimizer = runs.optimizer_named(stderr)
+    if not found or "error" in found[0]:
+        runs.show_tail(preset, "previous", stderr)
+        error = found[0]["error"] if found else f"{ended or 'exit 0'}: {runs.failure_line(stderr)}"
+        return {"preset": preset, "variant": "previous", "error": error[:240], "optimizer": optimizer}
+    old, shape = found[0], get_preset(preset)
     tokens, vocab = micro * seq, padded_vocab_size(SWEEP_VOCAB, 64)
     head = None if shape.objective == "clm" else round(tokens * 0.15)  # the previous code's BERT predicted 15%
     step_s = tokens / old["tokens_per_s"]
     flops = [transformer_flops(shape.layers, shape.hidden, seq, vocab, tokens, recomputed, head)
              for recomputed in (0, shape.layers if checkpointing else 0)]
-    return {"preset": preset, "variant": "previous", "plan": f"ZeRO-3, micro batch {micro}, recompute "
-            f"{'full' if checkpointing else 'none'} (the previous default; BERT batches unpadded)", "micro_batch": micro,
-            "accumulation": 1, "seq_len": seq, "recompute_layers": shape.layers if checkpointing else 0,
-            "step_s": step_s, "tokens_per_s": old["tokens_per_s"], "mfu": flops[0] / step_s / 1e12 / peak,
-            "hfu": flops[1] / step_s / 1e12 / peak, "peak_gib": old.get("peak_gib"),
-            "planned_gib": old.get("planned_gib"), "host_ms": None, "gpu_ms": None, "syncs": None}
+    record = {"preset": preset, "variant": "previous", "plan": f"ZeRO-3, micro batch {micro}, recompute "
+              f"{'full' if checkpointing else 'none'} (the previous default; BERT batches unpadded)", "micro_batch": micro,
+              "accumulation": 1, "seq_len": seq, "recompute_layers": shape.layers if checkpointing else 0,
+              "step_s": step_s, "tokens_per_s": old["tokens_per_s"], "mfu": flops[0] / step_s / 1e12 / peak,
+              "hfu": flops[1] / step_s / 1e12 / peak, "peak_gib": old.get("peak_gib"),
+              "planned_gib": old.get("planned_gib"), "host_ms": None, "gpu_ms": None, "syncs": None,
+              "optimizer": optimizer}
+    return {**record, "exit": f"stuck after its result: {ended}"} if ended and "deadline" in ended else record
 
 
 def child(preset: str, variant: str, args, deadline: float) -> dict:
-    """Run one case in its own process (a fresh GPU, a deadline); the record or the reason it failed."""
+    """Run one case in its own process (a fresh GPU, a deadline); the record or the reason it failed. A case
+    measured but stuck on its way out still counts."""
     if variant == "previous":
-        try:
-            return previous_code(preset, args, deadline)
-        except subprocess.TimeoutExpired as exc:
-            tail = (exc.stderr or b"")[-300:]
-            tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
-            return {"preset": preset, "variant": variant, "error": f"over its {deadline:.0f} s deadline; {tail.strip()[-150:]}"}
-        except RuntimeError as exc:
-            return {"preset": preset, "variant": variant, "error": str(exc)[:200]}
+        return previous_code(preset, args, deadline)
     command = [sys.executable, __file__, "--child", preset, variant, "--steps", str(args.steps), "--warmup",
                str(args.warmup)]
-    env = {**os.environ, "TORCH_LOGS": "recompiles"}
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=deadline, env=env)
-    except subprocess.TimeoutExpired as exc:  # a case measured but stuck on its way out still counts
-        stdout, stderr = (text.decode(errors="replace") if isinstance(text, bytes) else text or ""
-                          for text in (exc.stdout, exc.stderr))
-        record = child_record(stdout, stderr)
-        if record:
-            return {**record, "exit": f"stuck after its result, killed at its {deadline:.0f} s deadline"}
-        return {"preset": preset, "variant": variant, "error": f"over its {deadline:.0f} s deadline"}
-    record = child_record(proc.stdout, proc.stderr)
+    stdout, stderr, ended = runs.run_child(command, deadline, {**os.environ, "TORCH_LOGS": "recompiles"})
+    record = runs.child_record(stdout, stderr)
     if record:
-        return record
-    tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    return {"preset": preset, "variant": variant, "error": f"exit {proc.returncode}: {(tail or [''])[-1][:200]}"}
+        return {**record, "exit": f"stuck after its result: {ended}"} if ended and "deadline" in ended else record
+    runs.show_tail(preset, variant, stderr)
+    return {"preset": preset, "variant": variant, "error": f"{ended or 'exit 0'}: {runs.failure_line(stderr)}"}
 
 
-def child_record(stdout: str, stderr: str) -> dict | None:
-    """The record a case's process printed, with the recompiles its log shows; None if it printed none."""
-    found = [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
-    return {**found[0], "recompiles": stderr.count("Recompiling function")} if found else None
+def skip_reason(variant: str, left: float, on_gpu: bool, default_failed: bool) -> str | None:
+    """Why a run is not started, if it is not: too little time to reach its first step, or (a baseline) its
+    default run failed, so no speed-up can come of it and its minutes go to the next case."""
+    need = MIN_SECONDS["gpu" if on_gpu else "cpu"]
+    if left < need:
+        return f"skipped for time: {max(left, 0):.0f} s left, a run needs {need} s"
+    if variant != "default" and default_failed:
+        return "skipped: its default run failed"
+    return None
 
 
 def run_order(cases: list[str], baseline: str) -> list[tuple[str, str]]:
@@ -374,7 +372,8 @@ def table(records: list[dict], device: str) -> list[str]:
                      f"{100 * r['mfu']:>5.1f}% {100 * r['hfu']:>5.1f}% {number('host_ms'):>8} {busy(r):>8} "
                      f"{1000 * r['step_s']:>8.1f} {number('peak_gib'):>9} {number('planned_gib'):>8} {speed:>8} "
                      f"{r.get('recompiles', '-'):>10} {syncs}")
-    lines += [f"  {r['preset']} {r['variant']}: {r['plan']}" for r in records if "plan" in r]
+    lines += [f"  {r['preset']} {r['variant']}: {r['plan']}; optimizer {r.get('optimizer') or 'not in its log'}"
+              for r in records if "plan" in r]
     measured = [r for r in records if r["variant"] == "default" and r.get("top_kernels")]
     if measured:
         worst = min(measured, key=lambda r: r["mfu"])
@@ -428,12 +427,13 @@ def main() -> None:
         print(f"no previous code at {args.baseline_root}: using the zero3 baseline", flush=True)
         args.baseline = "zero3"
     results = out / "results.jsonl"  # appended to by every invocation of a session; the table covers them all
+    failed: set[str] = set()  # cases whose default run failed
     for preset, variant in run_order(args.cases, args.baseline):
         left = args.deadline if args.until is None else min(args.deadline, args.until - time.time())
-        if left < 20:
-            record = {"preset": preset, "variant": variant, "error": "not run: the session's time was up"}
-        else:
-            record = child(preset, variant, args, left)
+        reason = skip_reason(variant, left, torch.cuda.is_available(), preset in failed)
+        record = {"preset": preset, "variant": variant, "error": reason} if reason else child(preset, variant, args, left)
+        if variant == "default" and "error" in record:
+            failed.add(preset)
         with open(results, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]

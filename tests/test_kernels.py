@@ -398,3 +398,24 @@ def test_model_and_hardware_flops():
                         96 * b * s * l_ * h * h * (1 + s / (6 * h) + v / (16 * l_ * h)), rel_tol=1e-12)
     half = transformer_flops(l_, h, s, v, b * s, recomputed_layers=l_ // 2)
     assert transformer_flops(l_, h, s, v, b * s) < half < transformer_flops(l_, h, s, v, b * s, recomputed_layers=l_)
+
+
+def test_a_liger_kernel_that_fails_to_import_falls_back_to_the_chunked_head(tmp_path, monkeypatch, caplog):
+    """model.lm_head=liger where liger-kernel is installed but its Triton kernels fail to import (an error other
+    than ImportError, as a triton that does not suit them raises): a warning and the chunked head, not a crash."""
+    import sys
+
+    from pretrain.model.head import resolve_head
+
+    module = tmp_path / "liger_kernel" / "transformers"
+    module.mkdir(parents=True)
+    for package in (module.parent, module):
+        (package / "__init__.py").write_text("")
+    (module / "fused_linear_cross_entropy.py").write_text("raise RuntimeError('triton 9.9 does not suit these kernels')")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [name for name in sys.modules if name.startswith("liger_kernel")]:
+        monkeypatch.delitem(sys.modules, name)
+    with caplog.at_level(logging.WARNING):
+        kind, liger, _ = resolve_head("liger", on_gpu=True)
+    assert (kind, liger) == ("chunked", None)
+    assert "cannot be imported (RuntimeError: triton 9.9 does not suit these kernels)" in caplog.text

@@ -134,6 +134,10 @@ def liger_cross_entropy() -> Callable | None:
         from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
     except ImportError:
         return None
+    except Exception as exc:  # noqa: BLE001 - its Triton kernels import with the installed triton, or fail
+        log.warning("liger-kernel is installed but cannot be imported (%s: %s)", type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "")
+        return None
     loss = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="mean")
 
     def apply(hidden, weight, labels, bias):
@@ -188,8 +192,8 @@ def resolve_head(kind: str, on_gpu: bool) -> tuple[str, Callable | None, Callabl
         log.info("LM head: Liger-Kernel's fused linear cross-entropy (it waits for the GPU twice per micro batch)")
         return "liger", liger, None
     if kind == "liger":
-        log.warning("model.lm_head=liger, but %s: using the chunked head", "liger-kernel is not installed (pip install "
-                    "liger-kernel)" if on_gpu else "Liger-Kernel runs on GPUs only")
+        log.warning("model.lm_head=liger, but %s: using the chunked head", "liger-kernel cannot be imported (pip "
+                    "install liger-kernel)" if on_gpu else "Liger-Kernel runs on GPUs only")
     if kind == "plain":
         log.info("LM head: plain (full logits, then cross-entropy)")
         return "plain", None, None
