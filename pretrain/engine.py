@@ -99,6 +99,20 @@ def lr_multiplier(optim: OptimConfig, steps: int) -> Callable[[int], float]:
     return multiplier
 
 
+def decay_begun_before(optim: OptimConfig, steps: int, step: int) -> str | None:
+    """For a run branched at ``step`` (run.resume_from): where its WSD decay began before that step, what the lr
+    does then (the README's recipe starts the decay at the checkpoint); else None."""
+    if optim.decay != "wsd":
+        return None
+    decay_from = steps - optim.wsd_decay_steps(steps)
+    if decay_from >= step:
+        return None
+    return (f"the WSD decay of this launch (train.steps={steps}, optim.decay_fraction={optim.decay_fraction:g}) began "
+            f"at step {decay_from}, before the checkpoint's step {step}: the lr goes from the peak {optim.lr:.3g} to "
+            f"{optim.lr * lr_multiplier(optim, steps)(step):.3g} at once. A decay from the checkpoint on needs "
+            f"train.steps x (1 - optim.decay_fraction) = {step}")
+
+
 def follow_schedule_after_resume(scheduler, optim: OptimConfig, steps: int) -> None:
     """After a checkpoint is loaded: the next step's lr from this run's ``optim.lr`` and schedule, not the
     checkpoint's. LambdaLR restores its base lrs, and the optimizer the lr it last set, from the checkpoint;

@@ -25,7 +25,7 @@ from pretrain.data.health import changed_files, next_batch
 from pretrain.data.masking import max_predictions
 from pretrain.data.sampler import PretrainingBatchSampler
 from pretrain.distributed import DistEnv
-from pretrain.engine import clips_in_optimizer, create_engine, deepspeed_config, follow_schedule_after_resume
+from pretrain.engine import clips_in_optimizer, create_engine, decay_begun_before, deepspeed_config, follow_schedule_after_resume
 from pretrain.evaluation.sources import SourceEvaluation, source_names
 from pretrain.evaluation.token_bytes import token_byte_lengths
 from pretrain.metrics import MetricsWriter, memory_gib, peak_tflops
@@ -123,6 +123,9 @@ class Trainer:
         state = checkpoint.read_state(self.checkpoint_dir, tag) if tag else TrainerState()
         if tag and tag == self.config.run.resume_from:  # every later save remembers the branch: taken once
             state.branched_from = tag
+            late = decay_begun_before(self.config.optim, self.config.train.steps, state.step)
+            if late and self.is_main:
+                log.warning("%s", late)
         return state, tag
 
     def _model_config(self) -> ModelConfig:

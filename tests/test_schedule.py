@@ -114,7 +114,8 @@ def test_a_branched_run_follows_its_new_schedule_exactly(tmp_path, small_corpus,
     # the branch stops at step 6; the same command again (run.resume_from kept, as in the summary's resume line)
     # goes on from step 6: the branch is taken once, never back to step 4 with steps 5-6 set aside
     command = ("tiny_clm", tmp_path / "branch", *common, *branch, "run.resume_from=step00000004", "train.exit_interval=2")
-    launch(1, *command, expect=75)
+    first = launch(1, *command, expect=75)
+    assert "began at step 3, before the checkpoint's step 4: the lr goes from the peak 0.003 to" in first.stderr
     again = launch(1, *command)
     assert "run.resume_from=step00000004 was taken by an earlier launch of this run" in again.stderr, again.stderr[-3000:]
     assert not (tmp_path / "branch" / "checkpoints" / "abandoned").exists()
