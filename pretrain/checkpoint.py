@@ -96,11 +96,11 @@ def find_resumable(checkpoint_dir: Path, rank: int, world_size: int, resume_from
         return None
     candidates = resume_candidates(checkpoint_dir)
     newest = candidates[0] if candidates else None
-    if resume_from and newest not in (None, resume_from) and branch_of(checkpoint_dir, newest) == resume_from:
+    if resume_from and newest not in (None, resume_from) and branch_of(checkpoint_dir, candidates) == resume_from:
         if rank == 0:
-            log.info("run.resume_from=%s was taken by an earlier launch of this run: %s continues from it, so this "
-                     "launch resumes from %s (to branch from %s again, move the checkpoints after it away)",
-                     resume_from, newest, newest, resume_from)
+            log.warning("run.resume_from=%s was taken by an earlier launch of this run: %s continues from it, so "
+                        "this launch resumes from %s (to branch from %s again, move the checkpoints after it away)",
+                        resume_from, newest, newest, resume_from)
         resume_from = None
     if resume_from:
         if resume_from not in candidates:
@@ -137,12 +137,15 @@ def find_resumable(checkpoint_dir: Path, rank: int, world_size: int, resume_from
     return tag
 
 
-def branch_of(checkpoint_dir: Path, tag: str) -> str | None:
-    """The tag run.resume_from took the run back to before it saved ``tag`` (None: never, or unreadable)."""
-    try:
-        return read_state(checkpoint_dir, tag).branched_from
-    except (OSError, ValueError, TypeError):  # a damaged state file: verification will name it
-        return None
+def branch_of(checkpoint_dir: Path, tags: list[str]) -> str | None:
+    """The tag run.resume_from last took the run back to, as the newest of ``tags`` whose state can be read
+    records it (a damaged state file is skipped: verification names it), or None."""
+    for tag in tags:
+        try:
+            return read_state(checkpoint_dir, tag).branched_from
+        except (OSError, ValueError, TypeError):
+            continue
+    return None
 
 
 def unverifiable(checkpoint_dir: Path, tag: str) -> str:

@@ -37,6 +37,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path, str]:
         if path.is_dir() and path.name.startswith("step"):
             raise ExportError(f"{path} is incomplete (no {COMPLETE} marker): the run died while saving it. "
                               f"Pass an earlier checkpoint's folder instead ({INSPECT_HINT}).")
+        if checkpoints.is_dir() or (path / "config.yaml").is_file():  # a run that has saved none (yet)
+            raise ExportError(f"{path} holds no complete checkpoint yet: its run has saved none (train.save_interval "
+                              f"steps, or its end, save one; {INSPECT_HINT}).")
         raise ExportError(f"no complete checkpoint under {path}: pass a run dir, its checkpoints/ dir or a "
                           "checkpoints/stepNNNNNNNN dir.")
     check(checkpoints / tag)
@@ -70,19 +73,19 @@ def _full_state_dict(checkpoints: Path, tag: str, gather_zero) -> dict:
     return {key: tensor.float() for key, tensor in module.items()}
 
 
-def stop_on_the_tokenizers_end_of_text(generation, model_config, ours) -> None:
+def stop_on_the_tokenizers_end_of_text(configs: list, ours) -> None:
     """A release continued with another tokenizer (model.init_from beside a data.tokenizer of its own) kept the
-    release's bos/eos/pad ids, which in this tokenizer may be other tokens: generate() would never stop on the
-    end of text the run trained on. Where the tokenizer's end of text is not among the release's eos ids, both
-    configs take the tokenizer's ids (``ours``: what the family gives a run of its own); else the release's stay
-    (Llama 3's several stop tokens, say)."""
-    eos = generation.eos_token_id
-    if ours.eos_token_id in (eos if isinstance(eos, list) else [eos]):
-        return
-    log.warning("the release's generation config stops on token id %s, not on this run's end of text (id %d, its "
-                "tokenizer is not the release's): the export's configs take the tokenizer's bos, eos and pad",
-                eos, ours.eos_token_id)
-    for config in (generation, model_config):
+    release's bos/eos/pad ids in its model config and generation config, which in this tokenizer may be other
+    tokens: generate() would never stop on the end of text the run trained on. Each of ``configs`` whose eos ids
+    do not include the tokenizer's end of text takes the tokenizer's ids (``ours``: what the family gives a run
+    of its own); the others keep theirs (Llama 3's several stop tokens, say)."""
+    for config in configs:
+        eos = config.eos_token_id
+        if ours.eos_token_id in (eos if isinstance(eos, list) else [eos]):
+            continue
+        log.warning("the release's %s stops on token id %s, not on this run's end of text (id %d: its tokenizer is "
+                    "not the release's): the export's takes the tokenizer's bos, eos and pad", type(config).__name__,
+                    eos, ours.eos_token_id)
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             setattr(config, name, getattr(ours, name))
 
@@ -155,8 +158,8 @@ def export_checkpoint(source: str | os.PathLike, output: str | os.PathLike, over
     released = run_dir / "model" / "generation_config.json"  # a continued release's own (model.init_from)
     ours = family.generation_config(tokenizer.model_ids)  # what a run of its own would export
     generation = GenerationConfig.from_pretrained(released.parent) if released.exists() else ours
-    if released.exists() and generation is not None and ours is not None:
-        stop_on_the_tokenizers_end_of_text(generation, model_config, ours)
+    if ours is not None:  # a decoder: a release's configs (a run's own already name the tokenizer's ids)
+        stop_on_the_tokenizers_end_of_text([model_config, generation] if released.exists() else [model_config], ours)
     if generation is not None and generation.pad_token_id is None:  # batched generate pads with the tokenizer's own
         generation.pad_token_id = tokenizer.specials.ids.get("pad", tokenizer.specials.eod)
     state = _full_state_dict(checkpoints, tag, get_fp32_state_dict_from_zero_checkpoint)

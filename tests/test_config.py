@@ -201,11 +201,19 @@ def test_model_init_from_is_checked_with_the_rest_before_any_rank_starts(tmp_pat
              str(empty): f"model.init_from={empty} holds no config.json",
              str(llama): f"model.init_from={llama} is a llama model, but model.preset=modernbert-tiny asks for the "
                          "modernbert family"}
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama",')
+    cases[str(broken)] = f"model.init_from={broken}: its config.json cannot be read"
     for folder, message in cases.items():
         proc = run_train("--config", "modernbert_tiny", f"model.init_from={folder}", "train.steps=2",
                          "optim.warmup_steps=10", f"run.dir={tmp_path}/run")
         assert proc.returncode == 2 and f"  - {message}" in proc.stderr, proc.stderr[-2000:]
         assert "optim.warmup_steps=10 is longer than train.steps=2" in proc.stderr and "Traceback" not in proc.stderr
+    typo = run_train("--config", "tiny_llama", "model.preset=llama-tinyy", f"model.init_from={llama}",
+                     f"run.dir={tmp_path}/run")  # the unknown preset named once, by validation
+    assert typo.returncode == 2 and "model.preset='llama-tinyy' is unknown" in typo.stderr, typo.stderr[-2000:]
+    assert "Traceback" not in typo.stderr
 
 
 def test_start_fails_clearly_on_bad_batch_missing_data_and_wrong_tokenizer(tmp_path, data, small_corpus):

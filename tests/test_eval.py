@@ -306,6 +306,8 @@ def test_a_checkpoint_that_cannot_be_scored_says_why(modernbert_run, documents_f
     (step / "COMPLETE").unlink()
     code, err = exit_code(capsys, step, "--input", documents_file)
     assert code == 2 and "is incomplete (no COMPLETE marker)" in err and "not a model" not in err, err
+    code, err = exit_code(capsys, run, "--input", documents_file)  # the run's only checkpoint: none complete
+    assert code == 2 and f"{run} holds no complete checkpoint yet" in err and "not a model" not in err, err
 
 
 def test_a_masked_lm_scores_a_prefix_as_its_text(modernbert_run, documents_file, tmp_path):
@@ -323,14 +325,21 @@ def test_a_masked_lm_scores_a_prefix_as_its_text(modernbert_run, documents_file,
                                                            if d], rel=1e-6)
 
 
-def test_a_prefix_made_by_another_tokenizer_is_refused(llama_folder, tokenizer_dir, documents_file, tmp_path, capsys):
+def test_a_prefix_made_by_another_tokenizer_is_refused(llama_folder, llama3_style_tokenizer, tokenizer_dir,
+                                                       documents_file, tmp_path, capsys):
     """Its ids all fall within the model's vocabulary, but every document ends with a token that is not the
-    model's end of text and never occurs inside them: the trainer's check, made by pretrain-eval too."""
+    model's end of text and never occurs inside them, and they do not encode back to their ids with the model's
+    tokenizer. Documents of the model's own tokenizer that all end alike (one question each, no --append-eod)
+    are scored."""
     preprocess(documents_file, tokenizer_dir, tmp_path / "other", "--append-eod")
     assert load_tokenizer(tokenizer_dir).vocab_size < load_tokenizer(llama_folder).vocab_size
     code, err = exit_code(capsys, llama_folder, "--input", tmp_path / "other_text_document")
     assert code == 2 and "the data was made with --append-eod by another tokenizer" in err, err
     assert "every document ends with token id" in err and "Traceback" not in err
+    questions = write_jsonl(tmp_path / "questions.jsonl", [f"Wie alt ist Nummer {i}?" for i in range(50)])
+    preprocess(questions, llama3_style_tokenizer, tmp_path / "questions")
+    report = evaluate(llama_folder, "--input", tmp_path / "questions_text_document", "--output", tmp_path / "q.json")
+    assert report["total"]["documents"] == 50
 
 
 def test_token_bytes_are_exact_for_byte_level_bpe(tokenizer_dir, tmp_path, small_corpus):

@@ -248,10 +248,11 @@ def test_a_release_continued_with_another_tokenizer_exports_that_tokenizers_stop
     ours = GenerationConfig(bos_token_id=5, eos_token_id=0, pad_token_id=0)
     release = GenerationConfig(bos_token_id=1, eos_token_id=1, temperature=0.6, do_sample=True)
     model_config = LlamaConfig(bos_token_id=1, eos_token_id=1)
-    stop_on_the_tokenizers_end_of_text(release, model_config, ours)
+    stop_on_the_tokenizers_end_of_text([model_config, release], ours)
     for config in (release, model_config):
         assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (5, 0, 0)
     assert (release.temperature, release.do_sample) == (0.6, True)
-    several = GenerationConfig(bos_token_id=1, eos_token_id=[7, 0, 9])
-    stop_on_the_tokenizers_end_of_text(several, LlamaConfig(), ours)
+    several, alone = GenerationConfig(bos_token_id=1, eos_token_id=[7, 0, 9]), LlamaConfig(bos_token_id=1, eos_token_id=1)
+    stop_on_the_tokenizers_end_of_text([alone, several], ours)  # each config on its own
     assert (several.bos_token_id, several.eos_token_id, several.pad_token_id) == (1, [7, 0, 9], None)
+    assert (alone.bos_token_id, alone.eos_token_id, alone.pad_token_id) == (5, 0, 0)

@@ -134,3 +134,19 @@ def test_a_branched_run_follows_its_new_schedule_exactly(tmp_path, small_corpus,
         assert got[step]["lr"] == pytest.approx(3e-3 * curve(step), rel=1e-9), step
         assert got[step]["loss"] == pytest.approx(want[step]["loss"], rel=1e-6, abs=1e-7), step
     assert metrics(tmp_path / "long")[0][4] == pytest.approx(want[4]["loss"], rel=1e-6)  # the same first 4 steps
+
+
+def test_a_branch_is_known_past_a_damaged_newest_state(tmp_path):
+    """The newest checkpoint's trainer_state.json cut short (a damaged checkpoint, set aside at resume): the
+    branch is read from the next one, so the relaunch does not go back to the branch's tag."""
+    import json
+
+    from pretrain.checkpoint import branch_of, resume_candidates
+
+    for step, state in ((4, {"step": 4}), (6, {"step": 6, "branched_from": "step00000004"}), (8, None)):
+        folder = tmp_path / f"step{step:08d}"
+        folder.mkdir()
+        (folder / "COMPLETE").write_text("")
+        (folder / "trainer_state.json").write_text(json.dumps(state) if state else '{"step": 8, "bran')
+    assert branch_of(tmp_path, resume_candidates(tmp_path)) == "step00000004"
+    assert branch_of(tmp_path, ["step00000004"]) is None

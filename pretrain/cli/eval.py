@@ -132,23 +132,41 @@ def _documents(model, item, options, limit: int | None, vocab_size: int) -> Iter
 
 def _check_end_of_document(prefix: str, model) -> None:
     """Refuse data made by another tokenizer whose ids all fall within this one's: its documents all end with
-    one token (that tokenizer's end of text) that is not this model's and never occurs inside them."""
+    one token (that tokenizer's end of text) that is not this model's and never occurs inside them, and decoded
+    with this tokenizer they do not encode back to their ids. (Documents that all end alike, one question each
+    made without --append-eod, encode back: they are this tokenizer's.)"""
     from pretrain.data.gpt_dataset import foreign_end_token
     from pretrain.data.indexed import IndexedDataset
     from pretrain.evaluation.models import EvalError
     from pretrain.export import EXPORT_RECORD, recorded_end_of_document
 
     eod = model.end_of_document
-    last = None if eod is None else foreign_end_token(IndexedDataset(prefix), eod)
-    if last is not None:
-        token = model.tokenizer.convert_ids_to_tokens
-        older = (model.folder / EXPORT_RECORD).is_file() and recorded_end_of_document(model.folder) is None
-        raise EvalError(f"{prefix}: every document ends with token id {last} (this model's {token(last)!r}), which "
-                        f"never occurs inside them, not with its end-of-document token {token(eod)!r} (id {eod}): the "
-                        "data was made with --append-eod by another tokenizer. Preprocess it with the model's "
-                        "tokenizer, or score the text files instead." + (
-                            " (This folder was exported before pretrain-export recorded its run's end-of-document "
-                            "token: if the data was made for that run, export the checkpoint again.)" if older else ""))
+    indexed = IndexedDataset(prefix)
+    last = None if eod is None else foreign_end_token(indexed, eod)
+    if last is None or encodes_back(indexed, model.tokenizer):
+        return
+    token = model.tokenizer.convert_ids_to_tokens
+    older = (model.folder / EXPORT_RECORD).is_file() and recorded_end_of_document(model.folder) is None
+    raise EvalError(f"{prefix}: every document ends with token id {last} (this model's {token(last)!r}), which never "
+                    f"occurs inside them, not with its end-of-document token {token(eod)!r} (id {eod}), and its "
+                    "documents decoded with the model's tokenizer do not encode back to their ids: the data was made "
+                    "with --append-eod by another tokenizer. Preprocess it with the model's tokenizer, or score the "
+                    "text files instead." + (
+                        " (This folder was exported before pretrain-export recorded its run's end-of-document token: "
+                        "if the data was made for that run, export the checkpoint again.)" if older else ""))
+
+
+def encodes_back(indexed, tokenizer, probes: int = 16) -> bool:
+    """Do most of (a sample of) the documents, special tokens left out, decode and encode back to their ids with
+    ``tokenizer``? Text the tokenizer made does; another tokenizer's ids read as this one's do not."""
+    special = set(tokenizer.all_special_ids)
+    picks = np.linspace(0, indexed.num_documents - 1, num=min(probes, indexed.num_documents)).astype(np.int64)
+    same = 0
+    for document in picks.tolist():
+        ids = [int(i) for i in indexed.document(document) if int(i) not in special]
+        text = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+        same += tokenizer.encode(text, add_special_tokens=False) == ids
+    return 2 * same > len(picks)
 
 
 def _encoder(model):

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 import warnings
 from typing import NoReturn
 
@@ -95,9 +96,12 @@ def init_from_problems(config) -> list[str]:
 
     from pretrain.checkpoint import resumes
     from pretrain.model.build import model_shape
+    from pretrain.presets import PRESETS
 
     model, run_dir = config.model, Path(config.run.dir)
-    if not model.init_from or (resumes(run_dir / "checkpoints") and (run_dir / "model" / "config.json").is_file()):
+    if not model.init_from or model.preset not in PRESETS:  # an unknown preset: validation names it
+        return []
+    if resumes(run_dir / "checkpoints") and (run_dir / "model" / "config.json").is_file():
         return []
     folder = Path(model.init_from).expanduser()
     if folder.is_dir() and not (folder / "config.json").is_file():
@@ -113,8 +117,9 @@ def init_from_problems(config) -> list[str]:
         reason = str(exc).splitlines()[0]
         return [reason if reason.startswith("model.init_from") else f"model.init_from={model.init_from}: {reason}"]
     except OSError as exc:
-        return [f"model.init_from={model.init_from}: no such folder here, and the hub cannot give it "
-                f"({str(exc).splitlines()[0]})"]
+        reason = str(exc).splitlines()[0]
+        return [f"model.init_from={model.init_from}: its config.json cannot be read ({reason})" if folder.is_dir() else
+                f"model.init_from={model.init_from}: no such folder here, and the hub cannot give it ({reason})"]
     return []
 
 
@@ -234,7 +239,12 @@ def cli() -> None:
     engine keeps gloo groups referenced from C++ that ``process_group`` cannot free (their worker threads are
     alive at exit), and a finalizing interpreter can abort on them (SIGABRT, exit -6, after the run's work is
     done: seen once in a 2-rank CPU suite run). Everything the run writes is closed and flushed by then."""
-    _leave(None, None, main())
+    try:
+        code = main()
+    except Exception:  # printed as the interpreter would, then the same end (a finalizing interpreter could abort)
+        traceback.print_exc()
+        code = EXIT_FAILURE
+    _leave(None, None, code)
 
 
 if __name__ == "__main__":

@@ -132,11 +132,11 @@ def liger_cross_entropy() -> Callable | None:
     """Liger-Kernel's fused linear cross-entropy as ``(hidden, weight, labels, bias) -> mean loss``, or None."""
     try:
         from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
-    except ImportError:
-        return None
     except Exception as exc:  # noqa: BLE001 - its Triton kernels import with the installed triton, or fail
-        log.warning("liger-kernel is installed but cannot be imported (%s: %s)", type(exc).__name__,
-                    str(exc).splitlines()[0] if str(exc) else "")
+        missing = isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "liger_kernel"
+        if not missing:  # installed, but broken: say why (a triton that does not suit it, say)
+            log.warning("liger-kernel is installed but cannot be imported (%s: %s)", type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "")
         return None
     loss = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="mean")
 
