@@ -133,6 +133,8 @@ def _say_what_the_folder_keeps(model: ModelConfig, shape: Preset) -> None:
     kept = [(f"model.{key}={mine}", f"{theirs}") for key, mine, theirs in (
         ("rope_theta", model.rope_theta, shape.rope_theta), ("tie_embeddings", model.tie_embeddings, shape.tie_embeddings))
         if mine is not None and theirs is not None and mine != theirs]
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:  # every rank builds: one says it
+        return
     for setting, theirs in kept:
         log.warning("%s is not applied: model.init_from=%s keeps its own (%s)", setting, model.init_from, theirs)
 
