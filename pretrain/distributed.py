@@ -19,7 +19,7 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -54,9 +54,15 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
         local_world = int(env.get("LOCAL_WORLD_SIZE", env.get("SLURM_NTASKS_PER_NODE", world)) or world)
         return DistEnv("env", int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), world, local_world,
                        env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", 29500)))
-    if any(name in env for name in _MPI_RANK_VARS):
+    slurm_step = "SLURM_PROCID" in env and "SLURM_STEP_ID" in env
+    mpi = [name for name in _MPI_RANK_VARS if name in env]
+    if mpi and slurm_step and "OMPI_COMM_WORLD_RANK" not in env and env[mpi[0]] == env["SLURM_PROCID"]:
+        # srun under a PMI plugin (--mpi=pmix, or a cluster's MpiDefault): Slurm's variables say as much where
+        # mpi4py is missing or its MPI does not speak this PMI (every process a world of one)
+        return _from_mpi(env, fallback=lambda: _from_slurm(env))
+    if mpi:  # mpirun (inside a job too, where the batch step's SLURM_PROCID is every process's)
         return _from_mpi(env)
-    if "SLURM_PROCID" in env and "SLURM_STEP_ID" in env:
+    if slurm_step:
         return _from_slurm(env)
     return DistEnv("single", 0, 0, 1, 1, "127.0.0.1", int(env.get("MASTER_PORT", 0)) or free_port())
 
@@ -70,19 +76,24 @@ def _from_slurm(env: Mapping[str, str]) -> DistEnv:
 
 
 def port_for_job(env: Mapping[str, str]) -> int:
-    """A port in 20000-39999 derived from the job id, so concurrent jobs on a node rarely collide."""
+    """A port in 10000-29999 derived from the job id, so concurrent jobs on a node rarely collide (below Linux's
+    ephemeral ports, 32768 and up, which outgoing connections take)."""
     job = int(env.get("SLURM_JOB_ID", "0") or 0)
-    return 20000 + job % 20000
+    return 10000 + job % 20000
 
 
-def _from_mpi(env: Mapping[str, str]) -> DistEnv:
+def _from_mpi(env: Mapping[str, str], fallback: Callable[[], DistEnv] | None = None) -> DistEnv:
     try:
         from mpi4py import MPI
     except ImportError as exc:
+        if fallback is not None:
+            return fallback()
         raise RuntimeError("launched by MPI but mpi4py is missing: pip install 'pretrain[mpi]' (needs an MPI "
                            "library, e.g. apt-get install libopenmpi-dev)") from exc
     comm = MPI.COMM_WORLD
     rank, world = comm.Get_rank(), comm.Get_size()
+    if fallback is not None and world != int(env.get("SLURM_NTASKS", world)):
+        return fallback()
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
     master = comm.bcast((env.get("MASTER_ADDR") or socket.gethostname(),
                          int(env.get("MASTER_PORT") or 0) or free_port()) if rank == 0 else None, root=0)

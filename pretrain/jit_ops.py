@@ -51,9 +51,9 @@ def load_op(builder_name: str) -> ModuleType | None:
     if installed_ops.get(builder.NAME, False):
         return builder.load(verbose=False)  # compiled when DeepSpeed was installed: no build, no lock
     build_dir = Path(_get_build_directory(builder.NAME, verbose=False))
-    with _exclusive(build_dir / "pretrain-build.flock", builder.NAME):
+    with _exclusive(build_dir / "pretrain-build.flock", builder.NAME) as locked:
         leftover = build_dir / "lock"
-        if leftover.exists():
+        if leftover.exists() and locked:  # unlocked, it may be a live build's (another node's): torch waits for it
             log.warning("removing %s, left by a build of %s that was killed (torch would wait for it forever)",
                         leftover, builder.NAME)
             leftover.unlink(missing_ok=True)
@@ -89,8 +89,9 @@ def prebuilt(builder_name: str) -> bool:
 
 
 @contextmanager
-def _exclusive(path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive flock on ``path`` (closing the file drops it); without flock support, go on unlocked."""
+def _exclusive(path: Path, what: str) -> Iterator[bool]:
+    """Hold an exclusive flock on ``path`` (closing the file drops it): True. Without flock support, go on
+    unlocked: False."""
     with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -98,5 +99,8 @@ def _exclusive(path: Path, what: str) -> Iterator[None]:
             log.info("waiting for another process that is building or loading %s", what)
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError as exc:  # e.g. a network filesystem mounted without lock support
-            log.warning("cannot lock %s (%s); building %s without protection from a killed build", path, exc, what)
-        yield
+            log.warning("cannot lock %s (%s); building %s without protection from a killed build (a torch lock "
+                        "file left by one is not removed: delete it by hand if no build is running)", path, exc, what)
+            yield False
+            return
+        yield True

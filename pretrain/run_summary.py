@@ -27,7 +27,9 @@ def resume_command(config_file: Path, world_size: int, local_world_size: int, la
     if world_size == 1:
         return f"python {train} {config}"
     if launcher == "slurm":
-        return f"srun pretrain-train {config}   (inside the same sbatch allocation, or resubmit the same sbatch script)"
+        run_dir = shlex.quote(str(config_file.parent))  # train.sbatch's own default would start a new run
+        return (f"RUN_DIR={run_dir} sbatch (the job's options) slurm/train.sbatch {config}   (or, inside an "
+                f"allocation: srun pretrain-train {config})")
     if launcher == "mpi":
         return f"mpirun -np {world_size} pretrain-train {config}"
     nodes = world_size // max(local_world_size, 1)

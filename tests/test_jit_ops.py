@@ -79,3 +79,19 @@ def test_each_environment_builds_into_its_own_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/somewhere/chosen")
     jit_ops.use_environment_build_root()
     assert os.environ["TORCH_EXTENSIONS_DIR"] == "/somewhere/chosen"
+
+
+def test_without_flock_a_lock_file_is_left_to_whoever_holds_it(tmp_path, monkeypatch):
+    """On a file system without flock (Lustre's noflock, NFS nolock) nothing says a torch lock file is a dead
+    build's: it may be a live build's on another node. _exclusive says it holds no lock, and load_op removes a
+    leftover only while it holds one."""
+    import errno
+
+    def no_flock(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    with jit_ops._exclusive(tmp_path / "a.flock", "op") as locked:
+        assert locked
+    monkeypatch.setattr(jit_ops.fcntl, "flock", no_flock)
+    with jit_ops._exclusive(tmp_path / "b.flock", "op") as locked:
+        assert not locked

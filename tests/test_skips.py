@@ -40,5 +40,6 @@ def test_a_skip_is_reported_with_its_reason_and_fails_in_ci(tmp_path, ci):
 
 def test_the_readme_command_lists_the_skips_and_ci_sets_ci():
     script = (ROOT / "scripts" / "test.sh").read_text()
-    assert "python -m pytest -q -rs tests" in script  # -rs: every skip and its reason in the final summary
+    # -rs: every skip and its reason in the final summary; the whole suite unless the arguments name test files
+    assert 'python -m pytest -q -rs "${targets[@]}"' in script and "targets=(tests)" in script
     assert "export CI=true" in (ROOT / ".ci" / "run").read_text()

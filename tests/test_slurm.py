@@ -117,10 +117,11 @@ def test_every_launch_path_reaches_the_same_trainer(data, reference, launcher, e
     assert losses[STEPS] == pytest.approx(reference_losses[STEPS], rel=1e-5)
 
 
-def preempted_job(data, name: str, *overrides: str, config: str = "tiny_clm") -> tuple[dict, Path, str]:
-    """A srun job sent USR1 (what --signal=B:USR1@300 sends) after its third step: (its final state, its run
-    dir, its log), once it has checkpointed, requeued and finished."""
-    job, run_dir, log = train_job(data, name, "srun", "train.save_interval=100", *overrides, config=config)
+def preempted_job(data, name: str, *overrides: str, config: str = "tiny_clm",
+                  launcher: str = "srun") -> tuple[dict, Path, str]:
+    """A job sent USR1 (what --signal=B:USR1@300 sends) after its third step: (its final state, its run dir, its
+    log), once it has checkpointed, requeued and finished."""
+    job, run_dir, log = train_job(data, name, launcher, "train.save_interval=100", *overrides, config=config)
     deadline = time.time() + 300
     while time.time() < deadline:
         done = metrics(run_dir)[0] if (run_dir / "metrics.jsonl").exists() else {}
@@ -145,6 +146,16 @@ def assert_resumed_to_the_same_losses(state: dict, run_dir: Path, text: str, ref
 
 def test_preemption_checkpoints_requeues_and_resumes_to_the_same_loss(data, reference):
     assert_resumed_to_the_same_losses(*preempted_job(data, "preempt"), reference["run_dir"])
+
+
+def test_preemption_under_the_deepspeed_launcher_checkpoints_and_resumes(data, reference):
+    """DeepSpeed's launcher dies of USR1 (its runner handles INT and TERM only), which killed its ranks before they
+    saved: the script leaves it alone, and its ranks read RUN_DIR/STOP, save and stop; the requeued job resumes to
+    the same losses."""
+    state, run_dir, text = preempted_job(data, "preempt-ds", launcher="deepspeed")
+    # the job waited for its ranks' checkpoint before requeueing (a killed launcher let the script requeue at once)
+    assert "stopping at step" in text and text.index("stopping at step") < text.index("requeueing job"), text[-3000:]
+    assert_resumed_to_the_same_losses(state, run_dir, text, reference["run_dir"])
 
 
 @pytest.mark.parametrize("config", ["tiny_llama", "modernbert_tiny"])

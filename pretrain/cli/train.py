@@ -18,9 +18,12 @@ import sys
 import time
 import traceback
 import warnings
+from pathlib import Path
 from typing import NoReturn
 
 from pretrain.cli.runner import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STOPPED
+
+STOPPED = "STOPPED"  # RUN_DIR/STOPPED: written by rank 0 when a launch stops early with its checkpoint saved
 
 # torch.distributed deprecation notices, raised inside DeepSpeed on every collective
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
@@ -67,8 +70,6 @@ def log_to_file(run_dir: str, rank: int) -> None:
     """Each rank also appends its log to RUN_DIR/logs/rank{RANK}.log: on a launcher's shared stream the ranks'
     lines interleave (and on a cluster the stream may be lost with the job); a file per rank is what a
     person or a test reads after the run."""
-    from pathlib import Path
-
     folder = Path(run_dir) / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(folder / f"rank{rank}.log", encoding="utf-8")
@@ -92,8 +93,6 @@ def report_once_per_node(env, message: str) -> None:
 def init_from_problems(config) -> list[str]:
     """model.init_from on a first launch: a folder holding a transformers model of the preset's family (or a hub
     name the hub answers). A resumed launch builds from the run's own copy (RUN_DIR/model): the folder may be gone."""
-    from pathlib import Path
-
     from pretrain.checkpoint import resumes
     from pretrain.model.build import model_shape
     from pretrain.presets import PRESETS
@@ -161,6 +160,8 @@ def run(config, env) -> int:
         lock = None
         try:
             lock = claim_run_dir(config.run.dir, env)
+            if env.rank == 0:  # an earlier launch's stop marker (below): this launch goes on
+                (Path(config.run.dir) / STOPPED).unlink(missing_ok=True)
             state = Trainer(config, env).train()
         except (DataFileError, CheckpointSaveError, UnreadableFolder) as exc:  # met by some ranks: each says it
             return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_FAILURE if isinstance(exc, CheckpointSaveError)
@@ -181,7 +182,13 @@ def run(config, env) -> int:
                           EXIT_FAILURE)
         if lock is not None:
             lock.release()
-    return 0 if state.step >= config.train.steps else EXIT_STOPPED
+    if state.step >= config.train.steps:
+        return 0
+    if env.rank == 0:  # a stop saved its checkpoint: a launcher that reports a rank's exit 75 as 1 (torchrun) hides it
+        from pretrain.atomic import atomic_write_text
+
+        atomic_write_text(Path(config.run.dir) / STOPPED, f"stopped at step {state.step}; a relaunch resumes\n")
+    return EXIT_STOPPED
 
 
 def claim_run_dir(run_dir: str, env):
