@@ -116,7 +116,9 @@ def test_a_branched_run_follows_its_new_schedule_exactly(tmp_path, small_corpus,
     command = ("tiny_clm", tmp_path / "branch", *common, *branch, "run.resume_from=step00000004", "train.exit_interval=2")
     first = launch(1, *command, expect=75)
     assert "began at step 3, before the checkpoint's step 4: the lr goes from the peak 0.003 to" in first.stderr
+    assert (tmp_path / "branch" / "STOPPED").is_file()  # what slurm/train.sbatch requeues on (torchrun says 1, not 75)
     again = launch(1, *command)
+    assert not (tmp_path / "branch" / "STOPPED").exists()  # a launch that goes on clears it
     assert "run.resume_from=step00000004 was taken by an earlier launch of this run" in again.stderr, again.stderr[-3000:]
     assert not (tmp_path / "branch" / "checkpoints" / "abandoned").exists()
     launch(1, "tiny_clm", tmp_path / "straight", *common, *branch)
