@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from pretrain.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
+CONVERSION_FAILED = "FAILED"  # in a <tag>_universal folder: rank 0's conversion failed (the other ranks stop)
 INSPECT_HINT = "tools/inspect_checkpoint.py RUN_DIR lists them and checks each"
 
 
@@ -275,17 +278,39 @@ def prepare_universal(checkpoint_dir: Path, tag: str, rank: int) -> str:
     if rank == 0 and not (target / COMPLETE).exists():
         shutil.rmtree(target, ignore_errors=True)
         log.info("the checkpoint was saved with another number of ranks: converting %s to the universal format", tag)
+        workers = str(max(1, min(4, (os.cpu_count() or 1) // 2)))  # a big model's conversion takes many minutes
         command = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
-                   str(checkpoint_dir / tag), "--output_folder", str(target), "--num_extract_workers", "1",
-                   "--num_merge_workers", "1", "--inject_missing_state"]
+                   str(checkpoint_dir / tag), "--output_folder", str(target), "--num_extract_workers", workers,
+                   "--num_merge_workers", workers, "--inject_missing_state"]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"converting {tag} to a universal checkpoint failed:\n{done.stderr[-3000:]}")
+            target.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target / CONVERSION_FAILED, done.stderr[-3000:])
+            raise CheckpointError(f"converting {tag} to a universal checkpoint (to resume it on another number of "
+                                  f"ranks) failed; DeepSpeed's ds_to_universal said:\n{done.stderr[-3000:]}")
         for name in ("trainer_state.json",):
             shutil.copyfile(checkpoint_dir / tag / name, target / name)
         atomic_write_text(target / COMPLETE, "")
+    elif rank != 0:
+        wait_for_conversion(target, checkpoint_dir.parent / "LOCK")
     _barrier()
     return universal
+
+
+def wait_for_conversion(target: Path, lock: Path, poll_s: float = 2.0) -> None:
+    """Ranks other than 0 wait for rank 0's conversion by its files, not in a collective, which would end after
+    train.distributed_timeout_minutes (a big model's conversion takes longer); rank 0 is alive while its run
+    lock says so (its process on this host, its heartbeat on another)."""
+    from pretrain.run_lock import may_be_alive, read_holder
+
+    while not (target / COMPLETE).exists():
+        if (target / CONVERSION_FAILED).exists():
+            raise CheckpointError(f"rank 0 could not convert {target.name.removesuffix('_universal')} to a universal "
+                                  f"checkpoint (its message is above; {target / CONVERSION_FAILED} holds it)")
+        holder = read_holder(lock)
+        if holder is not None and not may_be_alive(holder):
+            raise torch.distributed.DistError(f"rank 0 ({holder.describe()}) is gone; it was converting {target.name}")
+        time.sleep(poll_s)
 
 
 def load(engine, checkpoint_dir: Path, tag: str, rank: int, weight_decays: list[float]) -> None:

@@ -158,6 +158,13 @@ def read_holder(path: Path) -> Holder | None:
         return None
 
 
+def may_be_alive(holder: Holder) -> bool:
+    """Whether the holder may still be running: on this host, its process; on another, its heartbeat's age."""
+    if holder.host == socket.gethostname():
+        return _start_time(holder.pid) == holder.pid_start
+    return time.time() - holder.heartbeat <= STALE_S
+
+
 def why_dead(holder: Holder) -> str | None:
     """Why the holder is surely gone, or None if it may be alive."""
     if holder.host == socket.gethostname():

@@ -361,3 +361,31 @@ def test_wandb_mirrors_a_run_and_its_resumed_launch_as_one_wandb_run(tmp_path, m
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     third = launch(1, "tiny_clm", run_dir, *common, "train.steps=7")
     assert "W&B did not start" in third.stderr and [r["step"] for r in read_metrics(run_dir).train] == list(range(1, 8))
+
+
+def test_ranks_wait_for_a_conversion_by_its_files_and_stop_when_rank_0_is_gone(tmp_path, monkeypatch):
+    """A big model's conversion to the universal format (resuming on another number of ranks) takes longer than
+    the collective timeout: the other ranks poll its folder, and stop with rank 0's failure, or when rank 0's
+    run lock says it is gone (on another node: its heartbeat, even within the same Slurm job)."""
+    import torch
+
+    from pretrain.checkpoint import COMPLETE, CONVERSION_FAILED, CheckpointError, wait_for_conversion
+
+    target, lock = tmp_path / "step00000006_universal", tmp_path / "LOCK"
+    target.mkdir()
+    lock_file(tmp_path, host="gpu-node-7", heartbeat=time.time() - 5)  # alive, converting
+    (target / CONVERSION_FAILED).write_text("ds_to_universal: out of memory")
+    with pytest.raises(CheckpointError, match="rank 0 could not convert step00000006"):
+        wait_for_conversion(target, lock, poll_s=0.01)
+    (target / CONVERSION_FAILED).unlink()
+    lock_file(tmp_path, host="gpu-node-7", job=os.environ.get("SLURM_JOB_ID") or "77",
+              heartbeat=time.time() - STALE_S - 5)
+    with pytest.raises(torch.distributed.DistError, match="is gone"):
+        wait_for_conversion(target, lock, poll_s=0.01)
+    (target / COMPLETE).write_text("")
+    wait_for_conversion(target, lock, poll_s=0.01)
+    from pretrain.run_lock import may_be_alive, read_holder, why_dead
+
+    lock_file(tmp_path, host="gpu-node-7", job="77", heartbeat=time.time() - 5)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")  # rank 0 of this very job, on another node: alive, although a lock
+    assert may_be_alive(read_holder(lock)) and why_dead(read_holder(lock))  # takeover calls it an earlier launch's

@@ -78,6 +78,10 @@ def runs(request, tmp_path_factory, small_corpus, tokenizer_dir):
             out[name] = launch(2, config, dirs[name], *data, *flags, f"train.exit_interval={STOP}", expect=75)
         dirs["fresh_one_rank"] = root / "fresh_one_rank"
         launch(1, config, dirs["fresh_one_rank"], *data, "train.exit_interval=1", expect=75)
+        # begun on one rank, resumed on two: rank 1 waits for rank 0's conversion by its files
+        dirs["zero3_from1"] = root / "zero3_from1"
+        launch(1, config, dirs["zero3_from1"], *data, "train.ds_config=zero3", f"train.exit_interval={STOP}", expect=75)
+        launch(2, config, dirs["zero3_from1"], *data, "train.ds_config=zero3")
     return out
 
 
@@ -156,11 +160,11 @@ def test_resume_reproduces_the_uninterrupted_run(runs):
         assert summaries[0]["wall_time_s"] > summaries[0]["this_launch_s"] > 0
 
 
-def test_resume_on_one_rank_from_two(runs):
-    """Without ZeRO every rank saved the whole states; ZeRO-1 and ZeRO-3 checkpoints go through the
-    universal format."""
+def test_resume_on_another_number_of_ranks(runs):
+    """On one rank from two, and on two from one: without ZeRO every rank saved the whole states; ZeRO-1 and
+    ZeRO-3 checkpoints go through the universal format."""
     dirs = runs["dirs"]
-    cases = [("auto_on1", "auto"), ("zero3_on1", "zero3"), ("zero1_on1", "zero1")]
+    cases = [("auto_on1", "auto"), ("zero3_on1", "zero3"), ("zero1_on1", "zero1"), ("zero3_from1", "zero3")]
     for resumed, full in cases:
         if resumed not in dirs:
             continue
