@@ -167,3 +167,86 @@ def run_tool(tool: str, *args: str, check: bool = True, **kwargs) -> subprocess.
     if check and proc.returncode != 0:
         raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# pretrain-eval's models (tests/test_eval.py, tests/test_eval_refusals.py)
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory, tokenizer_dir):
+    """A random tiny GPT-2 with the test tokenizer, as pretrain-export writes a folder. Its weights are
+    large (std 0.5) so that its predictions depend strongly on the context: a window given the wrong
+    context scores differently."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from pretrain.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=48, n_embd=64, n_layer=2, n_head=2,
+                        initializer_range=0.5, bos_token_id=tokenizer.specials.eod, eos_token_id=tokenizer.specials.eod)
+    folder = tmp_path_factory.mktemp("gpt2") / "hf"
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory, llama3_style_tokenizer):
+    """The same for LlamaForCausalLM (grouped-query attention, rotary base 50,000) with a tokenizer laid out as
+    Llama 3's (a BOS before every text): what the Llama family exports."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pretrain.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(llama3_style_tokenizer)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48, rope_theta=50000.0,
+                         initializer_range=0.5, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.specials.eod)
+    folder = tmp_path_factory.mktemp("llama") / "hf"
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def documents_file(tmp_path_factory):
+    """tests/eval_models.py's DOCUMENTS as jsonl."""
+    from tests.eval_models import DOCUMENTS
+
+    return write_jsonl(tmp_path_factory.mktemp("docs") / "docs.jsonl", DOCUMENTS)
+
+
+@pytest.fixture(scope="module")
+def modernbert_run(tmp_path_factory, tokenizer_dir):
+    """A ModernBERT run dir as the trainer leaves one, without training: config.yaml (data.seq_len=64,
+    below the model's 512 positions; run.seed=7; 20% masked, token by token), the model's config, the
+    tokenizer and one checkpoint of a fresh model saved without ZeRO; and its export."""
+    import torch
+
+    from pretrain.config import Config
+    from pretrain.config.schema import DataConfig, ModelConfig, RunConfig
+    from pretrain.export import export_checkpoint
+    from pretrain.model import build_model
+    from pretrain.tokenization import load_tokenizer
+
+    root = tmp_path_factory.mktemp("modernbert")
+    run_dir = root / "run"
+    config = Config(model=ModelConfig(preset="modernbert-tiny"), data=DataConfig(
+        tokenizer=str(tokenizer_dir), seq_len=64, mask_prob=0.2, whole_word_masking=False),  # not the defaults
+        run=RunConfig(dir=str(run_dir), seed=7))
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = build_model(config.model, tokenizer.vocab_size, tokenizer.specials.ids, sentence_order=False, seed=0,
+                        ds_config=None)
+    assert model.hf.config.max_position_embeddings == 512
+    checkpoint = run_dir / "checkpoints" / "step00000001"
+    checkpoint.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    model.hf.config.architectures = [type(model.hf).__name__]  # as the trainer writes it
+    model.hf.config.save_pretrained(run_dir / "model")
+    tokenizer.save(run_dir / "tokenizer")
+    torch.save({"module": model.state_dict()}, checkpoint / "mp_rank_00_model_states.pt")
+    (checkpoint / "COMPLETE").write_text("")
+    export_checkpoint(run_dir, root / "hf")
+    return {"run": run_dir, "hf": root / "hf"}

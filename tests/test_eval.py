@@ -1,11 +1,11 @@
 """Evaluation: pretrain-eval's rolling-window scoring against lm-evaluation-harness's own code on the
-same model and documents, .bin/.idx prefixes scored as their text, masked LMs, clear errors; the
+same model and documents, .bin/.idx prefixes scored as their text, masked LMs (its refusals:
+tests/test_eval_refusals.py); the
 per-token byte table; and, in a 2-rank ZeRO-3 run on a blend of two prefixes, the trainer's loss and
 bits per byte per source against the exported model, and pretrain-eval on the run dir itself."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -18,75 +18,9 @@ from pretrain.evaluation.sources import source_batches, source_names
 from pretrain.evaluation.token_bytes import token_byte_lengths
 from pretrain.export import export_checkpoint
 from pretrain.tokenization import load_tokenizer
-from tests.conftest import grown_documents, run_tool, skip_outside_ci, write_jsonl
+from tests.conftest import grown_documents, run_tool, write_jsonl
 from tests.distributed import launch, preprocess
-
-# documents of ~60-250 tokens for windows of 48: most need several windows; a short one and an empty one
-DOCUMENTS = [*grown_documents(4)[-4:], "짧다.", ""]
-
-
-def require_lm_eval() -> None:
-    if importlib.util.find_spec("lm_eval") is None:
-        skip_outside_ci("lm-evaluation-harness is not installed (pip install -e '.[test]' installs lm_eval)")
-
-
-def evaluate(*args) -> dict:
-    """pretrain-eval in this process; its JSON report."""
-    from pretrain.cli.eval import main
-
-    out = args[args.index("--output") + 1]
-    assert main([str(a) for a in args]) == 0
-    with open(out, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def exit_code(capsys, *args) -> tuple[int, str]:
-    """pretrain-eval as the command runs it (exit code and error message), in this process."""
-    from pretrain.cli.eval import main
-    from pretrain.cli.runner import run
-
-    with pytest.raises(SystemExit) as done:
-        run(lambda: main([str(a) for a in args]))
-    return done.value.code, capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def gpt2_folder(tmp_path_factory, tokenizer_dir):
-    """A random tiny GPT-2 with the test tokenizer, as pretrain-export writes a folder. Its weights are
-    large (std 0.5) so that its predictions depend strongly on the context: a window given the wrong
-    context scores differently."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tokenizer = load_tokenizer(tokenizer_dir)
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=48, n_embd=64, n_layer=2, n_head=2,
-                        initializer_range=0.5, bos_token_id=tokenizer.specials.eod, eos_token_id=tokenizer.specials.eod)
-    folder = tmp_path_factory.mktemp("gpt2") / "hf"
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    tokenizer.save(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def llama_folder(tmp_path_factory, llama3_style_tokenizer):
-    """The same for LlamaForCausalLM (grouped-query attention, rotary base 50,000) with a tokenizer laid out as
-    Llama 3's (a BOS before every text): what the Llama family exports."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = load_tokenizer(llama3_style_tokenizer)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=48, rope_theta=50000.0,
-                         initializer_range=0.5, bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.specials.eod)
-    folder = tmp_path_factory.mktemp("llama") / "hf"
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def documents_file(tmp_path_factory):
-    return write_jsonl(tmp_path_factory.mktemp("docs") / "docs.jsonl", DOCUMENTS)
+from tests.eval_models import DOCUMENTS, evaluate, require_lm_eval
 
 
 def test_rolling_windows_are_lm_evals():
@@ -153,57 +87,6 @@ def test_a_prefix_scores_as_its_text(architecture, request, documents_file, tmp_
     assert report["total"]["documents"] == 2 * len(DOCUMENTS) - 1
 
 
-def test_clear_errors(gpt2_folder, documents_file, tokenizer_dir, tmp_path, capsys):
-    code, err = exit_code(capsys, tmp_path / "nope", "--input", documents_file)
-    assert code == 2 and "nope does not exist" in err and "Hugging Face model folder" in err
-    code, err = exit_code(capsys, tokenizer_dir, "--input", documents_file)
-    assert code == 2 and "is not a model" in err and "config.json" in err
-    code, err = exit_code(capsys, gpt2_folder, "--input", tmp_path / "missing.jsonl")
-    assert code == 2 and "missing.jsonl" in err and "no such file" in err
-    (tmp_path / "half.bin").write_bytes(b"")
-    code, err = exit_code(capsys, gpt2_folder, "--input", tmp_path / "half.bin")
-    assert code == 2 and "half.idx does not exist" in err
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "ok"}\n{"text": \n')
-    code, err = exit_code(capsys, gpt2_folder, "--input", bad)
-    assert code == 2 and "bad.jsonl:2" in err
-
-
-def test_a_masked_lm_with_a_tokenizer_that_names_no_mask_is_refused(llama3_style_tokenizer, documents_file, tmp_path,
-                                                                    capsys):
-    """A causal LM's tokenizer (no [CLS], [SEP] or mask) beside a masked LM: the roles scoring would have to add
-    fall within the model's padded rows, so only the tokenizer says they are not the model's."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    tokenizer = load_tokenizer(llama3_style_tokenizer)
-    BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size + 60, hidden_size=32, num_hidden_layers=1,
-                               num_attention_heads=2, intermediate_size=64)).save_pretrained(tmp_path / "bert")
-    tokenizer.save(tmp_path / "bert")
-    code, err = exit_code(capsys, tmp_path / "bert", "--input", documents_file)
-    assert code == 2 and "has no cls token the model knows (the folder names none)" in err
-
-
-def test_a_prefix_with_ids_past_the_tokenizer_is_refused_within_the_models_rows(tokenizer_dir, tmp_path, capsys):
-    """A model's embedding padded past its tokenizer (as every export is) has rows that stand for no token: data
-    holding those ids (made with another tokenizer, or by a version that added special tokens) is refused, not
-    scored with their bytes missing."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from pretrain.data.indexed import IndexedDatasetWriter
-
-    tokenizer = load_tokenizer(tokenizer_dir)
-    size = tokenizer.vocab_size
-    GPT2LMHeadModel(GPT2Config(vocab_size=size + 40, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(
-        tmp_path / "gpt2")
-    tokenizer.save(tmp_path / "gpt2")
-    with IndexedDatasetWriter(str(tmp_path / "old"), np.uint16) as writer:
-        for document in ([5, 6, 7, tokenizer.specials.eod], [8, size + 3, 9, tokenizer.specials.eod]):
-            writer.add_document([document])
-        writer.finalize()
-    code, err = exit_code(capsys, tmp_path / "gpt2", "--input", tmp_path / "old")
-    assert code == 2 and f"document 1 holds token id {size + 3}, but the model and its tokenizer know only {size}" in err
-
-
 def test_a_masked_lm_gets_the_masked_token_loss(tmp_path, tokenizer_dir, documents_file):
     """A random tiny BERT: masks drawn as the trainer draws them, the same for the same seed; pieces
     batched with padding score as they do alone; no bits per byte."""
@@ -226,36 +109,6 @@ def test_a_masked_lm_gets_the_masked_token_loss(tmp_path, tokenizer_dir, documen
     assert other_seed["nll_nats"] != pytest.approx(batched["nll_nats"], rel=1e-3)
     tokens = sum(len(ids) for ids in tokenizer.encode(DOCUMENTS))
     assert 0.10 * tokens < batched["masked_tokens"] <= 0.16 * tokens + len(DOCUMENTS) * 2  # 15% by whole words
-
-
-@pytest.fixture(scope="module")
-def modernbert_run(tmp_path_factory, tokenizer_dir):
-    """A ModernBERT run dir as the trainer leaves one, without training: config.yaml (data.seq_len=64,
-    below the model's 512 positions; run.seed=7; 20% masked, token by token), the model's config, the
-    tokenizer and one checkpoint of a fresh model saved without ZeRO; and its export."""
-    from pretrain.config import Config
-    from pretrain.config.schema import DataConfig, ModelConfig, RunConfig
-    from pretrain.model import build_model
-
-    root = tmp_path_factory.mktemp("modernbert")
-    run_dir = root / "run"
-    config = Config(model=ModelConfig(preset="modernbert-tiny"), data=DataConfig(
-        tokenizer=str(tokenizer_dir), seq_len=64, mask_prob=0.2, whole_word_masking=False),  # not the defaults
-        run=RunConfig(dir=str(run_dir), seed=7))
-    tokenizer = load_tokenizer(tokenizer_dir)
-    model = build_model(config.model, tokenizer.vocab_size, tokenizer.specials.ids, sentence_order=False, seed=0,
-                        ds_config=None)
-    assert model.hf.config.max_position_embeddings == 512
-    checkpoint = run_dir / "checkpoints" / "step00000001"
-    checkpoint.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(config.to_yaml())
-    model.hf.config.architectures = [type(model.hf).__name__]  # as the trainer writes it
-    model.hf.config.save_pretrained(run_dir / "model")
-    tokenizer.save(run_dir / "tokenizer")
-    torch.save({"module": model.state_dict()}, checkpoint / "mp_rank_00_model_states.pt")
-    (checkpoint / "COMPLETE").write_text("")
-    export_checkpoint(run_dir, root / "hf")
-    return {"run": run_dir, "hf": root / "hf"}
 
 
 def test_a_masked_lm_is_scored_as_it_was_trained(modernbert_run, documents_file, tmp_path, capsys):
@@ -285,31 +138,6 @@ def test_a_masked_lm_is_scored_as_it_was_trained(modernbert_run, documents_file,
     assert (capped["max_length"], capped["max_length_from"]) == (512, "the model's context")
 
 
-def test_a_checkpoint_that_cannot_be_scored_says_why(modernbert_run, documents_file, tmp_path, capsys):
-    """A run dir whose checkpoint is damaged, or a checkpoint the run died while saving, is named as such with the
-    way on: not called "not a model"."""
-    from pretrain import manifest
-
-    run = tmp_path / "run"
-    shutil.copytree(modernbert_run["run"], run)
-    step = run / "checkpoints" / "step00000001"
-    manifest.write(step, manifest.describe(step, manifest.files_of(step)))
-    with open(step / "mp_rank_00_model_states.pt", "r+b") as states:  # one byte flipped
-        states.seek(100)
-        byte = states.read(1)
-        states.seek(100)
-        states.write(bytes([byte[0] ^ 1]))
-    for model in (run, step):
-        code, err = exit_code(capsys, model, "--input", documents_file, "--work-dir", tmp_path)
-        assert code == 2 and f"{step} is damaged" in err and "Pass an earlier checkpoint's folder" in err, err
-        assert "not a model" not in err
-    (step / "COMPLETE").unlink()
-    code, err = exit_code(capsys, step, "--input", documents_file)
-    assert code == 2 and "is incomplete (no COMPLETE marker)" in err and "not a model" not in err, err
-    code, err = exit_code(capsys, run, "--input", documents_file)  # the run's only checkpoint: none complete
-    assert code == 2 and f"{run} holds no complete checkpoint yet" in err and "not a model" not in err, err
-
-
 def test_a_masked_lm_scores_a_prefix_as_its_text(modernbert_run, documents_file, tmp_path):
     """Data made with --append-eod ends each document with the run's end-of-text token, which an encoder's
     exported tokenizer does not name as eos (its eos is its SEP): the run dir and its export still read the
@@ -323,23 +151,6 @@ def test_a_masked_lm_scores_a_prefix_as_its_text(modernbert_run, documents_file,
         assert data["masked_tokens"] == text["masked_tokens"] > 0
         assert data["document_nll_nats"] == pytest.approx([v for v, d in zip(text["document_nll_nats"], DOCUMENTS)
                                                            if d], rel=1e-6)
-
-
-def test_a_prefix_made_by_another_tokenizer_is_refused(llama_folder, llama3_style_tokenizer, tokenizer_dir,
-                                                       documents_file, tmp_path, capsys):
-    """Its ids all fall within the model's vocabulary, but every document ends with a token that is not the
-    model's end of text and never occurs inside them, and they do not encode back to their ids with the model's
-    tokenizer. Documents of the model's own tokenizer that all end alike (one question each, no --append-eod)
-    are scored."""
-    preprocess(documents_file, tokenizer_dir, tmp_path / "other", "--append-eod")
-    assert load_tokenizer(tokenizer_dir).vocab_size < load_tokenizer(llama_folder).vocab_size
-    code, err = exit_code(capsys, llama_folder, "--input", tmp_path / "other_text_document")
-    assert code == 2 and "the data was made with --append-eod by another tokenizer" in err, err
-    assert "every document ends with token id" in err and "Traceback" not in err
-    questions = write_jsonl(tmp_path / "questions.jsonl", [f"Wie alt ist Nummer {i}?" for i in range(50)])
-    preprocess(questions, llama3_style_tokenizer, tmp_path / "questions")
-    report = evaluate(llama_folder, "--input", tmp_path / "questions_text_document", "--output", tmp_path / "q.json")
-    assert report["total"]["documents"] == 50
 
 
 def test_token_bytes_are_exact_for_byte_level_bpe(tokenizer_dir, tmp_path, small_corpus):
@@ -398,6 +209,8 @@ def test_the_sources_plot(tmp_path):
 
 
 # ------------------------------------------------------------------------------ a 2-rank training run
+
+
 @pytest.fixture(scope="module")
 def blend_run(tmp_path_factory, tokenizer_dir):
     """2 ranks, ZeRO-3, 2 steps on a 0.7 / 0.3 blend of a Korean and a German prefix; 32 valid samples
