@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 import subprocess
@@ -275,13 +274,16 @@ def prepare_universal(checkpoint_dir: Path, tag: str, rank: int) -> str:
     """Convert ``tag`` to DeepSpeed's universal format (rank 0; the others wait); returns its tag."""
     universal = f"{tag}_universal"
     target = checkpoint_dir / universal
-    if rank == 0 and not (target / COMPLETE).exists():
+    converting = rank == 0 and not (target / COMPLETE).exists()
+    if converting:  # an earlier launch's partial or FAILED conversion goes before any rank looks at the folder
         shutil.rmtree(target, ignore_errors=True)
+    _barrier()
+    if converting:
         log.info("the checkpoint was saved with another number of ranks: converting %s to the universal format", tag)
-        workers = str(max(1, min(4, (os.cpu_count() or 1) // 2)))  # a big model's conversion takes many minutes
+        # one worker each way: each holds a whole optimizer shard (a big model's: tens of GB)
         command = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
-                   str(checkpoint_dir / tag), "--output_folder", str(target), "--num_extract_workers", workers,
-                   "--num_merge_workers", workers, "--inject_missing_state"]
+                   str(checkpoint_dir / tag), "--output_folder", str(target), "--num_extract_workers", "1",
+                   "--num_merge_workers", "1", "--inject_missing_state"]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             target.mkdir(parents=True, exist_ok=True)
@@ -297,12 +299,16 @@ def prepare_universal(checkpoint_dir: Path, tag: str, rank: int) -> str:
     return universal
 
 
-def wait_for_conversion(target: Path, lock: Path, poll_s: float = 2.0) -> None:
+def wait_for_conversion(target: Path, lock: Path, poll_s: float = 2.0, grace_s: float | None = None) -> None:
     """Ranks other than 0 wait for rank 0's conversion by its files, not in a collective, which would end after
     train.distributed_timeout_minutes (a big model's conversion takes longer); rank 0 is alive while its run
-    lock says so (its process on this host, its heartbeat on another)."""
-    from pretrain.run_lock import may_be_alive, read_holder
+    lock says so (its process on this host, its heartbeat on another), and while the lock is there: rank 0
+    holds it from before this wait to its end, so one missing for ``grace_s`` (default the lock's staleness
+    limit) means rank 0 stopped without writing COMPLETE or FAILED (a full disk)."""
+    from pretrain.run_lock import STALE_S, may_be_alive, read_holder
 
+    grace_s = STALE_S if grace_s is None else grace_s
+    unlocked_since = None
     while not (target / COMPLETE).exists():
         if (target / CONVERSION_FAILED).exists():
             raise CheckpointError(f"rank 0 could not convert {target.name.removesuffix('_universal')} to a universal "
@@ -310,6 +316,9 @@ def wait_for_conversion(target: Path, lock: Path, poll_s: float = 2.0) -> None:
         holder = read_holder(lock)
         if holder is not None and not may_be_alive(holder):
             raise torch.distributed.DistError(f"rank 0 ({holder.describe()}) is gone; it was converting {target.name}")
+        unlocked_since = None if holder is not None else unlocked_since or time.monotonic()
+        if unlocked_since is not None and time.monotonic() - unlocked_since > grace_s:  # rank 0 let go of the run
+            raise torch.distributed.DistError(f"rank 0 released {lock} without converting {target.name}: it stopped")
         time.sleep(poll_s)
 
 

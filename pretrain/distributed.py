@@ -4,7 +4,9 @@ Checked in this order (the first that applies wins):
   1. torchrun / the deepspeed launcher / anything that exports RANK and WORLD_SIZE (torchrun per node
      under srun included): taken as given.
   2. MPI (mpirun, or ``srun --mpi=pmix``): OMPI_COMM_WORLD_RANK, PMIX_RANK or PMI_RANK is set; rank
-     and size come from mpi4py, and rank 0's host and a free port are broadcast to everybody.
+     and size come from mpi4py, and rank 0's host and a free port are broadcast to everybody. Under srun
+     (its PMI rank is its SLURM_PROCID) without mpi4py, or with one whose MPI sees each process alone (a
+     plain srun on a cluster whose MpiDefault is pmix), Slurm's variables instead (3).
   3. Slurm (``srun`` with one task per GPU, no SSH needed): SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS;
      the master is the first host of the step's node list, the port is derived from the job id.
   4. Nothing: one process.
@@ -57,8 +59,9 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
     slurm_step = "SLURM_PROCID" in env and "SLURM_STEP_ID" in env
     mpi = [name for name in _MPI_RANK_VARS if name in env]
     if mpi and slurm_step and "OMPI_COMM_WORLD_RANK" not in env and env[mpi[0]] == env["SLURM_PROCID"]:
-        # srun under a PMI plugin (--mpi=pmix, or a cluster's MpiDefault): Slurm's variables say as much where
-        # mpi4py is missing or its MPI does not speak this PMI (every process a world of one)
+        # srun under a PMI plugin (--mpi=pmix, or a cluster's MpiDefault): MPI's view, or Slurm's variables where
+        # mpi4py is missing or its MPI does not speak this PMI (every process a world of one). (Under MPICH's or
+        # Intel MPI's hydra only global rank 0 gets here, and MPI's world of all ranks keeps it on MPI's view.)
         return _from_mpi(env, fallback=lambda: _from_slurm(env))
     if mpi:  # mpirun (inside a job too, where the batch step's SLURM_PROCID is every process's)
         return _from_mpi(env)
@@ -92,7 +95,7 @@ def _from_mpi(env: Mapping[str, str], fallback: Callable[[], DistEnv] | None = N
                            "library, e.g. apt-get install libopenmpi-dev)") from exc
     comm = MPI.COMM_WORLD
     rank, world = comm.Get_rank(), comm.Get_size()
-    if fallback is not None and world != int(env.get("SLURM_NTASKS", world)):
+    if fallback is not None and world == 1 < int(env.get("SLURM_NTASKS", 1)):  # an MPI that does not see the others
         return fallback()
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
     master = comm.bcast((env.get("MASTER_ADDR") or socket.gethostname(),

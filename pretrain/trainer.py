@@ -41,7 +41,8 @@ from pretrain.step_tracking import StepStats, ThroughputWindow, finite
 from pretrain.tokenization import warn_if_another_vocabulary
 
 log = logging.getLogger(__name__)
-STOP_REASONS = ("a signal or run.dir/STOP", "train.exit_minutes")
+STOP_REASONS = ("a signal", "run.dir/STOP", "train.exit_minutes")
+STOPPED = "STOPPED"  # RUN_DIR/STOPPED: a launch stopped early, its checkpoint saved (why: slurm/train.sbatch reads it)
 
 
 class TrainingDiverged(RuntimeError):
@@ -232,6 +233,7 @@ class Trainer:
         if not self.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / STOPPED).unlink(missing_ok=True)  # an earlier launch's: this one goes on
         (self.run_dir / "config.yaml").write_text(self.config.to_yaml())
         self.tokenizer.save(self.run_dir / "tokenizer")
         self.model.hf.config.architectures = [type(self.model.hf).__name__]
@@ -299,7 +301,10 @@ class Trainer:
         return self.state
 
     def _finish(self, status: str) -> None:
-        """Last plots, the run summary (printed and in summary.json), metrics closed."""
+        """Last plots, the run summary (printed and in summary.json), metrics closed; RUN_DIR/STOPPED says why a
+        launch stopped early (a launcher may report its exit 75 as 1: torchrun)."""
+        if self.is_main and status != "finished":
+            atomic_write_text(self.run_dir / STOPPED, f"{status}\n")
         if self.is_main:
             self._plot(final=True)
             env = self.env
@@ -347,9 +352,9 @@ class Trainer:
             return "train.exit_interval"
         if self.state.step % train.stop_check_interval:
             return None
-        asked = self.stop_signal is not None or (self.run_dir / "STOP").exists()
+        signalled, asked = self.stop_signal is not None, (self.run_dir / "STOP").exists()
         late = bool(train.exit_minutes) and time.perf_counter() - started >= train.exit_minutes * 60
-        flags = torch.tensor([float(asked), float(late)], device=self.device)
+        flags = torch.tensor([float(signalled), float(asked), float(late)], device=self.device)
         if torch.distributed.is_initialized():
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
         return next((reason for reason, flag in zip(STOP_REASONS, flags.tolist()) if flag > 0), None)

@@ -36,6 +36,11 @@ def test_plain_srun_under_a_pmi_plugin_needs_no_mpi4py(monkeypatch):
     assert (detect({**SRUN, "PMI_RANK": "1"}).launcher, detect({**SRUN, "PMI_RANK": "1"}).rank) == ("slurm", 1)
     fake_mpi(monkeypatch, 1, 2)  # srun --mpi=pmix with a matching mpi4py: MPI's own view
     assert (detect({**SRUN, "PMIX_RANK": "1"}).launcher, detect({**SRUN, "PMIX_RANK": "1"}).rank) == ("mpi", 1)
+    # MPICH's or Intel MPI's hydra: one proxy per node under srun (SLURM_PROCID the node, SLURM_NTASKS the nodes);
+    # global rank 0 alone has PMI_RANK == SLURM_PROCID, and must take MPI's world of 4 as the other ranks do
+    fake_mpi(monkeypatch, 0, 4)
+    hydra = detect({**SRUN, "SLURM_PROCID": "0", "PMI_RANK": "0"})
+    assert (hydra.launcher, hydra.rank, hydra.world_size) == ("mpi", 0, 4)
 
 
 def test_mpirun_inside_a_job_takes_mpis_ranks_not_the_batch_steps(monkeypatch):

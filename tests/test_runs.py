@@ -366,7 +366,7 @@ def test_wandb_mirrors_a_run_and_its_resumed_launch_as_one_wandb_run(tmp_path, m
 def test_ranks_wait_for_a_conversion_by_its_files_and_stop_when_rank_0_is_gone(tmp_path, monkeypatch):
     """A big model's conversion to the universal format (resuming on another number of ranks) takes longer than
     the collective timeout: the other ranks poll its folder, and stop with rank 0's failure, or when rank 0's
-    run lock says it is gone (on another node: its heartbeat, even within the same Slurm job)."""
+    run lock says it is gone (on another node: its heartbeat, even within the same Slurm job) or is released."""
     import torch
 
     from pretrain.checkpoint import COMPLETE, CONVERSION_FAILED, CheckpointError, wait_for_conversion
@@ -382,6 +382,9 @@ def test_ranks_wait_for_a_conversion_by_its_files_and_stop_when_rank_0_is_gone(t
               heartbeat=time.time() - STALE_S - 5)
     with pytest.raises(torch.distributed.DistError, match="is gone"):
         wait_for_conversion(target, lock, poll_s=0.01)
+    lock.unlink()  # rank 0 released its run (it stopped without COMPLETE or FAILED: a full disk)
+    with pytest.raises(torch.distributed.DistError, match="without converting"):
+        wait_for_conversion(target, lock, poll_s=0.01, grace_s=0.05)
     (target / COMPLETE).write_text("")
     wait_for_conversion(target, lock, poll_s=0.01)
     from pretrain.run_lock import may_be_alive, read_holder, why_dead

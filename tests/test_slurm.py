@@ -122,16 +122,21 @@ def preempted_job(data, name: str, *overrides: str, config: str = "tiny_clm",
     """A job sent USR1 (what --signal=B:USR1@300 sends) after its third step: (its final state, its run dir, its
     log), once it has checkpointed, requeued and finished."""
     job, run_dir, log = train_job(data, name, launcher, "train.save_interval=100", *overrides, config=config)
+    after_three_steps(job, run_dir)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    state = wait(job)
+    return state, run_dir, log.read_text()
+
+
+def after_three_steps(job: str, run_dir: Path) -> None:
+    """Return once the job's run has logged 3 of its steps (and fewer than all)."""
     deadline = time.time() + 300
     while time.time() < deadline:
         done = metrics(run_dir)[0] if (run_dir / "metrics.jsonl").exists() else {}
         if len(done) >= 3:
             break
         time.sleep(0.05)  # a tiny model's 12 steps can take under a second: look often, or the run ends first
-    assert len(done) < STEPS, f"job {job} logged {len(done)} of {STEPS} steps before it could be signalled"
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
-    state = wait(job)
-    return state, run_dir, log.read_text()
+    assert len(done) < STEPS, f"job {job} logged {len(done)} of {STEPS} steps before it could be stopped"
 
 
 def assert_resumed_to_the_same_losses(state: dict, run_dir: Path, text: str, reference_dir: Path) -> None:
@@ -146,6 +151,19 @@ def assert_resumed_to_the_same_losses(state: dict, run_dir: Path, text: str, ref
 
 def test_preemption_checkpoints_requeues_and_resumes_to_the_same_loss(data, reference):
     assert_resumed_to_the_same_losses(*preempted_job(data, "preempt"), reference["run_dir"])
+
+
+def test_a_stop_asked_for_with_the_stop_file_ends_the_job_without_a_requeue(data):
+    """RUN_DIR/STOP (what the run-dir lock's refusal tells a user to touch): the ranks save and stop, and the job
+    ends there (exit 75), where a time limit or a preemption requeues it."""
+    job, run_dir, log = train_job(data, "userstop", "srun", "train.save_interval=100")
+    after_three_steps(job, run_dir)
+    (run_dir / "STOP").touch()
+    state, text = wait(job), log.read_text()
+    assert state["JobState"] == "FAILED" and state["ExitCode"] == "75:0" and state.get("Restarts") == "0", text[-3000:]
+    assert "not requeued" in text and "requeueing" not in text
+    assert (run_dir / "STOPPED").read_text().startswith("stopped early (run.dir/STOP)")
+    assert (run_dir / "checkpoints" / "latest").exists()
 
 
 def test_preemption_under_the_deepspeed_launcher_checkpoints_and_resumes(data, reference):

@@ -23,8 +23,6 @@ from typing import NoReturn
 
 from pretrain.cli.runner import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STOPPED
 
-STOPPED = "STOPPED"  # RUN_DIR/STOPPED: written by rank 0 when a launch stops early with its checkpoint saved
-
 # torch.distributed deprecation notices, raised inside DeepSpeed on every collective
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
 
@@ -160,8 +158,6 @@ def run(config, env) -> int:
         lock = None
         try:
             lock = claim_run_dir(config.run.dir, env)
-            if env.rank == 0:  # an earlier launch's stop marker (below): this launch goes on
-                (Path(config.run.dir) / STOPPED).unlink(missing_ok=True)
             state = Trainer(config, env).train()
         except (DataFileError, CheckpointSaveError, UnreadableFolder) as exc:  # met by some ranks: each says it
             return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_FAILURE if isinstance(exc, CheckpointSaveError)
@@ -182,13 +178,7 @@ def run(config, env) -> int:
                           EXIT_FAILURE)
         if lock is not None:
             lock.release()
-    if state.step >= config.train.steps:
-        return 0
-    if env.rank == 0:  # a stop saved its checkpoint: a launcher that reports a rank's exit 75 as 1 (torchrun) hides it
-        from pretrain.atomic import atomic_write_text
-
-        atomic_write_text(Path(config.run.dir) / STOPPED, f"stopped at step {state.step}; a relaunch resumes\n")
-    return EXIT_STOPPED
+    return 0 if state.step >= config.train.steps else EXIT_STOPPED
 
 
 def claim_run_dir(run_dir: str, env):

@@ -133,7 +133,7 @@ def liger_cross_entropy() -> Callable | None:
     try:
         from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
     except Exception as exc:  # noqa: BLE001 - its Triton kernels import with the installed triton, or fail
-        missing = isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "liger_kernel"
+        missing = isinstance(exc, ModuleNotFoundError) and exc.name == "liger_kernel"  # not installed (too old: said)
         if not missing:  # installed, but broken: say why (a triton that does not suit it, say)
             log.warning("liger-kernel is installed but cannot be imported (%s: %s)", type(exc).__name__,
                         str(exc).splitlines()[0] if str(exc) else "")
