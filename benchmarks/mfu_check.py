@@ -283,13 +283,12 @@ def previous_code(preset: str, args, deadline: float) -> dict:
                str(args.warmup), "--port", "29531", "--peak", str(peak)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     stdout, stderr, ended = runs.run_child(command, deadline, env, cwd=root)
-    found = [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
-    optimizer = runs.optimizer_named(stderr)
-    if not found or "error" in found[0]:
+    old, optimizer = runs.child_record(stdout, stderr), runs.optimizer_named(stderr)
+    if old is None or "error" in old:
         runs.show_tail(preset, "previous", stderr)
-        error = found[0]["error"] if found else f"{ended or 'exit 0'}: {runs.failure_line(stderr)}"
+        error = old["error"] if old else f"{ended or 'exit 0'}: {runs.failure_line(stderr)}"
         return {"preset": preset, "variant": "previous", "error": error[:240], "optimizer": optimizer}
-    old, shape = found[0], get_preset(preset)
+    shape = get_preset(preset)
     tokens, vocab = micro * seq, padded_vocab_size(SWEEP_VOCAB, 64)
     head = None if shape.objective == "clm" else round(tokens * 0.15)  # the previous code's BERT predicted 15%
     step_s = tokens / old["tokens_per_s"]
@@ -302,7 +301,7 @@ def previous_code(preset: str, args, deadline: float) -> dict:
               "hfu": flops[1] / step_s / 1e12 / peak, "peak_gib": old.get("peak_gib"),
               "planned_gib": old.get("planned_gib"), "host_ms": None, "gpu_ms": None, "syncs": None,
               "optimizer": optimizer}
-    return {**record, "exit": f"stuck after its result: {ended}"} if ended and "deadline" in ended else record
+    return runs.kept_after(record, ended)
 
 
 def child(preset: str, variant: str, args, deadline: float) -> dict:
@@ -315,7 +314,7 @@ def child(preset: str, variant: str, args, deadline: float) -> dict:
     stdout, stderr, ended = runs.run_child(command, deadline, {**os.environ, "TORCH_LOGS": "recompiles"})
     record = runs.child_record(stdout, stderr)
     if record:
-        return {**record, "exit": f"stuck after its result: {ended}"} if ended and "deadline" in ended else record
+        return runs.kept_after(record, ended)
     runs.show_tail(preset, variant, stderr)
     return {"preset": preset, "variant": variant, "error": f"{ended or 'exit 0'}: {runs.failure_line(stderr)}"}
 

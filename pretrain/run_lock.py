@@ -168,9 +168,7 @@ def may_be_alive(holder: Holder) -> bool:
 def why_dead(holder: Holder) -> str | None:
     """Why the holder is surely gone, or None if it may be alive."""
     if holder.host == socket.gethostname():
-        if _start_time(holder.pid) != holder.pid_start:
-            return f"process {holder.pid} is gone"
-        return None
+        return None if may_be_alive(holder) else f"process {holder.pid} is gone"
     if holder.job and holder.job == os.environ.get("SLURM_JOB_ID"):
         return f"an earlier launch of this Slurm job {holder.job}"
     age = time.time() - holder.heartbeat

@@ -303,9 +303,9 @@ class Trainer:
     def _finish(self, status: str) -> None:
         """Last plots, the run summary (printed and in summary.json), metrics closed; RUN_DIR/STOPPED says why a
         launch stopped early (a launcher may report its exit 75 as 1: torchrun)."""
-        if self.is_main and status != "finished":
-            atomic_write_text(self.run_dir / STOPPED, f"{status}\n")
         if self.is_main:
+            if status != "finished":
+                atomic_write_text(self.run_dir / STOPPED, f"{status}\n")
             self._plot(final=True)
             env = self.env
             summary = build_summary(

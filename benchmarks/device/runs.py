@@ -76,6 +76,11 @@ def show_tail(preset: str, variant: str, stderr: str, count: int = 30) -> None:
           file=sys.stderr, flush=True)
 
 
+def kept_after(record: dict, ended: str | None) -> dict:
+    """A run's printed record, marked where the run then hung on its way out and was killed at its deadline."""
+    return {**record, "exit": f"stuck after its result: {ended}"} if ended and "deadline" in ended else record
+
+
 def child_record(stdout: str, stderr: str) -> dict | None:
     """The record a case's process printed, with the recompiles its log shows; None if it printed none."""
     found = [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]

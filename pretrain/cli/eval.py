@@ -159,14 +159,15 @@ def _check_end_of_document(prefix: str, model) -> None:
 def encodes_back(indexed, tokenizer, probes: int = 16) -> bool:
     """Do most of (a sample of) the documents, special tokens left out, decode and encode back to their ids with
     ``tokenizer``? Text the tokenizer made does; another tokenizer's ids read as this one's do not."""
+    from pretrain.data.gpt_dataset import probe_documents
+
     special = set(tokenizer.all_special_ids)
-    picks = np.linspace(0, indexed.num_documents - 1, num=min(probes, indexed.num_documents)).astype(np.int64)
-    same = 0
-    for document in picks.tolist():
-        ids = [int(i) for i in indexed.document(document) if int(i) not in special]
+    same = tried = 0
+    for document in probe_documents(indexed, range(indexed.num_documents), probes):
+        ids = [int(i) for i in document if int(i) not in special]
         text = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
-        same += tokenizer.encode(text, add_special_tokens=False) == ids
-    return 2 * same > len(picks)
+        same, tried = same + (tokenizer.encode(text, add_special_tokens=False) == ids), tried + 1
+    return 2 * same > tried
 
 
 def _encoder(model):

@@ -24,11 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         out = export_checkpoint(args.source, args.output, overwrite=args.overwrite)
     except ExportError as exc:
         raise UserError(str(exc)) from None
-    import json
+    from transformers import AutoConfig
 
-    architecture = json.loads((out / "config.json").read_text())["architectures"][0]
-    auto = "AutoModelForMaskedLM" if architecture.endswith(("ForMaskedLM", "ForPreTraining")) else "AutoModelForCausalLM"
-    print(f"exported to {out} ({architecture}): load it with transformers' {auto} and AutoTokenizer")
+    from pretrain.evaluation.models import objective_of
+
+    config = AutoConfig.from_pretrained(out)
+    auto = "AutoModelForMaskedLM" if objective_of(config) == "mlm" else "AutoModelForCausalLM"
+    print(f"exported to {out} ({config.architectures[0]}): load it with transformers' {auto} and AutoTokenizer")
     return 0
 
 

@@ -173,7 +173,7 @@ def documents_end_with(indexed: IndexedDataset, documents: range, token: int, pr
 
 def last_tokens(indexed: IndexedDataset, documents: range, probes: int = 256) -> set[int]:
     """The tokens that (a sample of ``probes``, evenly spread, of) these documents end with."""
-    return {int(doc[-1]) for doc in _probe_documents(indexed, documents, probes) if len(doc)}
+    return {int(doc[-1]) for doc in probe_documents(indexed, documents, probes) if len(doc)}
 
 
 def foreign_end_token(indexed: IndexedDataset, end_of_document: int) -> int | None:
@@ -191,16 +191,16 @@ def foreign_end_token(indexed: IndexedDataset, end_of_document: int) -> int | No
 
 def _inside_documents(indexed: IndexedDataset, token: int, probes: int = 256) -> bool:
     """Does ``token`` occur before the last position of (a sample of) the documents?"""
-    picks = np.linspace(0, indexed.num_documents - 1, num=min(probes, indexed.num_documents)).astype(np.int64)
-    return any(bool((indexed.document(int(k))[:-1] == token).any()) for k in picks)
+    return any(bool((doc[:-1] == token).any()) for doc in probe_documents(indexed, range(indexed.num_documents), probes))
 
 
 def first_tokens(indexed: IndexedDataset, documents: range, probes: int = 256) -> set[int]:
     """The tokens that (a sample of ``probes``, evenly spread, of) these documents start with."""
-    return {int(doc[0]) for doc in _probe_documents(indexed, documents, probes) if len(doc)}
+    return {int(doc[0]) for doc in probe_documents(indexed, documents, probes) if len(doc)}
 
 
-def _probe_documents(indexed: IndexedDataset, documents: range, probes: int) -> Iterator[np.ndarray]:
+def probe_documents(indexed: IndexedDataset, documents: range, probes: int) -> Iterator[np.ndarray]:
+    """``probes`` of ``documents``, evenly spread (all of them where there are fewer)."""
     if len(documents) == 0:
         return iter(())
     picks = np.linspace(documents.start, documents.stop - 1, num=min(probes, len(documents))).astype(np.int64)
