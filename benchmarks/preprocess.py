@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,14 +73,25 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, floa
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak_pss = peak_rss = 0.0
-    while proc.poll() is None:
+    while True:
         pss, rss = _tree_memory(proc.pid)
         peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
-        time.sleep(0.5)  # reading smaps walks page tables: sampling faster steals a core from the run it measures
+        try:  # reading smaps walks page tables: sampling faster steals a core from the run it measures
+            proc.wait(timeout=0.5)  # returns at the exit, where a sleep(0.5) added up to 0.5 s to the run's time
+            break
+        except subprocess.TimeoutExpired:
+            continue
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-3000:]}")
     return seconds, peak_pss, peak_rss
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's children that have ended, and of the children they
+    waited for (a pool's workers are counted once their command ends)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _tree_memory(pid: int) -> tuple[float, float]:
@@ -99,9 +111,10 @@ def _tree_memory(pid: int) -> tuple[float, float]:
     return pss / 1024, rss / 1024
 
 
-def concurrent_limit(corpus: Path, tokenizer: str, limit_mb: float | None, processes: int) -> float:
+def concurrent_limit(corpus: Path, tokenizer: str, limit_mb: float | None, processes: int) -> tuple[float, float]:
     """MB/s of text of the bare loop in ``processes`` processes at once, each on its share of the corpus (its
-    first ``limit_mb`` MB of file, default all): the most these cores give when all are busy."""
+    first ``limit_mb`` MB of file, default all): the most these cores give when all are busy; and the CPU
+    seconds the loops took, all processes together."""
     size = corpus.stat().st_size if limit_mb is None else min(corpus.stat().st_size, int(limit_mb * 1e6))
     cuts = [_line_start(corpus, size * k // processes) for k in range(processes)] + [size]
     procs = [subprocess.Popen([sys.executable, __file__, "--bare-run", str(corpus), tokenizer, str(start), str(end)],
@@ -117,7 +130,8 @@ def concurrent_limit(corpus: Path, tokenizer: str, limit_mb: float | None, proce
     if any(proc.returncode for proc in procs):
         raise SystemExit("the bare-encode run failed")
     text = sum(int(out[0]) for out in outputs)
-    return text / (max(float(out[2]) for out in outputs) - min(float(out[1]) for out in outputs)) / 1e6
+    seconds = max(float(out[2]) for out in outputs) - min(float(out[1]) for out in outputs)
+    return text / seconds / 1e6, sum(float(out[3]) for out in outputs)
 
 
 def _line_start(path: Path, offset: int) -> int:
@@ -132,7 +146,8 @@ def _line_start(path: Path, offset: int) -> int:
 
 def bare_encode(corpus: Path, tokenizer: str, start: int, end: int) -> None:
     """One process of the limit: read bytes ``start:end`` of the corpus into 1 MB blocks (whole lines), say
-    ready, wait for the go, then parse and encode them; prints text bytes and the loop's start and end."""
+    ready, wait for the go, then parse and encode them; prints text bytes, the loop's start and end, and the
+    CPU seconds it took."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     os.environ["RAYON_NUM_THREADS"] = "1"
     import orjson  # the parser the workers use
@@ -153,12 +168,12 @@ def bare_encode(corpus: Path, tokenizer: str, start: int, end: int) -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     text = 0
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     for block in blocks:
         texts = [orjson.loads(line)["text"] for line in block.splitlines()]
         text += sum(len(t.encode("utf-8")) for t in texts)
         backend.encode_batch_fast(texts, add_special_tokens=False)
-    print(text, started, time.time())
+    print(text, started, time.time(), time.process_time() - cpu)
 
 
 def reader_inputs(samples: Path, out: Path, size_mb: float) -> dict[str, Path]:
@@ -246,13 +261,14 @@ def main() -> None:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     # every round measures the limit right before the runs it is compared with, and shares are medians
     # of per-round ratios: this VM's speed drifts by 30% or more between minutes
-    runs: dict[tuple[int, str], list[tuple[float, float, float, float]]] = {}
+    # per round: MB/s, peak PSS, peak RSS, the limit's MB/s before it, CPU seconds of all its processes
+    runs: dict[tuple[int, str], list[tuple[float, float, float, float, float]]] = {}
     for _ in range(args.rounds):
         for workers in args.workers:
             limit = 0.0
             if "limit" in args.only:
-                limit = concurrent_limit(corpus, args.tokenizer, args.limit_mb, workers)
-                runs.setdefault((workers, "limit"), []).append((limit, 0, 0, limit))
+                limit, loops_cpu = concurrent_limit(corpus, args.tokenizer, args.limit_mb, workers)
+                runs.setdefault((workers, "limit"), []).append((limit, 0, 0, limit, loops_cpu))
             out = args.workdir / f"out-w{workers}"
             commands = {
                 "megatron": [sys.executable, __file__, "--megatron-run", str(corpus), args.tokenizer,
@@ -261,8 +277,9 @@ def main() -> None:
                              "--tokenizer", args.tokenizer, "--output-prefix", f"{out}-ours", "--workers",
                              str(workers), "--no-progress", "--overwrite"]}
             for name in (n for n in ("megatron", "pretrain") if n in args.only):
+                before = children_cpu()
                 seconds, pss, rss = measure(commands[name], env)
-                runs.setdefault((workers, name), []).append((mb / seconds, pss, rss, limit))
+                runs.setdefault((workers, name), []).append((mb / seconds, pss, rss, limit, children_cpu() - before))
     readers = {}
     if args.readers:
         for name, path in reader_inputs(args.corpora / "samples", args.workdir, args.readers).items():
@@ -274,14 +291,17 @@ def main() -> None:
                 readers[(name, workers)] = (path.stat().st_size / 1e6 / seconds, pss, rss)
     limit_part = "the whole corpus" if args.limit_mb is None else f"its first {args.limit_mb:g} MB"
     print(f"\nmedian of {args.rounds} round(s); limit = W processes at once, each parsing (orjson) and encoding "
-          f"(encode_batch_fast) its 1/W of {limit_part}; shares are medians of per-round ratios")
-    print(f"{'workers':>7} {'method':<9} {'MB/s':>7} {'of limit':>9} {'peak PSS MiB':>12} {'peak RSS MiB':>12}")
+          f"(encode_batch_fast) its 1/W of {limit_part}; shares are medians of per-round ratios; CPU s = "
+          "user + system seconds of all the run's processes (the limit's: its loops alone)")
+    print(f"{'workers':>7} {'method':<9} {'MB/s':>7} {'of limit':>9} {'CPU s':>7} {'peak PSS MiB':>12} "
+          f"{'peak RSS MiB':>12}")
     for (workers, name), rows in runs.items():
         rate = statistics.median(r[0] for r in rows)
         share = f"{100 * statistics.median(r[0] / r[3] for r in rows):>8.1f}%" if rows[0][3] else f"{'-':>9}"
         per_round = " ".join(f"{r[0]:.2f}" for r in rows)
+        cpu = statistics.median(r[4] for r in rows)
         memory = f" {max(r[1] for r in rows):>12.0f} {max(r[2] for r in rows):>12.0f}" if rows[0][1] else f"{'':>26}"
-        print(f"{workers:>7} {name:<9} {rate:>7.2f} {share}{memory}   rounds: {per_round}")
+        print(f"{workers:>7} {name:<9} {rate:>7.2f} {share} {cpu:>7.1f}{memory}   rounds: {per_round}")
     if readers:
         print("\ndump readers, end to end (read, clean markup, encode, write), MB of input per second, 1 round:")
         for (name, workers), (rate, pss, rss) in readers.items():
