@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 import os
 import signal
 import socket
@@ -203,9 +202,9 @@ class Trainer:
 
     def _build_datasets(self) -> None:
         config = self.config
-        block = self.plan.micro_batch * self.env.world_size
-        eval_samples = math.ceil(config.train.eval_samples / block) * block
-        sizes = SplitSizes(config.train.samples_for(config.train.steps), eval_samples, 0)
+        # exactly eval_samples, whatever the micro batch and ranks: the same set at every evaluation and
+        # after a resume on another number of ranks (a rank left short runs a stand-in batch)
+        sizes = SplitSizes(config.train.samples_for(config.train.steps), config.train.eval_samples, 0)
         datasets = build_datasets(config.data, self.tokenizer, self.preset.objective, config.run.seed, sizes,
                                   may_build_index=self.env.local_rank == 0)
         self.train_data, self.valid_data = datasets["train"], datasets["valid"]

@@ -96,7 +96,8 @@ def test_overrides_types_and_every_problem_at_once():
 def test_validation_reports_batch_arithmetic_missing_data_and_ds_config(tmp_path, data):
     (tmp_path / "ds.json").write_text('{"train_batch_size": 64, "bf16": {"enabled": true}, "zero_optimization": {"stage": 3}, '
                                       '"managed_gradient_accumulation": false}')
-    config = load_config("tiny_clm", [f"data.tokenizer={data['tokenizer']}", "data.prefixes=[/nope/missing]",
+    config = load_config("tiny_clm", [f"data.tokenizer={data['tokenizer']}",
+                                      "data.prefixes=[0.5 /nope/missing, 0.3 /nope/other, 0.2 /nope/../nope/missing]",
                                       "train.global_batch=10", "train.micro_batch=4", f"train.ds_config={tmp_path}/ds.json",
                                       "model.checkpoint_layers=9", "model.activation_checkpointing=full",
                                       "run.plot_interval_minutes=-1", "optim.lr=0", "optim.min_lr=0"])
@@ -107,6 +108,10 @@ def test_validation_reports_batch_arithmetic_missing_data_and_ds_config(tmp_path
     assert "optim.lr=0.0 must be positive" in problems  # the schedule divides by it
     assert any("train.global_batch=10 is not a multiple of" in p and "4 x 2 = 8" in p for p in problems)
     assert any("/nope/missing is missing" in p for p in problems)
+    assert [p for p in problems if "twice" in p] == [  # the same dataset twice would serve each sample twice in a row
+        "data.prefixes lists the dataset /nope/../nope/missing twice (also as /nope/missing): both copies would serve "
+        "the same samples in the same order, each one twice in a row; list it once and raise its weight to draw more "
+        "of it (its epochs repeat, each shuffled anew)"]
     assert any("sets train_batch_size=64" in p for p in problems)
     assert any("sets bf16.enabled=True" in p and "train.precision" in p for p in problems)
     assert any("sets managed_gradient_accumulation=False" in p for p in problems)

@@ -67,6 +67,19 @@ def test_gpt_index_of_a_billion_tokens_builds_in_seconds():
     assert indices["sample_index"].shape == ((int(lengths.sum()) - 1) // 1024 + 1, 2)
 
 
+def test_a_document_past_int32_gets_an_index_that_holds_its_offsets():
+    """A row is (position in the document order, offset into that document): an offset inside a document
+    of 2**31 tokens or more does not fit int32, whatever the document and row counts."""
+    lengths = np.array([3 << 30, 1000, 2000], dtype=np.int64)
+    seq_len = 1 << 24
+    indices = build_gpt_indices(lengths, 0, 1, seq_len, seed=3)
+    rows, order = indices["sample_index"], indices["document_index"]
+    starts = np.concatenate([[0], np.cumsum(lengths[order])[:-1]])
+    expected = [(int(k), position - int(starts[k])) for position in range(0, len(rows) * seq_len, seq_len)
+                for k in [int(np.searchsorted(starts, position, side="right")) - 1]]
+    assert [(int(a), int(b)) for a, b in rows] == expected
+
+
 def test_blend_follows_weights_in_every_prefix():
     owner, within = build_blend([0.7, 0.2, 0.1], 10_000)
     for n in (10, 100, 1000, 10_000):
@@ -221,6 +234,16 @@ def test_mlm_samples_are_pairs_and_deterministic(sentence_data, tmp_path):
         for key, value in sample.items():
             assert np.array_equal(resumed[f"{i}.{key}"], value.numpy()), f"sample {i}: {key} differs after a resume"
     assert 30 < swapped < 70
+
+
+def test_sentence_pairs_skip_documents_without_sentences(tmp_path):
+    """megatron-core's preprocessing writes a document with no sentences for an empty text; one that ends
+    the split is skipped like any other."""
+    from pretrain.data.mlm_dataset import build_mlm_mapping
+
+    indexed = make_dataset(tmp_path, [[[5, 6, 7], [8, 9]], [], [[10, 11, 12]], []])
+    mapping = build_mlm_mapping(indexed, range(4), seq_len=16, short_seq_prob=0.0, seed=1)
+    assert mapping.tolist() == build_mlm_mapping(indexed, range(3), 16, 0.0, 1).tolist() == [[0, 2], [2, 3]]
 
 
 def test_batches_without_padding_carry_no_mask(sentence_data):

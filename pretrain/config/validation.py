@@ -60,6 +60,14 @@ def validate(config: Config, world_size: int, with_data: bool = True) -> None:
                                 "run tools/preprocess_data.py (outputs are named PREFIX_<key>_document)")
             if weight <= 0:
                 problems.append(f"dataset {prefix} has weight {weight}; weights must be positive")
+        seen: dict[str, str] = {}
+        for prefix, _ in prefixes:  # one dataset twice serves each of its samples twice, back to back
+            same = seen.get(os.path.realpath(prefix))
+            seen.setdefault(os.path.realpath(prefix), prefix)
+            if same is not None:
+                problems.append(f"data.prefixes lists the dataset {prefix} twice (also as {same}): both copies would "
+                                "serve the same samples in the same order, each one twice in a row; list it once and "
+                                "raise its weight to draw more of it (its epochs repeat, each shuffled anew)")
     try:
         if any(f < 0 for f in split_fractions(data.split)) or split_fractions(data.split)[0] <= 0:
             problems.append(f"data.split={data.split!r} needs a positive train share")

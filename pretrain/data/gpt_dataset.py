@@ -72,7 +72,8 @@ def build_gpt_indices(document_lengths: np.ndarray, first_document: int, epochs:
     if int(lengths.max()) >= 2**32:
         raise ValueError("a document longer than 2**32 tokens")
     rows = per_epoch + 1  # sample boundaries per epoch
-    wide = first_document + count * epochs >= 2**31 or rows * epochs >= 2**31
+    # a row holds a document id and an offset into that document, which reaches its length
+    wide = first_document + count * epochs >= 2**31 or rows * epochs >= 2**31 or int(lengths.max()) >= 2**31
     index_type = np.int64 if wide else np.int32
 
     def documents_in_order(key: list[int]) -> np.ndarray:

@@ -33,7 +33,9 @@ def build_mlm_mapping(indexed: IndexedDataset, documents: range, seq_len: int, s
                        rng.integers(2, max_tokens + 1, len(sentences_per_doc)), max_tokens)
     # tokens before each sentence within its document decide its chunk
     cumulative = np.cumsum(lengths) - lengths
-    before_in_doc = cumulative - cumulative[doc_index[:-1] - first_sentence][doc_of_sentence]
+    # each sentence's document's first sentence; picked per sentence, so an empty document (a record
+    # megatron-core's preprocessing wrote for an empty text) indexes nothing, even as the split's last one
+    before_in_doc = cumulative - cumulative[(doc_index[:-1] - first_sentence)[doc_of_sentence]]
     chunk = before_in_doc // targets[doc_of_sentence]
     new_sample = np.ones(len(lengths), dtype=bool)
     new_sample[1:] = (doc_of_sentence[1:] != doc_of_sentence[:-1]) | (chunk[1:] != chunk[:-1])
