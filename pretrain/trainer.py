@@ -249,9 +249,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> TrainerState:
-        """Train to train.steps or until a stop; SIGUSR1 and SIGTERM ask for a stop meanwhile. Their handlers
-        are put back afterwards, which also lets this trainer (and its engine's process groups) be freed."""
-        previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGUSR1, signal.SIGTERM)}
+        """Train to train.steps or until a stop; SIGUSR1, SIGTERM and a first Ctrl-C (SIGINT) ask for a stop
+        meanwhile (a second Ctrl-C quits at once). Their handlers are put back afterwards, which also lets this
+        trainer (and its engine's process groups) be freed."""
+        previous = {signum: signal.signal(signum, self._on_signal)
+                    for signum in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
         try:
             return self._train()
         finally:
@@ -291,6 +293,7 @@ class Trainer:
             window.open()
             if stop:
                 log.info("stopping at step %d (%s); the next launch resumes from here", step, stop)
+                self._consume_stop_file(stop)
                 break
         for numbers in stats.collect(keep_last=0):
             self._check_finite(numbers)
@@ -454,6 +457,18 @@ class Trainer:
         self.metrics.write(record)
 
     def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:  # a second Ctrl-C: quit now
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
         self.stop_signal = signum
-        log.warning("received signal %d: saving a checkpoint within %d steps, then exiting", signum,
-                    self.config.train.stop_check_interval)
+        again = " (Ctrl-C again quits at once, losing the steps since the last checkpoint)" \
+            if signum == signal.SIGINT else ""
+        log.warning("received signal %d: saving a checkpoint within %d steps, then exiting%s", signum,
+                    self.config.train.stop_check_interval, again)
+
+    def _consume_stop_file(self, reason: str) -> None:
+        """A stop asked for with run.dir/STOP is done once its checkpoint is saved: the file goes, so that the
+        next launch trains on instead of stopping again at its first check."""
+        if reason == "run.dir/STOP" and self.is_main:
+            (self.run_dir / "STOP").unlink(missing_ok=True)
+            log.info("removed %s: the next launch trains on", self.run_dir / "STOP")

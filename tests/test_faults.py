@@ -102,6 +102,43 @@ def test_a_killed_rank_stops_the_others_and_the_next_launch_resumes(victim, data
     assert not (run_dir / "LOCK").exists()
 
 
+def test_ctrl_c_saves_and_stops_a_second_quits_and_a_stop_file_is_taken_once(data, tmp_path):
+    """A run in a terminal: the first Ctrl-C saves a checkpoint and stops (exit 75), a second quits at once
+    without a traceback (exit 130); a stop asked for with run.dir/STOP removes the file once its checkpoint is
+    saved, so that the next launch trains on instead of stopping at its first check."""
+    import signal
+
+    run_dir, logs = tmp_path / "run", tmp_path / "logs"
+    for ctrl_c in (1, 2, 0):  # 0: run.dir/STOP
+        before = logged_step(run_dir)
+        # with two Ctrl-C, the first must not have stopped the run before the second comes: no stop check
+        checks = "train.stop_check_interval=100000" if ctrl_c == 2 else "train.stop_check_interval=1"
+        procs = start_ranks(1, CONFIG, run_dir, *data, "train.steps=100000", "train.save_interval=100000", checks,
+                            logs=logs)
+        try:
+            wait_until(lambda target=before + 2: logged_step(run_dir) >= target, 240, "two steps", procs)
+            if ctrl_c:
+                procs[0].send_signal(signal.SIGINT)
+                if ctrl_c == 2:  # once the first was taken (two at once would be handled as one)
+                    wait_until(lambda: "Ctrl-C again" in (logs / "rank0.err").read_text(), 60, "the first", procs)
+                    procs[0].send_signal(signal.SIGINT)
+            else:
+                (run_dir / "STOP").touch()
+            code = end_all(procs, NOTICE_S)[0]
+        finally:
+            procs[0].kill()
+        err = (logs / "rank0.err").read_text()
+        if ctrl_c == 2:
+            assert code == 130 and "interrupted: quit without saving" in err and "Traceback" not in err, err[-3000:]
+            continue
+        assert code == 75 and "stopping at step" in err, err[-3000:]
+        assert ("Ctrl-C again quits at once" in err) == (ctrl_c == 1)
+        assert not (run_dir / "STOP").exists() and (run_dir / "STOPPED").exists()
+    step = int((run_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step"))
+    done = launch(1, CONFIG, run_dir, *data, f"train.steps={step + 1}")  # not stopped again by the STOP file
+    assert logged_step(run_dir) == step + 1 and "stopping at step" not in done.stdout + done.stderr
+
+
 # What a full disk does to torch.save (measured on a 200 KB tmpfs): the C++ zip writer leaves a partial file and
 # raises this RuntimeError, not an OSError. Rank 1 meets it while saving step 6.
 SITE_FULL_DISK = '''

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pretrain.pipeline.stages import layout_for, plans
 from pretrain.pipeline.stamps import Stamp
 from pretrain.pipeline.status import decide
 from tests.conftest import ROOT, grown_documents, write_jsonl
-from tests.distributed import train_env
+from tests.distributed import logged_step, train_env
 
 DATA_STAGES = ("clean", "tokenizer", "preprocess")
 
@@ -168,6 +169,64 @@ def test_interrupted_stage_publishes_nothing_and_runs_again(tmp_path):
     assert state(work, "clean") == "complete"
 
 
+def test_an_interrupted_training_saves_and_stops_on_every_rank(tmp_path, corpus):
+    """SIGTERM (kill, timeout, a scheduler) to a pipeline training on 2 ranks: the ranks save and stop (exit 75;
+    DeepSpeed's runner, signalled, ended and left its ranks training), nothing of the run is left running or
+    asking the next launch to stop, and the next run goes on from the checkpoint."""
+    recipe, work = write_recipe(tmp_path, corpus, train=True), tmp_path / "work"
+    pipeline(recipe, work, "--until", "preprocess")
+    run = ["train.ranks=2", "train.steps=100000", "train.save_interval=100000", "train.stop_check_interval=1"]
+    log = tmp_path / "pipeline.log"  # not a pipe: ranks left running would hold it open
+    with open(log, "w") as handle:
+        proc = subprocess.Popen([sys.executable, "-m", "pretrain.cli.pipeline", str(recipe), "--workdir", str(work),
+                                 *run, "--until", "train"], cwd=ROOT, env=train_env(), stdout=handle,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while logged_step(work / "run") < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=180)
+    finally:
+        proc.kill()
+    out = log.read_text()
+    left = subprocess.run(["pgrep", "-f", f"run.dir={work / 'run'}"], capture_output=True, text=True).stdout.split()
+    for pid in left:  # the defect this guards: ranks still training behind an ended pipeline
+        subprocess.run(["kill", "-9", pid])
+    assert not left, f"ranks left running: {left}\n{out[-3000:]}"
+    assert proc.returncode == 75 and "train stopped (exit 75)" in out and "run the same command again" in out, out[-3000:]
+    stopped = json.loads((work / "run" / "summary.json").read_text())["step"]
+    assert (work / "run" / "checkpoints" / f"step{stopped:08d}" / "COMPLETE").exists() and stopped < 100000
+    assert not (work / "run" / "STOP").exists()
+    out = pipeline(recipe, work, *run[:1], f"train.steps={stopped + 1}", "--until", "train")
+    assert ran(out) == ["train"] and f"resumed from step{stopped:08d}" in (work / "run" / "logs" / "rank0.log").read_text()
+    assert json.loads((work / "run" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_damaged_stamps_missing_inputs_and_stages_still_queued_are_named(tmp_path, corpus):
+    from pretrain.pipeline.local import run_stages
+    from pretrain.pipeline.status import PipelineError
+
+    recipe, work = write_recipe(tmp_path, corpus), tmp_path / "work"
+    out = pipeline(recipe, work, "input.paths=[/nowhere/corpus-*.jsonl]", "--dry-run", expect=2)
+    assert "input.paths: /nowhere/corpus-*.jsonl matches no file, and the clean stage reads it" in out
+    pipeline(recipe, work, "--until", "clean")
+    (work / ".pipeline" / "clean.json").write_text('{"broken')  # a hand edit: not taken as "never ran"
+    out = pipeline(recipe, work, "--dry-run", expect=2)
+    assert f"{work / '.pipeline' / 'clean.json'} cannot be read" in out and "delete the file" in out
+    (work / ".pipeline" / "clean.json").unlink()
+    pipeline(recipe, work, "--until", "clean")
+    stamp = Stamp.read(work / ".pipeline" / "clean.json")  # as if --slurm had queued it and its jobs still ran
+    stamp.state, stamp.jobs = "submitted", ["4242"]
+    stamp.write(work / ".pipeline" / "clean.json")
+    loaded = load_recipe(str(recipe), [], str(work))
+    statuses = decide(plans(loaded), layout_for(loaded), alive=lambda jobs: True)
+    assert statuses[0].action == "in flight" and statuses[1].action == "run"
+    with pytest.raises(PipelineError, match=r"clean is still running under Slurm \(jobs 4242\)"):
+        run_stages(statuses, layout_for(loaded))
+
+
 def test_a_workdir_in_use_is_refused(tmp_path, corpus):
     import fcntl
 
@@ -283,13 +342,25 @@ def test_train_and_export_stages_resume_or_set_the_old_run_aside(tmp_path, corpu
     stamp.state = "running"
     stamp.write(work / ".pipeline" / "train.json")
     out = pipeline(recipe, work)
-    assert ran(out) == ["train", "export"] and "training resumes" in out and "set aside" not in out
+    assert ran(out) == ["train", "export"] and "the run resumes" in out and "set aside" not in out
     assert "resumed from step00000004" in (work / "run" / "logs" / "rank0.log").read_text()
 
-    out = pipeline(recipe, work, "train.steps=6")  # another setting: a new run, the old one kept aside
-    assert ran(out) == ["train", "export"] and "train.steps: 4 -> 6" in out
+    # how the run goes (logs, checkpoints kept, when it stops) makes nothing stale; nor does an older
+    # checkpoint deleted to free disk
+    shutil.rmtree(work / "run" / "checkpoints" / "step00000002")
+    out = pipeline(recipe, work, "train.log_interval=2", "train.keep_last=1", "train.exit_minutes=600")
+    assert ran(out) == [] and "train: up to date" in out, out
+
+    out = pipeline(recipe, work, "train.steps=6")  # more steps: the run goes on from its newest checkpoint
+    assert ran(out) == ["train", "export"] and "train.steps: 4 -> 6" in out and "goes on from its newest" in out
+    assert not list(work.glob("run.replaced-*")) and "resumed from step00000004" in (work / "run" / "logs" /
+                                                                                       "rank0.log").read_text()
+    assert json.loads((work / "run" / "summary.json").read_text())["step"] == 6
+
+    out = pipeline(recipe, work, "train.steps=6", "optim.lr=1e-3")  # what it trains: a new run, the old one aside
+    assert ran(out) == ["train", "export"] and "optim.lr: 0.003 -> 0.001" in out
     aside = list(work.glob("run.replaced-*"))
-    assert len(aside) == 1 and json.loads((aside[0] / "summary.json").read_text())["step"] == 4
+    assert len(aside) == 1 and json.loads((aside[0] / "summary.json").read_text())["step"] == 6
     assert json.loads((work / "run" / "summary.json").read_text())["step"] == 6
     assert "resumed" not in (work / "run" / "logs" / "rank0.log").read_text()
     assert json.loads((work / "hf" / "pretrain_export.json").read_text())["checkpoint"].endswith("step00000006")

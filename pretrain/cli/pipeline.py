@@ -55,10 +55,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pretrain.pipeline.recipe import RecipeError, load_recipe
+    from pretrain.pipeline.recipe import RecipeError, input_paths, load_recipe
     from pretrain.pipeline.stages import layout_for, plans
-    from pretrain.pipeline.stamps import WorkdirInUse, workdir_lock
-    from pretrain.pipeline.status import PipelineError, decide, record
+    from pretrain.pipeline.stamps import DamagedStamp, WorkdirInUse, workdir_lock
+    from pretrain.pipeline.status import PipelineError, check_inputs, decide, record
 
     argv, sbatch = split_slurm(list(sys.argv[1:] if argv is None else argv))
     args = parser().parse_intermixed_args(argv)
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{' -> '.join(p.name for p in stage_plans)}", flush=True)
         with contextlib.nullcontext() if args.dry_run else workdir_lock(layout.stamps):
             statuses = decide(stage_plans, layout, args.start, args.until)
+            check_inputs(statuses, input_paths(recipe))
             if sbatch is not None:
                 from pretrain.pipeline.slurm import submit_stages
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\npipeline {recipe.name}: every stage{' up to ' + args.until if args.until else ''} is complete "
                   f"({layout.workdir})")
         return code
-    except (RecipeError, PipelineError, WorkdirInUse) as exc:
+    except (RecipeError, PipelineError, WorkdirInUse, DamagedStamp) as exc:
         raise UserError(str(exc)) from None
 
 

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
-from pretrain.cli.runner import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_STOPPED
+from pretrain.cli.runner import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_STOPPED
 
 # torch.distributed deprecation notices, raised inside DeepSpeed on every collective
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
@@ -167,6 +167,10 @@ def run(config, env) -> int:
             return _leave(lock, None, EXIT_BAD_INPUT)
         except TrainingDiverged as exc:
             return _leave(lock, f"error (rank {env.rank}): {exc}", EXIT_FAILURE)
+        except KeyboardInterrupt:
+            if lock is not None:
+                lock.release()
+            raise
         except Exception as exc:
             if not is_lost_peer(exc):
                 if lock is not None:
@@ -238,6 +242,9 @@ def cli() -> None:
     done: seen once in a 2-rank CPU suite run). Everything the run writes is closed and flushed by then."""
     try:
         code = main()
+    except KeyboardInterrupt:  # a second Ctrl-C (the first asks the trainer to save and stop)
+        print("interrupted: quit without saving; the next launch resumes from the last checkpoint", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     except Exception:  # printed as the interpreter would, then the same end (a finalizing interpreter could abort)
         traceback.print_exc()
         code = EXIT_FAILURE

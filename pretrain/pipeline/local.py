@@ -8,18 +8,26 @@ calls it done.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from pretrain.pipeline.stages import Command, Layout, remove_stale
-from pretrain.pipeline.status import RUN, Status, new_stamp, record, stamp_path
+from pretrain.pipeline.status import IN_FLIGHT, RUN, PipelineError, Status, new_stamp, record, stamp_path
 
 STOPPED = 75
 
 
 def run_stages(statuses: list[Status], layout: Layout, dry_run: bool = False) -> int:
     """Run (or with ``dry_run`` show) the stages; returns 0, or the exit code of the command that failed."""
+    flying = next((s for s in statuses if s.action == IN_FLIGHT), None)
+    if flying is not None and any(s.action == RUN for s in statuses[statuses.index(flying):]):
+        jobs = " ".join(flying.stamp.jobs)
+        raise PipelineError(f"{flying.plan.name} is still running under Slurm (jobs {jobs}) and the stages after it "
+                            f"read its outputs: wait for its jobs (squeue -j {jobs.replace(' ', ',')}), or queue the "
+                            "rest after them with --slurm")
     for status in statuses:
         plan = status.plan
         if status.action != RUN:
@@ -42,7 +50,8 @@ def run_stages(statuses: list[Status], layout: Layout, dry_run: bool = False) ->
             print(f"$ {command}", flush=True)
             code = run_command(command)
             if code != 0:
-                print(f"\n{plan.name} failed (exit {code}): {_after_failure(code)}", flush=True)
+                print(f"\n{plan.name} {'stopped' if code == STOPPED else 'failed'} (exit {code}): {_after_failure(code)}",
+                      flush=True)
                 return code
         record(path)
         print(f"--- {plan.name}: done in {time.perf_counter() - started:.1f} s", flush=True)
@@ -58,7 +67,12 @@ def _after_failure(code: int) -> str:
 
 
 def run_command(command: Command) -> int:
-    """Run ``command``, passing on SIGTERM and Ctrl-C so that it removes its temporary outputs."""
+    """Run ``command``, passing on SIGTERM and Ctrl-C: to most commands as SIGTERM, so that they remove their
+    temporary outputs; to a training run as its run.dir/STOP, so that its ranks save a checkpoint and stop
+    (exit 75). Signalling a training's launcher instead would end it and leave its ranks running, or make it
+    kill them before they saved."""
+    if command.stop_file is not None:
+        return _run_training(command, Path(command.stop_file))
     proc = subprocess.Popen(command.argv)
     try:
         return proc.wait()
@@ -70,3 +84,30 @@ def run_command(command: Command) -> int:
             proc.kill()
             proc.wait()
         raise
+
+
+def _run_training(command: Command, stop_file: Path) -> int:
+    """The training command in a session of its own (a terminal's Ctrl-C reaches only the pipeline, which asks
+    for the stop); a second Ctrl-C or SIGTERM kills it at once."""
+    proc = subprocess.Popen(command.argv, start_new_session=True)
+    try:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            stop_file.parent.mkdir(parents=True, exist_ok=True)
+            stop_file.touch()
+            print(f"\nstopping the training: {stop_file} written; its ranks save a checkpoint within "
+                  "train.stop_check_interval steps, then end (Ctrl-C again ends them at once, losing the steps "
+                  "since the last checkpoint)", flush=True)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        if code != STOPPED:
+            raise KeyboardInterrupt
+        return code
+    finally:
+        if proc.poll() is not None:  # a stop the run did not take (it ended first) must not stop the next launch
+            stop_file.unlink(missing_ok=True)

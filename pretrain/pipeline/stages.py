@@ -83,6 +83,8 @@ class Command:
 
     argv: list[str]
     shown: list[str]
+    stop_file: str | None = None
+    """A training command's run.dir/STOP: how an interrupted pipeline asks its ranks to save and stop."""
 
     def __str__(self) -> str:
         return shlex.join(self.shown)
@@ -125,6 +127,12 @@ class StagePlan:
     (a training run dir is renamed, never deleted)."""
     stale_paths: list[str] = field(default_factory=list)
     """What "remove" removes or "set aside" renames."""
+    run_only: frozenset[str] = frozenset()
+    """Settings that change how the stage runs, never what it makes: left out of ``settings`` (and ignored in
+    stamps written while they were still in)."""
+    continued_by: frozenset[str] = frozenset()
+    """Settings whose change runs the stage again on its previous outputs instead of anew: a training run goes
+    on from its newest checkpoint to the new train.steps."""
 
 
 @dataclass(frozen=True)
@@ -266,8 +274,20 @@ def preprocess_incomplete(layout: Layout) -> str | None:
 
 
 def _train_outputs(layout: Layout) -> list[str]:
-    checkpoints = layout.run / "checkpoints"
-    return [str(layout.run / "summary.json"), str(checkpoints / "latest"), str(checkpoints / "step*" / "COMPLETE")]
+    """The summary and the newest checkpoint's name (``train_incomplete`` checks that checkpoint): older
+    checkpoints may be deleted to free disk without making the run stale."""
+    return [str(layout.run / "summary.json"), str(layout.run / "checkpoints" / "latest")]
+
+
+TRAINER_RUN_ONLY = frozenset({
+    "model.activation_checkpointing", "model.checkpoint_layers", "model.compile", "model.compile_backend",
+    "model.attention", "model.lm_head", "model.zero3_whole_blocks", "data.num_workers", "data.cache_dir",
+    "data.index_wait_minutes", "optim.fused", "train.micro_batch", "train.device_memory_gib", "train.memory_margin",
+    "train.eval_interval", "train.log_interval", "train.save_interval", "train.keep_last", "train.exit_interval",
+    "train.exit_minutes", "train.max_nonfinite_steps", "train.peak_tflops", "train.stop_check_interval",
+    "train.distributed_timeout_minutes", "run.tensorboard", "run.plots", "run.plot_interval_minutes", "run.wandb"})
+"""Trainer keys that change how a run goes (speed, memory, logs, checkpoints kept, when it stops), never the
+model it trains: changing one resumes the run as it is."""
 
 
 def plan_train(recipe: Recipe, layout: Layout) -> StagePlan:
@@ -278,7 +298,8 @@ def plan_train(recipe: Recipe, layout: Layout) -> StagePlan:
     owned = [f"data.tokenizer={layout.tokenizer}", f"data.prefixes={json.dumps([str(layout.dataset)])}"]
     args = ["--config", train.config, *train.overrides, *owned]
     config = load_config(train.config, [*train.overrides, *owned, f"run.dir={layout.run}"])
-    settings = {"train.config": train.config, **_flatten(config.to_dict())}
+    flat = _flatten(config.to_dict())
+    settings = {"train.config": train.config, **{k: v for k, v in flat.items() if k not in TRAINER_RUN_ONLY}}
     local = [*args, f"run.dir={layout.run}"]
     if train.ranks > 1:
         launcher = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
@@ -289,10 +310,12 @@ def plan_train(recipe: Recipe, layout: Layout) -> StagePlan:
                            "pretrain.cli.train", *local])
     else:
         command = _module("pretrain.cli.train", "pretrain-train", local)
+    command = dataclasses.replace(command, stop_file=str(layout.run / "STOP"))
     return StagePlan("train", settings, [str(layout.tokenizer), f"{layout.dataset}.bin", f"{layout.dataset}.idx"],
                      _train_outputs(layout), [command],
                      [Job("job", "slurm/train.sbatch", args, env={"RUN_DIR": str(layout.run)})], train.sbatch,
-                     replace="set aside", stale_paths=[str(layout.run)])
+                     replace="set aside", stale_paths=[str(layout.run)], run_only=TRAINER_RUN_ONLY,
+                     continued_by=frozenset({"train.steps"}))
 
 
 def train_incomplete(layout: Layout) -> str | None:

@@ -104,8 +104,11 @@ class Stamp:
             return cls(**data)
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError):
-            return None  # a damaged stamp counts as none: the stage runs again
+        except (ValueError, TypeError) as exc:  # edited by hand, or a disk's fault: stamps are written atomically
+            raise DamagedStamp(
+                f"{path} cannot be read ({str(exc).splitlines()[0][:200]}), so whether its stage completed is not "
+                "known: delete the file to run that stage and every later one again (a training run is then set "
+                "aside as run.replaced-TIME, never deleted)") from None
 
 
 def settings_diff(old: dict, new: dict, limit: int = 3) -> str:
@@ -120,6 +123,10 @@ def settings_diff(old: dict, new: dict, limit: int = 3) -> str:
 def _short(value) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+class DamagedStamp(Exception):
+    """A stamp that cannot be read: the pipeline stops instead of guessing whether its stage completed."""
 
 
 class WorkdirInUse(Exception):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pretrain.pipeline.stages import Layout, StagePlan, stage_named
-from pretrain.pipeline.stamps import Stamp, changed, settings_diff, settings_hash, snapshot
+from pretrain.pipeline.stamps import Stamp, changed, files_of, settings_diff, settings_hash, snapshot
 
 UP_TO_DATE, RUN, IN_FLIGHT, USE = "up to date", "run", "in flight", "use as is"
 ALIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED",
@@ -79,13 +79,22 @@ def decide(plans: list[StagePlan], layout: Layout, start: str | None = None, unt
     return statuses
 
 
+def settings_changed(stamp: Stamp, plan: StagePlan) -> list[str]:
+    """The settings that differ between the stamp and the plan, those that only change how it runs left out."""
+    keys = (set(stamp.settings) | set(plan.settings)) - plan.run_only
+    return sorted(k for k in keys if stamp.settings.get(k) != plan.settings.get(k))
+
+
+def _diff(stamp: Stamp, plan: StagePlan) -> str:
+    return settings_diff({k: v for k, v in stamp.settings.items() if k not in plan.run_only}, plan.settings)
+
+
 def _status(plan: StagePlan, stamp: Stamp | None, layout: Layout, forced: str | None,
             alive: Callable[[list[str]], bool]) -> Status:
-    current = settings_hash(plan.settings)
     if stamp is not None and stamp.state == "submitted" and alive(stamp.jobs):
-        if stamp.hash != current:
+        if settings_changed(stamp, plan):
             raise PipelineError(f"{plan.name}: its Slurm jobs {', '.join(stamp.jobs)} are still queued or running with "
-                                f"other settings ({settings_diff(stamp.settings, plan.settings)}): wait for them or "
+                                f"other settings ({_diff(stamp, plan)}): wait for them or "
                                 f"scancel {' '.join(stamp.jobs)}, then run again")
         if forced is None:
             return Status(plan, stamp, IN_FLIGHT, f"jobs {', '.join(stamp.jobs)} are queued or running")
@@ -95,21 +104,27 @@ def _status(plan: StagePlan, stamp: Stamp | None, layout: Layout, forced: str | 
         return Status(plan, stamp, RUN, forced, replace=True)
     if stamp is None:
         return Status(plan, stamp, RUN, "no record of an earlier run", replace=True)
-    if stamp.hash != current:
-        return Status(plan, stamp, RUN, f"settings changed: {settings_diff(stamp.settings, plan.settings)}", replace=True)
+    differing = settings_changed(stamp, plan)
+    if differing and not set(differing) <= plan.continued_by:
+        return Status(plan, stamp, RUN, f"settings changed: {_diff(stamp, plan)}", replace=True)
+    resumes = plan.replace == "set aside"  # a training run goes on from its newest checkpoint
     if stamp.state != "complete":
         what = "its Slurm jobs ended before it completed" if stamp.state == "submitted" else \
             "it was interrupted or failed before it completed"
         moved = stamp.input_files and changed(stamp.input_files, plan.inputs)
         if moved:
             return Status(plan, stamp, RUN, f"{what}, and its input changed since: {moved}", replace=True)
-        return Status(plan, stamp, RUN, f"{what}: it runs again (training resumes)")
+        return Status(plan, stamp, RUN, f"{what}: {'the run resumes' if resumes else 'it runs again'}")
     why = changed(stamp.input_files, plan.inputs)
     if why:
         return Status(plan, stamp, RUN, f"input changed: {why}", replace=True)
+    if differing:
+        return Status(plan, stamp, RUN, f"settings changed: {_diff(stamp, plan)}: the run goes on from its newest "
+                                        "checkpoint")
     why = changed(stamp.output_files, plan.outputs) or stage_named(plan.name).incomplete(layout)
-    if why:
-        return Status(plan, stamp, RUN, f"output changed: {why}", replace=True)
+    if why:  # a training run's own files touched by hand: it resumes from its newest complete checkpoint
+        return Status(plan, stamp, RUN, f"output changed: {why}" + (": the run resumes" if resumes else ""),
+                      replace=not resumes)
     return Status(plan, stamp, UP_TO_DATE, f"completed {time.strftime('%Y-%m-%d %H:%M', time.localtime(stamp.time))}")
 
 
@@ -118,10 +133,21 @@ def _before_start(plan: StagePlan, stamp: Stamp | None, layout: Layout, start: s
     if stamp is None or stamp.state != "complete" or incomplete:
         raise PipelineError(f"--from {start} uses the outputs of {plan.name}, which has not completed"
                             f"{f' ({incomplete})' if incomplete else ''}: run without --from (or --from {plan.name})")
-    why = (f"settings changed ({settings_diff(stamp.settings, plan.settings)})" if stamp.hash != settings_hash(plan.settings)
+    why = (f"settings changed ({_diff(stamp, plan)})" if settings_changed(stamp, plan)
            else changed(stamp.input_files, plan.inputs) or changed(stamp.output_files, plan.outputs))
     note = f"out of date ({why}) but --from {start} uses it as it is" if why else "up to date"
     return Status(plan, stamp, USE, note)
+
+
+def check_inputs(statuses: list[Status], raw_inputs: list[str]) -> None:
+    """Refuse before anything runs where a stage that will run reads a recipe input that matches no file (else
+    it is found hours later, or after a Slurm queue)."""
+    absent = [spec for spec in raw_inputs if not files_of([spec])]
+    readers = [s.plan.name for s in statuses if s.action == RUN and set(raw_inputs) & set(s.plan.inputs)]
+    if absent and readers:
+        more = f" (nor do {len(absent) - 1} more)" if len(absent) > 1 else ""
+        raise PipelineError(f"input.paths: {absent[0]} matches no file{more}, and the {readers[0]} stage reads it: "
+                            f"check the path (a relative one is taken from the current directory, {Path.cwd()})")
 
 
 def new_stamp(status: Status, layout: Layout, state: str, jobs: list[str] | None = None) -> Stamp:
