@@ -346,10 +346,12 @@ def test_train_and_export_stages_resume_or_set_the_old_run_aside(tmp_path, corpu
     assert "resumed from step00000004" in (work / "run" / "logs" / "rank0.log").read_text()
 
     # how the run goes (logs, checkpoints kept, when it stops) makes nothing stale; nor does an older
-    # checkpoint deleted to free disk
+    # checkpoint deleted to free disk, nor the workdir moved (mv keeps the files' times)
     shutil.rmtree(work / "run" / "checkpoints" / "step00000002")
-    out = pipeline(recipe, work, "train.log_interval=2", "train.keep_last=1", "train.exit_minutes=600")
-    assert ran(out) == [] and "train: up to date" in out, out
+    moved = work.rename(tmp_path / "moved")
+    out = pipeline(recipe, moved, "train.log_interval=2", "train.keep_last=1", "train.exit_minutes=600")
+    assert ran(out) == [] and "train: up to date" in out and "export: up to date" in out, out
+    work = moved.rename(work)
 
     out = pipeline(recipe, work, "train.steps=6")  # more steps: the run goes on from its newest checkpoint
     assert ran(out) == ["train", "export"] and "train.steps: 4 -> 6" in out and "goes on from its newest" in out

@@ -12,6 +12,7 @@ States: ``running`` (a local run started), ``submitted`` (Slurm jobs, with their
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import glob
 import hashlib
@@ -96,6 +97,24 @@ class Stamp:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.time = time.time()
         atomic_write_text(path, json.dumps(self.__dict__, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+
+    def moved_to(self, workdir: Path) -> Stamp:
+        """This stamp with the paths under the workdir it recorded put under ``workdir``: a workdir moved
+        (``mv``, which keeps file times) is the same work, not all of it changed."""
+        old, new = self.layout.get("workdir"), str(workdir)
+        if not old or old == new:
+            return self
+
+        def move(value):
+            if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+                return new + value[len(old):]
+            return [move(item) for item in value] if isinstance(value, list) else value
+
+        return dataclasses.replace(
+            self, settings={k: move(v) for k, v in self.settings.items()},
+            input_files={move(p): v for p, v in self.input_files.items()},
+            output_files={move(p): v for p, v in self.output_files.items()},
+            layout={**self.layout, "workdir": new})
 
     @classmethod
     def read(cls, path: Path) -> Stamp | None:

@@ -65,6 +65,7 @@ def decide(plans: list[StagePlan], layout: Layout, start: str | None = None, unt
     forced = None
     for plan in plans:
         stamp = Stamp.read(stamp_path(layout, plan.name))
+        stamp = stamp.moved_to(layout.workdir) if stamp is not None else None
         if start and names.index(plan.name) < names.index(start):
             statuses.append(_before_start(plan, stamp, layout, start))
         else:
