@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,14 +208,75 @@ def test_cleaning_reads_wiki_dumps_and_keeps_titles(tmp_path):
     assert report["disabled"] == ["exact", "near"] and report["removed"]["near"]["documents"] == 0
 
 
+def test_bad_input_stops_with_the_file_named_or_is_skipped_and_counted(tmp_path):
+    """A lone surrogate (JSON's \\ud800, which json.loads accepts and no hash or output file takes) is an error
+    naming the line or, with --skip-bad-input, a skipped and counted record; a damaged parquet file is an error
+    naming it either way, as in preprocessing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in (KOREAN, GERMAN, KOREAN + "\ud800", KOREAN_2)))
+    stopped = run_tool("clean_corpus", "--input", path, "--output", tmp_path / "stopped", "--no-progress", check=False)
+    assert stopped.returncode == 2 and f"{path}:3: unpaired surrogate" in stopped.stderr, stopped.stderr[-2000:]
+    assert "Traceback" not in stopped.stderr
+    out, _ = clean(tmp_path, "out", "--input", path, "--skip-bad-input")
+    assert json.loads((out / "report.json").read_text())["skipped"] == {"unpaired surrogate": 1}
+    assert [r["position"] for r in read_parts(out)] == [1, 2, 4]
+    pq.write_table(pa.table({"text": [KOREAN, GERMAN] * 50}), tmp_path / "t.parquet", row_group_size=20)
+    damaged = tmp_path / "t.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    refused = run_tool("clean_corpus", "--input", damaged, "--output", tmp_path / "pq", "--skip-bad-input",
+                       "--no-progress", check=False)
+    assert refused.returncode == 2 and f"{damaged}: the parquet file is damaged or truncated" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_existing_output_and_bad_settings_are_refused(tmp_path, planted):
     inputs, _ = planted
     clean(tmp_path, "once", "--input", inputs[0])
     again = run_tool("clean_corpus", "--input", inputs[0], "--output", tmp_path / "once", check=False)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+    # --overwrite replaces a cleaned corpus only once the new one is complete: a failed run keeps it
+    before = {p.name: p.read_bytes() for p in (tmp_path / "once").iterdir()}
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(inputs[0].read_text(encoding="utf-8") + '{"text": "cut off\n', encoding="utf-8")
+    failed = run_tool("clean_corpus", "--input", broken, "--output", tmp_path / "once", "--overwrite", check=False)
+    assert failed.returncode == 2 and f"{broken}:" in failed.stderr, failed.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "once").iterdir()} == before
+    # never a folder of the user's own files, or one holding the input: --overwrite would have deleted them
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    shutil.copy(inputs[0], mine / "raw.jsonl")
+    for source, message in ((inputs[0], "holds files this command did not write (notes.txt, raw.jsonl)"),
+                            (mine / "raw.jsonl", f"holds the input {mine / 'raw.jsonl'}")):
+        refused = run_tool("clean_corpus", "--input", source, "--output", mine, "--overwrite", check=False)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "raw.jsonl"]
     bad = run_tool("clean_corpus", "--input", inputs[0], "--output", tmp_path / "x", "--set", "min_chars=lots",
                    check=False)
     assert bad.returncode == 2 and "'lots' is not a number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_no_workers_or_no_part_size_is_refused(tmp_path):
+    """--workers 0 (a traceback from the pool) and --part-mb 0 (a part per document): refused with the option."""
+    corpus = write_jsonl(tmp_path / "c.jsonl", demo_documents()[:5])
+    for option, value in (("--workers", "0"), ("--workers", "-2"), ("--part-mb", "0")):
+        proc = run_tool("clean_corpus", "--input", corpus, "--output", tmp_path / "out", option, value, check=False)
+        assert proc.returncode == 2 and f"error: {option} must be" in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_that_reads_no_document_publishes_nothing(tmp_path):
+    """Every record skipped as bad input (a wrong --json-keys under --skip-bad-input): no empty corpus with exit 0."""
+    corpus = write_jsonl(tmp_path / "c.jsonl", demo_documents()[:5])
+    proc = run_tool("clean_corpus", "--input", corpus, "--output", tmp_path / "out", "--json-keys", "body",
+                    "--skip-bad-input", check=False)
+    assert proc.returncode == 2 and "no document to clean: every record was skipped as bad input (5 missing key)" \
+        in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_a_stop_signal_while_the_pool_starts_is_raised_once_it_has_started():

@@ -246,6 +246,38 @@ def test_nested_json_without_or_with_a_wrong_path_says_what_to_do(tmp_path, toke
     assert wrong.returncode == 2 and f"{lines}:1: path not found" in wrong.stderr and "'sentence'" in wrong.stderr
 
 
+BOM_FILES = {  # a file's name -> its text after a UTF-8 byte-order mark (as Windows' Notepad saves files)
+    "a.jsonl": '{"text": "Erstes"}\n{"text": "둘째"}\n', "a.txt": "Erstes\n둘째\n",
+    "a.jsonl.gz": '{"text": "Erstes"}\n{"text": "둘째"}\n', "a.txt.zst": "Erstes\n둘째\n",
+    "namuwiki_a.json": json.dumps([{"namespace": 0, "title": "A", "text": t} for t in ("Erstes", "둘째")]),
+    "NIKL_A.json": json.dumps({"document": [{"paragraph": [{"form": t}]} for t in ("Erstes", "둘째")]}, indent=1),
+}
+
+
+@pytest.mark.parametrize("name", list(BOM_FILES))
+def test_a_byte_order_mark_is_not_text(tmp_path, name):
+    """As utf-8-sig reads: the mark at a file's start is neither a JSON error nor part of the first document."""
+    import gzip
+
+    import zstandard
+
+    from pretrain.corpus.json_path import parse_path
+    from pretrain.corpus.parsing import parse_chunk
+    from pretrain.corpus.sources import read_chunks, resolve_inputs
+
+    data = b"\xef\xbb\xbf" + BOM_FILES[name].encode()
+    compress = {".gz": gzip.compress, ".zst": zstandard.ZstdCompressor().compress}.get(name[name.rfind("."):])
+    (tmp_path / name).write_bytes(compress(data) if compress else data)
+    path = parse_path("document[].paragraph[].form") if name.startswith("NIKL") else None
+    texts = []
+    for file in resolve_inputs([str(tmp_path / name)]):
+        for chunk in read_chunks(file, 0, file.size, "line", 8, ["text"], path):
+            parsed = parse_chunk(chunk, ["text"], path)
+            assert not parsed.problems, parsed.problems
+            texts += parsed.texts["text"]
+    assert texts == ["Erstes", "둘째"]
+
+
 # -------------------------------------------------------------------------------- normalization
 def test_decomposed_korean_gives_the_ids_of_composed(tmp_path, small_corpus):
     """With a tokenizer that has no normalizer of its own, NFD text would become jamo pieces."""

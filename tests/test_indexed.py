@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import warnings
@@ -76,6 +77,22 @@ def test_unfinished_writer_publishes_nothing(tmp_path):
         with IndexedDatasetWriter(tmp_path / "x", np.uint16) as writer:
             writer.add_document([[1, 2]])
             raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_leaves_no_temporary_file(tmp_path):
+    """ENOSPC while the .bin is written: closing it flushes the buffer and fails again, and every temporary
+    file still goes (that second error used to stop the cleanup before any file was removed)."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (every write to it fails with ENOSPC)")
+    with pytest.raises(OSError) as raised:
+        with IndexedDatasetWriter(tmp_path / "x", np.uint16) as writer:
+            writer._bin.close()
+            writer._bin = open("/dev/full", "wb", buffering=1 << 20)  # the .bin's disk is full; its temp file stays
+            writer.add_document([[1, 2, 3]])  # buffered, not yet written
+            writer.add_document([np.arange(1 << 20) % 1000])  # more than the buffer holds: the flush fails
+            writer.finalize()
+    assert raised.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
 
 

@@ -3,6 +3,7 @@ corpora where ../shared is present): exact ids, shards, bad input, kills."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -120,7 +121,9 @@ def test_shards_merged_equal_a_single_run(tmp_path, tokenizer_dir, small_corpus)
 
     compressed = tmp_path / "whole.jsonl.zst"  # a compressed file goes whole to one shard
     compressed.write_bytes(zstandard.ZstdCompressor().compress(small_corpus.read_bytes()))
-    inputs = [small_corpus, compressed, small_corpus]
+    copy = tmp_path / "copy.jsonl"  # a copy: the same file given twice is refused
+    copy.write_bytes(small_corpus.read_bytes())
+    inputs = [small_corpus, compressed, copy]
     single, _ = preprocess(tmp_path, "--input", *inputs, "--append-eod", name="single", tokenizer=tokenizer_dir)
     shards = 5
     for i in range(shards):
@@ -137,6 +140,37 @@ def test_shards_merged_equal_a_single_run(tmp_path, tokenizer_dir, small_corpus)
     missing = run_tool("merge_datasets", "--input", tmp_path / "sharded_text_document", "--output-prefix",
                        tmp_path / "again", check=False)
     assert missing.returncode == 2 and "shard-00003-of-00005.idx" in missing.stderr and "rerun" in missing.stderr
+
+
+def test_the_same_data_named_twice_is_refused(tmp_path, tokenizer_dir, small_corpus):
+    """A file or a --json-keys key given twice would make each record two documents: refused, nothing written."""
+    _, twice = preprocess(tmp_path, "--input", small_corpus, str(small_corpus).replace("/", "//"),
+                          tokenizer=tokenizer_dir, check=False)
+    assert twice.returncode == 2 and "would be read twice" in twice.stderr and "Traceback" not in twice.stderr
+    _, keys = preprocess(tmp_path, "--input", small_corpus, "--json-keys", "text", "text", tokenizer=tokenizer_dir,
+                         check=False)
+    assert keys.returncode == 2 and "--json-keys names 'text' more than once" in keys.stderr
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_merging_a_dataset_twice_is_refused(tmp_path):
+    """A dataset named twice, or a folder merged into a prefix inside it and merged again with --overwrite (which
+    took the earlier result in as an input): refused, the earlier output kept."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for name, docs in (("a", [[[1, 2]], [[3]]]), ("b", [[[4, 5, 6]]])):
+        with indexed.IndexedDatasetWriter(folder / name, np.uint16) as writer:
+            for doc in docs:
+                writer.add_document(doc)
+            writer.finalize()
+    twice = run_tool("merge_datasets", "--input", folder / "a", f"{folder}/./a.idx", "--output-prefix", tmp_path / "m",
+                     check=False)
+    assert twice.returncode == 2 and f"names the dataset {folder}/./a twice" in twice.stderr, twice.stderr
+    assert not list(tmp_path.glob("m.*"))
+    run_tool("merge_datasets", "--input", folder, "--output-prefix", folder / "all")
+    again = run_tool("merge_datasets", "--input", folder, "--output-prefix", folder / "all", "--overwrite", check=False)
+    assert again.returncode == 2 and f"the output {folder / 'all'} is one of the inputs" in again.stderr, again.stderr
+    assert IndexedDataset(folder / "all").num_documents == 3
 
 
 def test_megatron_core_reads_sentence_datasets(tmp_path, corpus_and_tokenizer):
@@ -202,6 +236,30 @@ def test_bad_records_stop_with_file_line_and_fix_or_are_counted(tmp_path, tokeni
     assert ds.num_documents == BAD_LINES[reason].count(b"gut")
 
 
+def test_a_run_that_keeps_no_document_publishes_nothing(tmp_path, tokenizer_dir):
+    """Every record skipped (a key the records lack, under --skip-bad-input) or empty: exit 2 with the cause and the
+    counts, never an empty dataset with exit 0."""
+    path = write_jsonl(tmp_path / "t.jsonl", ["eins", "zwei", "drei"])
+    _, proc = preprocess(tmp_path, "--input", path, "--json-keys", "body", "--skip-bad-input", tokenizer=tokenizer_dir,
+                         check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "no document for --json-keys body (0 records read, 3 skipped as bad input" in proc.stderr
+    assert "3 for missing key" in proc.stderr and f"{path}:1" in proc.stderr
+    empty = write_jsonl(tmp_path / "e.jsonl", ["", " "])
+    _, proc = preprocess(tmp_path, "--input", empty, tokenizer=tokenizer_dir, check=False)
+    assert proc.returncode == 2 and "(2 records read, 0 skipped as bad input, 2 empty)" in proc.stderr
+    assert not list(tmp_path.glob("out*")), "nothing may be published without a document"
+
+
+@pytest.mark.parametrize("chunk_mb", ["0", "-1"])
+def test_a_chunk_size_below_one_byte_is_refused(tmp_path, tokenizer_dir, small_corpus, chunk_mb):
+    """A work item of no bytes read nothing: an empty dataset with exit 0."""
+    _, proc = preprocess(tmp_path, "--input", small_corpus, f"--chunk-mb={chunk_mb}", tokenizer=tokenizer_dir,
+                         check=False)
+    assert proc.returncode == 2 and "--chunk-mb must be more than 0" in proc.stderr, proc.stderr
+    assert not list(tmp_path.glob("out*"))
+
+
 def test_empty_documents_are_skipped_and_counted(tmp_path, tokenizer_dir):
     path = tmp_path / "e.jsonl"
     path.write_text('{"text": "a"}\n{"text": ""}\n{"text": "  \\n "}\n\n{"text": "b"}\n')
@@ -210,19 +268,83 @@ def test_empty_documents_are_skipped_and_counted(tmp_path, tokenizer_dir):
     assert IndexedDataset(f"{prefix}_text_document").num_documents == 2
 
 
-def test_truncated_compressed_file(tmp_path, tokenizer_dir):
+def _codec(suffix: str):
+    """(compress, a new decompressor object) of a file suffix."""
+    import bz2
+    import gzip
+    import lzma
+    import zlib
+
     import zstandard
 
-    lines = "".join(json.dumps({"text": f"Dokument Nummer {i}"}) + "\n" for i in range(60000)).encode()
-    blob = zstandard.ZstdCompressor().compress(lines)
-    path = tmp_path / "cut.jsonl.zst"
-    path.write_bytes(blob[: len(blob) // 2])
+    return {".gz": (gzip.compress, lambda: zlib.decompressobj(wbits=31)),
+            ".bz2": (bz2.compress, bz2.BZ2Decompressor), ".xz": (lzma.compress, lzma.LZMADecompressor),
+            ".zst": (zstandard.ZstdCompressor().compress, zstandard.ZstdDecompressor().decompressobj)}[suffix]
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
+def test_truncated_compressed_file(tmp_path, tokenizer_dir, suffix):
+    """Every complete record before the damage is kept and the error names the last one: as many as the codec's
+    own decompressor finds, given every byte at once (two streams, cut inside the second)."""
+    compress, decompressor = _codec(suffix)
+    rows = [json.dumps({"text": f"Dokument Nummer {i} {i * 7919 % 10007}"}) + "\n" for i in range(80000)]
+    blob = compress("".join(rows[:30000]).encode()) + compress("".join(rows[30000:]).encode())
+    cut = blob[: len(blob) * 3 // 4]
+    decoded, rest = b"", cut
+    while rest:
+        stream = decompressor()
+        decoded += stream.decompress(rest)
+        rest = stream.unused_data if stream.eof else b""
+    complete = decoded.count(b"\n")
+    assert 30000 < complete < 80000
+    path = tmp_path / f"cut.jsonl{suffix}"
+    path.write_bytes(cut)
     prefix, proc = preprocess(tmp_path, "--input", path, tokenizer=tokenizer_dir, check=False)
-    assert proc.returncode == 2 and "ends early after line" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and f"ends early after line {complete} (" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
     prefix, proc = preprocess(tmp_path, "--input", path, "--skip-bad-input", tokenizer=tokenizer_dir)
     assert f"truncated (kept its complete records): {path}" in proc.stdout
-    kept = IndexedDataset(f"{prefix}_text_document").num_documents
-    assert 20000 < kept < 40000
+    assert IndexedDataset(f"{prefix}_text_document").num_documents == complete
+
+
+def _damage(tmp_path, kind: str):
+    """(what to pass as --input, the file the error must name) for a damaged table of ``kind``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"text": [f"Zeile {i}: 안녕하세요, Welt" for i in range(3000)]})
+    if kind.endswith("parquet"):
+        path = tmp_path / "t.parquet"
+        pq.write_table(table, path, row_group_size=1000)
+        data = bytearray(path.read_bytes())
+        if kind == "cut parquet":
+            del data[len(data) // 2:]
+        else:  # a page in the middle overwritten: its footer still reads
+            data[len(data) // 2: len(data) // 2 + 64] = bytes(range(64))
+        path.write_bytes(bytes(data))
+        return path, path
+    folder = tmp_path / "ds"  # as datasets.Dataset.save_to_disk writes it
+    folder.mkdir()
+    path = folder / "data-00000-of-00001.arrow"
+    with pa.ipc.new_stream(str(path), table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=1000):
+            writer.write_batch(batch)
+    (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": path.name}]}))
+    if kind == "cut datasets folder":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return folder, path
+    path.unlink()
+    return folder, folder
+
+
+@pytest.mark.parametrize("kind", ["cut parquet", "damaged parquet", "cut datasets folder", "datasets folder less a file"])
+def test_a_damaged_table_is_named_not_a_traceback(tmp_path, tokenizer_dir, kind):
+    """pyarrow's errors from deep inside are bad input that names the file, even with --skip-bad-input."""
+    given, named = _damage(tmp_path, kind)
+    _, proc = preprocess(tmp_path, "--input", given, "--skip-bad-input", tokenizer=tokenizer_dir, check=False)
+    assert proc.returncode == 2 and f"error: {named}" in proc.stderr, proc.stderr[-2000:]
+    assert ("damaged or truncated" if "cut" in kind or "damaged" in kind else "is missing") in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_existing_output_and_bad_tokenizer(tmp_path, tokenizer_dir, small_corpus):
@@ -233,6 +355,56 @@ def test_existing_output_and_bad_tokenizer(tmp_path, tokenizer_dir, small_corpus
     (tmp_path / "empty").mkdir()
     _, bad = preprocess(tmp_path, "--input", small_corpus, name="x", tokenizer=tmp_path / "empty", check=False)
     assert bad.returncode == 2 and "is not a tokenizer folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("tool", ["preprocess_data", "clean_corpus", "train_tokenizer", "merge_datasets"])
+def test_an_output_under_a_file_is_named_without_a_traceback(tmp_path, tokenizer_dir, small_corpus, tool):
+    """A regular file where the output's folder must be: one line naming the file in the way, exit 2."""
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "sub"
+    with indexed.IndexedDatasetWriter(tmp_path / "d", np.uint16) as writer:  # for merge_datasets to read
+        writer.add_document([[1, 2, 3]])
+        writer.finalize()
+    args = {"preprocess_data": ["--input", small_corpus, "--tokenizer", tokenizer_dir, "--output-prefix", out / "p"],
+            "clean_corpus": ["--input", small_corpus, "--output", out / "c", "--workers", "1"],
+            "train_tokenizer": ["--input", small_corpus, "--output", out / "t", "--vocab-size", "300"],
+            "merge_datasets": ["--input", tmp_path / "d", "--output-prefix", out / "m"]}[tool]
+    proc = run_tool(tool, *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("error, cause", [(errno.EROFS, "read-only"), (errno.EACCES, "permission denied"),
+                                          (errno.EISDIR, "it is a folder")])
+def test_an_output_that_cannot_be_written_is_named_without_a_traceback(tmp_path, capsys, monkeypatch, error, cause):
+    """The other errors of an output location, raised as the OS raises them (root, as the suite may run, is never
+    refused permission): the path, by its final name rather than the temporary one, and the cause; exit 2."""
+    from pretrain.cli.runner import run
+
+    def main():
+        raise OSError(error, os.strerror(error), str(tmp_path / f"out.bin.tmp-{os.getpid()}"))
+
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's own SIGTERM handling
+    with pytest.raises(SystemExit) as exited:
+        run(main)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2, err
+    assert err.startswith("error: cannot ") and f"{tmp_path / 'out.bin'}: " in err and cause in err
+    assert ".tmp-" not in err and "Traceback" not in err
+
+
+def test_a_document_too_large_to_encode_is_bad_input(tmp_path, tokenizer_dir):
+    """One line of many MB (a dump's whole book, a concatenation gone wrong) takes ~300x its size in memory to
+    encode: over --max-document-mb it is bad input, named by file and line, or skipped and counted."""
+    corpus = write_jsonl(tmp_path / "c.jsonl", ["Ein kurzer Satz.", "가나다 " * 400_000, "Noch ein Satz."])
+    _, refused = preprocess(tmp_path, "--input", corpus, "--max-document-mb", "1", tokenizer=tokenizer_dir,
+                            check=False)
+    assert refused.returncode == 2 and f"{corpus}:2: document too large: 4 MB of text" in refused.stderr
+    assert "--max-document-mb 1" in refused.stderr and "Traceback" not in refused.stderr
+    prefix, kept = preprocess(tmp_path, "--input", corpus, "--max-document-mb", "1", "--skip-bad-input",
+                              tokenizer=tokenizer_dir)
+    assert "skipped 1 records: document too large" in kept.stdout
+    assert IndexedDataset(f"{prefix}_text_document").num_documents == 2
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +432,30 @@ def test_interrupted_run_publishes_nothing(tmp_path, tokenizer_dir, big_corpus, 
         assert proc.returncode == 130 and b"Traceback" not in err
         assert list(tmp_path.iterdir()) == []
     os.killpg(proc.pid, signal.SIGKILL) if _group_alive(proc.pid) else None
+
+
+def test_a_worker_killed_midway_ends_the_run_with_a_message(tmp_path, tokenizer_dir, big_corpus):
+    """The out-of-memory killer (or kill -9) takes a worker: the pool starts another in its place and the lost
+    chunk's result never comes. The run says so and ends (it waited forever), publishing nothing."""
+    import psutil
+
+    cmd = [sys.executable, str(ROOT / "tools" / "preprocess_data.py"), "--input", str(big_corpus), "--tokenizer",
+           str(tokenizer_dir), "--output-prefix", str(tmp_path / "o"), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not list(tmp_path.glob("o_text_document.bin.tmp-*")) and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        workers = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        assert proc.poll() is None and len(workers) == 2, "the run ended before a worker could be killed"
+        workers[0].kill()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 2 and b"a worker process was killed by signal 9" in err, err.decode()[-2000:]
+    assert b"Traceback" not in err and list(tmp_path.iterdir()) == []
 
 
 def _like_a_terminal_job() -> None:

@@ -203,12 +203,14 @@ def test_preprocess_array_and_merge_equal_one_process(data, tmp_path):
     with open(corpus, "w", encoding="utf-8") as handle:
         for doc in grown_documents(count=200, seed=5):
             handle.write(json.dumps({"text": doc, "title": doc[:20]}, ensure_ascii=False) + "\n")
+    again = tmp_path / "two_keys_again.jsonl"  # a copy: the same file given twice is refused
+    again.write_bytes(corpus.read_bytes())
     single = folder / "single"
     keys = ("--json-keys", "text", "title")
-    run_tool("preprocess_data", "--input", corpus, corpus, *keys, "--tokenizer", tokenizer, "--output-prefix",
+    run_tool("preprocess_data", "--input", corpus, again, *keys, "--tokenizer", tokenizer, "--output-prefix",
              single, "--append-eod", "--no-progress")
     out = subprocess.run(["bash", "slurm/submit_preprocess.sh", "3", "--cpus-per-task=1", f"--output={folder}/pp-%A_%a.out",
-                          "--", "--input", str(corpus), str(corpus), *keys, "--tokenizer", str(tokenizer),
+                          "--", "--input", str(corpus), str(again), *keys, "--tokenizer", str(tokenizer),
                           "--output-prefix", str(folder / "sharded"), "--append-eod"],
                          cwd=ROOT, capture_output=True, text=True, env=train_env())
     assert out.returncode == 0, out.stderr

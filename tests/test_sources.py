@@ -109,6 +109,27 @@ def test_input_resolution_errors(tmp_path):
         resolve_inputs([str(tmp_path / "d")])
 
 
+def test_a_file_named_twice_is_refused(tmp_path, monkeypatch):
+    """The same file again (its name again, a glob or folder holding it, another spelling, a link) would be read
+    twice without a word: refused, naming both specs."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "ko.jsonl").write_text('{"text": "안녕"}\n')
+    (folder / "de.jsonl").write_text('{"text": "Hallo"}\n')
+    monkeypatch.chdir(tmp_path)
+    for specs in (["corpus/ko.jsonl", "corpus/k*.jsonl"], ["corpus/ko.jsonl", "./corpus/ko.jsonl"],
+                  ["corpus", "corpus/ko.jsonl"], ["corpus/ko.jsonl", "corpus/ko.jsonl"]):
+        with pytest.raises(InputError, match="would be read twice") as refused:
+            resolve_inputs(specs)
+        assert repr(specs[1]) in str(refused.value), str(refused.value)
+    (folder / "link.jsonl").symlink_to("ko.jsonl")
+    with pytest.raises(InputError, match="named already as corpus/ko.jsonl"):
+        resolve_inputs(["corpus"])
+    (folder / "link.jsonl").unlink()
+    assert [f.path for f in resolve_inputs(["corpus/ko.jsonl", "corpus/de.jsonl"])] == ["corpus/ko.jsonl",
+                                                                                      "corpus/de.jsonl"]
+
+
 def test_boundaries_agree_between_neighbouring_shards():
     buf = b"one\n\n  \ntwo\nthree\n\nfour"
     for pos in range(len(buf) + 1):

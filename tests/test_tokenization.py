@@ -4,6 +4,7 @@ reference implementations (transformers.AutoTokenizer, sentencepiece)."""
 from __future__ import annotations
 
 import json
+import shutil
 import unicodedata
 
 import pytest
@@ -285,7 +286,22 @@ def test_cli_trains_and_refuses_to_overwrite(tmp_path, small_corpus):
     out = tmp_path / "tok"
     run_tool("train_tokenizer", "--type", "bpe", "--input", small_corpus, "--output", out, "--vocab-size", "1000")
     again = run_tool("train_tokenizer", "--type", "bpe", "--input", small_corpus, "--output", out, check=False)
-    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    assert again.returncode == 2 and "holds a tokenizer: pass --overwrite" in again.stderr
+    assert "Traceback" not in again.stderr
+    run_tool("train_tokenizer", "--type", "bpe", "--input", small_corpus, "--output", out, "--vocab-size", "900",
+             "--overwrite")
+    assert out.stat().st_mode & 0o755 == 0o755  # a usual folder's mode, not the temporary folder's 0700
+    # never a folder of the user's own files, or one holding the input: --overwrite would have deleted them
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    shutil.copy(small_corpus, mine / "raw.jsonl")
+    for source, message in ((small_corpus, "holds files that are not a tokenizer (notes.txt, raw.jsonl)"),
+                            (mine / "raw.jsonl", f"holds the input {mine / 'raw.jsonl'}")):
+        refused = run_tool("train_tokenizer", "--type", "bpe", "--input", source, "--output", mine, "--overwrite",
+                           check=False)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "raw.jsonl"]
 
 
 def test_shared_gpt2_layout_gets_special_tokens_added(shared_bpe):
@@ -361,3 +377,28 @@ def test_a_decoder_without_a_pad_token_generates_with_end_of_text_as_pad():
         generation = get_family(name).generation_config({"eod": 5, "unk": 5})
         assert (generation.eos_token_id, generation.pad_token_id, generation.bos_token_id) == (5, 5, 5)
         assert get_family(name).generation_config({"eod": 5, "pad": 7, "bos": 3}).pad_token_id == 7
+
+
+@pytest.mark.parametrize("bad", ["cut.jsonl.gz", "cut.jsonl.zst", "surrogate.jsonl"])
+def test_bad_input_stops_training_naming_the_file_or_is_skipped_and_counted(tmp_path, bad):
+    """As preprocessing: a truncated file or a lone surrogate is an error naming the file and line, or with
+    --skip-bad-input the file's complete records are kept and the file reported, the record skipped and counted."""
+    import gzip
+
+    import zstandard
+
+    lines = [json.dumps({"text": f"Satz {i} über 날씨 {i * 31 % 97}"}) + "\n" for i in range(20000)]
+    rows = "".join(lines).encode()
+    if bad == "surrogate.jsonl":
+        data = "".join([*lines[:55], '{"text": "a\\ud800b"}\n', *lines[55:]]).encode()
+        said, skipped = ":56: unpaired surrogate", "skipped 1 (unpaired surrogate)"
+    else:
+        blob = (gzip.compress if bad.endswith(".gz") else zstandard.ZstdCompressor().compress)(rows)
+        data, said, skipped = blob[: len(blob) // 2], ": the data ends early after line", "truncated (kept its complete"
+    (tmp_path / bad).write_bytes(data)
+    args = ("train_tokenizer", "--type", "bpe", "--input", tmp_path / bad, "--vocab-size", "300")
+    stopped = run_tool(*args, "--output", tmp_path / "stopped", check=False)
+    assert stopped.returncode == 2 and f"{tmp_path / bad}{said}" in stopped.stderr, stopped.stderr[-2000:]
+    assert "Traceback" not in stopped.stderr and not (tmp_path / "stopped").exists()
+    skipping = run_tool(*args, "--output", tmp_path / "tok", "--skip-bad-input")
+    assert skipped in skipping.stderr and (tmp_path / "tok" / "tokenizer.json").exists()

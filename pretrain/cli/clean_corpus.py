@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from pretrain.cli.runner import run
+from pretrain.cli.runner import UserError, run
 from pretrain.corpus.cleaning.pipeline import CleaningOptions, clean
 from pretrain.corpus.cleaning.rules import RULES
 from pretrain.corpus.normalization import NORMALIZATIONS
@@ -52,6 +52,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {args.workers}).")
+    if args.part_mb <= 0:
+        raise UserError(f"--part-mb must be more than 0 (got {args.part_mb:g}); the default is 1024.")
     report = clean(CleaningOptions(
         inputs=args.input, output=args.output, language=args.language, disable=args.disable, settings=args.settings,
         near_threshold=args.near_threshold, json_keys=args.json_keys, json_path=args.json_path,

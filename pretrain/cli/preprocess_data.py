@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     run_ = p.add_argument_group("execution")
     run_.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="encoding processes")
     run_.add_argument("--chunk-mb", type=float, default=1.0, help="MB of input per work item")
+    run_.add_argument("--max-document-mb", type=float, default=16.0,
+                      help="a larger document is bad input (encoding takes ~300x a document's size in memory)")
     run_.add_argument("--shard-index", type=int, default=0, help="process shard i of --num-shards (cluster arrays)")
     run_.add_argument("--num-shards", type=int, default=1, help="split the input into this many shards")
     run_.add_argument("--skip-bad-input", action="store_true",
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = preprocess(PreprocessOptions(
         inputs=args.input, output_prefix=args.output_prefix, tokenizer=args.tokenizer, json_keys=args.json_keys,
         split_sentences=args.split_sentences, append_eod=args.append_eod, workers=args.workers,
-        chunk_bytes=int(args.chunk_mb * (1 << 20)), text_mode=args.text_mode, input_format=args.input_format,
+        chunk_bytes=int(args.chunk_mb * (1 << 20)), max_document_bytes=int(args.max_document_mb * (1 << 20)),
+        text_mode=args.text_mode, input_format=args.input_format,
         json_path=args.json_path, normalization=args.normalization,
         shard_index=args.shard_index, num_shards=args.num_shards, skip_bad_input=args.skip_bad_input,
         overwrite=args.overwrite, progress=not args.no_progress,

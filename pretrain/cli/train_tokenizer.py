@@ -5,10 +5,11 @@ measured against each other."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from pretrain.cli.runner import UserError, run
 from pretrain.corpus.normalization import NORMALIZATIONS
-from pretrain.corpus.sources import FORMATS
+from pretrain.corpus.sources import FORMATS, check_keys
 from pretrain.presets import PRESETS
 from pretrain.tokenization.morphemes import ANALYZERS, DEFAULT_ANALYZER
 from pretrain.tokenization.training import KINDS, TokenizerTrainingOptions, train_tokenizer
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--preset only goes with --vocab-sizes.")
     if args.vocab_size and args.vocab_sizes:
         raise UserError("give --vocab-size (one tokenizer) or --vocab-sizes (a sweep), not both.")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):  # found before training, not after
+        raise UserError(f"--output {args.output} is a file, not a folder: choose a new folder for the tokenizer.")
+    check_keys(args.json_keys)
     options = TokenizerTrainingOptions(
         kind=args.type, inputs=args.input, output=args.output, vocab_size=args.vocab_size,
         min_frequency=args.min_frequency, special_tokens=args.special_tokens, max_bytes=int(args.max_mb * (1 << 20)),

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pretrain.corpus import mediawiki, namuwiki
 from pretrain.corpus.compression import open_decompressed, truncation_errors
 from pretrain.corpus.json_path import JsonPath
-from pretrain.corpus.region import Region
+from pretrain.corpus.region import Region, WithoutBom
 from pretrain.corpus.types import Chunk, InputError, InputFile, TruncatedFile
 
 BLOCK = 1 << 20
@@ -17,6 +17,11 @@ BLOCK = 1 << 20
 
 def _raw_range(file: InputFile, start: int, end: int):
     """(a readable of the file's bytes for records starting in [start, end), its counter of disk bytes read)."""
+    readable, consumed, closer = _raw_bytes(file, start, end)
+    return (WithoutBom(readable) if start == 0 else readable), consumed, closer  # from byte 0: the file's start
+
+
+def _raw_bytes(file: InputFile, start: int, end: int):
     if file.index:  # a multistream dump: whole bz2 streams
         offsets = mediawiki.stream_offsets(file.index, file.size)
         first, last = mediawiki.stream_boundary(offsets, start), mediawiki.stream_boundary(offsets, end)
@@ -115,7 +120,7 @@ def json_document_chunks(file: InputFile, path: JsonPath, chunk_bytes: int) -> I
     import ijson
 
     region = Region(file.path, 0, file.size)
-    readable = open_decompressed(file.compression, region) if file.compression else region
+    readable = WithoutBom(open_decompressed(file.compression, region) if file.compression else region)
     batcher = _Batcher(file, "json", chunk_bytes, region.consumed)
     number = read = 0
     try:

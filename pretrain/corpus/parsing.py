@@ -111,6 +111,9 @@ def _parse_parsed(chunk: Chunk, keys: Sequence[str], json_path: JsonPath | None)
             parsed.problems.append(Problem(chunk.source, number, "unreadable document",
                                            f"{what.get(chunk.mode, f'document {number}')}: {exc}; {SKIP_HINT}."))
             continue
+        if find_unencodable((text, title)):  # JSON's \ud800 escapes: ijson hands them on
+            parsed.problems.append(surrogate_problem(chunk.source, number))
+            continue
         parsed.lines.append(number)
         for key in keys:
             parsed.texts[key].append(title if key == "title" else text)
@@ -128,6 +131,9 @@ def _path_documents(text: str, path: JsonPath, source: str, line: int, parsed: P
     except ValueError as exc:
         parsed.problems.append(Problem(source, line, "path not found",
                                        f"--json-path {path.text!r}: {exc}. Check the path, {SKIP_HINT}."))
+        return
+    if find_unencodable(found):
+        parsed.problems.append(surrogate_problem(source, line))
         return
     for document in found:
         parsed.lines.append(line)
@@ -159,6 +165,9 @@ def _json_values(text: str, keys: Sequence[str], source: str, line: int, problem
                                     f"{key!r} holds a {type(value).__name__}, not a string; {SKIP_HINT}."))
             return None
         values.append(value)
+    if find_unencodable(values):  # json.loads accepts \ud800 escapes that no encoder, hash or file takes
+        problems.append(surrogate_problem(source, line))
+        return None
     return values
 
 
@@ -177,6 +186,12 @@ def _parse_table(chunk: Chunk, keys: Sequence[str]) -> ParsedChunk:
         for key, value in zip(keys, values):
             parsed.texts[key].append(value)
     return parsed
+
+
+def surrogate_problem(source: str, line: int) -> Problem:
+    return Problem(source, line, "unpaired surrogate",
+                   "the text holds a lone UTF-16 surrogate (a \\ud800-style escape) that is not valid Unicode; fix "
+                   f"the record, {SKIP_HINT}.")
 
 
 def find_unencodable(texts: Sequence[str]) -> list[int]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
+
+BOM = codecs.BOM_UTF8  # a file's first bytes, read as utf-8-sig reads them: not text
+
 
 class Region:
     """Read-only file object over ``[start, end)`` of ``path``; ``consumed()`` counts the bytes read."""
@@ -31,3 +35,17 @@ class Region:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class WithoutBom:
+    """A readable (from a file's start) less the UTF-8 byte-order mark its first bytes may hold."""
+
+    def __init__(self, readable) -> None:
+        self._readable, self._first = readable, True
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._first or size == 0:  # ijson asks for nothing first
+            return self._readable.read(size)
+        self._first = False
+        data = self._readable.read(size)
+        return (data[len(BOM):] or self._readable.read(size)) if data.startswith(BOM) else data

@@ -25,6 +25,7 @@ from pretrain.corpus import dumps, records
 from pretrain.corpus.compression import COMPRESSIONS, open_decompressed, truncation_errors
 from pretrain.corpus.json_path import JsonPath
 from pretrain.corpus.mediawiki import index_path
+from pretrain.corpus.region import BOM
 from pretrain.corpus.tables import table_chunks
 from pretrain.corpus.types import Chunk, InputError, InputFile, TruncatedFile
 
@@ -38,8 +39,11 @@ MARKUP_KEYS = ("text", "title")  # what a wiki dump's page offers to --json-keys
 
 # ------------------------------------------------------------------------------------ resolving
 def resolve_inputs(specs: Sequence[str], input_format: str | None = None) -> list[InputFile]:
-    """Expand files, globs, folders and ``datasets`` folders into an ordered list of inputs."""
+    """Expand files, globs, folders and ``datasets`` folders into an ordered list of inputs, each file once: one
+    named twice (the same spec again, a glob or a folder that holds it, another path or link to it) is refused, as
+    it would be read twice without a word."""
     files: list[InputFile] = []
+    given: dict[tuple[int, int], tuple[str, str]] = {}  # (device, inode) -> the spec and path that named it first
     for spec in specs:
         if os.path.isdir(spec):
             paths = _folder_files(spec)
@@ -51,10 +55,28 @@ def resolve_inputs(specs: Sequence[str], input_format: str | None = None) -> lis
             paths = [spec]
         else:
             raise InputError(f"--input {spec!r}: no such file or folder.")
+        for path in paths:
+            stat = os.stat(path)
+            identity = (stat.st_dev, stat.st_ino)  # links and other spellings of a path are the same file
+            if identity in given:
+                first_spec, first_path = given[identity]
+                also = "" if first_path == path else f" as {first_path}"
+                where = (f"--input names {spec!r} twice" if first_spec == spec and first_path == path else
+                         f"--input {spec!r} names {path}, which --input {first_spec!r} named already{also}")
+                raise InputError(f"{where}: its records would be read twice. Give each file once.")
+            given[identity] = (spec, path)
         files.extend(_describe(path, input_format) for path in paths)
     if not files:
         raise InputError(f"no input files found in {list(specs)}.")
     return files
+
+
+def check_keys(keys: Sequence[str]) -> None:
+    """Each ``--json-keys`` key once: a key named twice would make each record's text two documents."""
+    repeated = sorted({key for key in keys if list(keys).count(key) > 1})
+    if repeated:
+        raise InputError(f"--json-keys names {repeated[0]!r} more than once: each record's text would be read twice. "
+                         "Name each key once.")
 
 
 def _folder_files(folder: str) -> list[str]:
@@ -68,8 +90,16 @@ def _folder_files(folder: str) -> list[str]:
         )
     state = os.path.join(folder, "state.json")
     if os.path.exists(state):  # a folder written by datasets.Dataset.save_to_disk
-        with open(state, encoding="utf-8") as handle:
-            names = [entry["filename"] for entry in json.load(handle)["_data_files"]]
+        try:
+            with open(state, encoding="utf-8") as handle:
+                names = [entry["filename"] for entry in json.load(handle)["_data_files"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{state} is damaged ({type(exc).__name__}: {exc}): the datasets folder {folder} is "
+                             "truncated or was not saved by datasets.Dataset.save_to_disk; save it again.") from None
+        missing = [name for name in names if not os.path.isfile(os.path.join(folder, name))]
+        if missing:
+            raise InputError(f"{folder}: its state.json lists {missing[0]}, which is missing: the datasets folder is "
+                             "incomplete (a copy cut short?); copy or save it again.")
         return [os.path.join(folder, name) for name in names]
     found = []
     for root, _, names in os.walk(folder):
@@ -117,8 +147,12 @@ def _sniff_json(path: str, compression: str | None) -> str:
     document spread over lines (NIKL's files: read with --json-path)."""
     with open(path, "rb") as raw:
         handle = open_decompressed(compression, raw) if compression else raw
-        head = handle.read(1 << 16)
-    stripped = head.lstrip()
+        try:
+            head = handle.read(1 << 16)
+        except truncation_errors() as exc:  # nothing decodes: not even the format can be told
+            raise InputError(f"{path}: the data ends early or is damaged at its start ({exc}); re-download or "
+                             "recompress it.") from None
+    stripped = head.removeprefix(BOM).lstrip()
     if stripped.startswith(b"["):
         return "namuwiki"
     first_line = stripped.split(b"\n", 1)[0]
@@ -198,12 +232,14 @@ def _cut(file, handle, position, limit, mode, kind, line, chunk_bytes) -> Iterat
             # the complete records read so far, and where the damage starts
             cut = records.last_boundary(buf, mode)
             rest = Chunk(file.path, line, kind, buf[:cut], position() - reported, truncated=True)
-            last_line = line + buf.count(b"\n", 0, cut)
-            raise TruncatedFile(file, f"line {last_line}", exc, rest) from exc
+            last_line = line + buf.count(b"\n", 0, cut) - 1  # the last complete one
+            raise TruncatedFile(file, f"line {last_line}" if last_line else "its start", exc, rest) from exc
         consumed += len(block)
         buf += block
         if not block:
             break
+        if consumed == len(block) and not reported and buf.startswith(BOM):  # the file's start: as utf-8-sig
+            buf = buf[len(BOM):]  # reads, a byte-order mark is not text
         cut = records.last_boundary(buf, mode)
         if cut and len(buf) >= chunk_bytes:
             here = position()

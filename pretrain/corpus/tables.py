@@ -6,13 +6,16 @@ range of the file, so shards never overlap and together cover every row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from pretrain.corpus.types import Chunk, InputError, InputFile
 
+T = TypeVar("T")
+
 
 def table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: Sequence[str]) -> Iterator[Chunk]:
-    names, loaders, weights = table_batches(file, keys)
+    names, loaders, weights = _readable(file, "opening it", lambda: table_batches(file, keys))
     missing = [key for key in keys if key not in names]
     if missing:
         raise InputError(
@@ -23,7 +26,7 @@ def table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: 
     for load, weight in zip(loaders, weights):
         begin = file.size * seen // total
         seen += weight
-        batch = load()
+        batch = _readable(file, f"reading after row {row - 1}" if row > 1 else "reading its first rows", load)
         if start <= begin < end and batch.num_rows:
             share = file.size * seen // total - begin
             rows_per_chunk = max(1, int(batch.num_rows * chunk_bytes / max(batch.nbytes, 1)))
@@ -31,6 +34,17 @@ def table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: 
                 piece = batch.slice(offset, rows_per_chunk)
                 yield Chunk(file.path, row + offset, "table", piece, share * piece.num_rows // batch.num_rows)
         row += batch.num_rows
+
+
+def _readable(file: InputFile, where: str, read: Callable[[], T]) -> T:
+    """``read()``, with pyarrow's errors for a damaged or truncated file (deep in its C++) said as bad input."""
+    import pyarrow as pa
+
+    try:
+        return read()
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{file.path}: the {file.format} file is damaged or truncated ({where}: {str(exc).rstrip('.')}). "
+                         "Re-download or rewrite it.") from None
 
 
 def table_batches(file: InputFile, keys: Sequence[str]):

@@ -44,3 +44,9 @@ class TruncatedFile(Exception):
     def __init__(self, file: InputFile, where: str, cause: BaseException, rest: Chunk) -> None:
         super().__init__(str(cause))
         self.file, self.where, self.cause, self.rest = file, where, cause, rest
+
+    def explain(self) -> str:
+        """The error for a run without --skip-bad-input: the file, where, and the fix."""
+        return (f"{self.file.path}: the data ends early after {self.where} ({self.cause}): the file is truncated or "
+                "damaged. Re-download or recompress it, or pass --skip-bad-input to keep its complete records and "
+                "count the file as truncated.")

@@ -16,7 +16,7 @@ import numpy as np
 
 from pretrain.corpus.json_path import parse_path
 from pretrain.corpus.normalization import normalize
-from pretrain.corpus.parsing import Problem, find_unencodable, parse_chunk
+from pretrain.corpus.parsing import Problem, find_unencodable, parse_chunk, surrogate_problem
 from pretrain.corpus.sources import Chunk
 from pretrain.data.sentences import split_sentences
 
@@ -32,6 +32,7 @@ class EncodeSettings:
     normalization: str = "nfc"
     json_path: str | None = None
     bos_id: int | None = None  # with append_eod: the tokenizer's BOS, put before each document
+    max_document_bytes: int = 16 << 20  # larger documents are bad input: encoding one takes ~300x its size in memory
 
 
 @dataclass
@@ -72,6 +73,17 @@ class ChunkEncoder:
         result = EncodedChunk({}, len(parsed.lines), input_bytes(chunk), chunk.disk_bytes, chunk.truncated,
                               chunk.source, parsed.problems)
         texts = parsed.texts
+        too_large = self._too_large(texts)
+        if too_large:
+            result.problems += [Problem(chunk.source, parsed.lines[i], "document too large",
+                                        f"{size / 2**20:,.0f} MB of text in one document, over --max-document-mb "
+                                        f"{self.settings.max_document_bytes / 2**20:g}: encoding it would take about 300 "
+                                        "times that in memory. Split it (e.g. at paragraphs), raise --max-document-mb, "
+                                        "or pass --skip-bad-input to skip it") for i, size in too_large.items()]
+            keep = [i for i in range(len(parsed.lines)) if i not in too_large]
+            texts = {key: [values[i] for i in keep] for key, values in texts.items()}
+            parsed.lines = [parsed.lines[i] for i in keep]
+            result.records = len(keep)
         if self.settings.normalization != "none":
             for values in texts.values():
                 for index, text in enumerate(values):
@@ -83,13 +95,21 @@ class ChunkEncoder:
             bad = sorted({i for key in self.settings.keys for i in find_unencodable(texts[key])})
             if not bad:
                 raise
-            result.problems += [Problem(chunk.source, parsed.lines[i], "unpaired surrogate",
-                                        "the text holds a lone UTF-16 surrogate (a \\ud800-style escape) that is not "
-                                        "valid Unicode; fix the record, or pass --skip-bad-input to skip it") for i in bad]
+            result.problems += [surrogate_problem(chunk.source, parsed.lines[i]) for i in bad]
             keep = [i for i in range(len(parsed.lines)) if i not in set(bad)]
             result.records = len(keep)
             result.encoded = {key: self._encode([texts[key][i] for i in keep]) for key in self.settings.keys}
         return result
+
+    def _too_large(self, texts: dict[str, list[str]]) -> dict[int, int]:
+        """Record index -> UTF-8 bytes of its largest text, for records over the limit (a string's length in
+        characters bounds its bytes from below and a quarter of them from above: most need no encoding)."""
+        limit, out = self.settings.max_document_bytes, {}
+        for values in texts.values():
+            for index, text in enumerate(values):
+                if len(text) * 4 > limit and (size := len(text.encode("utf-8", "surrogatepass"))) > limit:
+                    out[index] = max(size, out.get(index, 0))
+        return out
 
     def _encode(self, documents: Sequence[str]) -> EncodedKey:
         if self.settings.split_sentences:

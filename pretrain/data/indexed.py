@@ -17,6 +17,7 @@ after everything is written (``.bin`` first, then ``.idx``).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -78,13 +79,18 @@ class IndexedDatasetWriter:
         self._idx_temp = temp_path_for(idx_path(self.prefix))
         self._lengths_temp = temp_path_for(f"{self.prefix}.lengths")
         self._documents_temp = temp_path_for(f"{self.prefix}.documents")
-        self._bin = open(self._bin_temp, "wb", buffering=1 << 20)
-        self._lengths = open(self._lengths_temp, "wb", buffering=1 << 20)
-        self._documents = open(self._documents_temp, "wb", buffering=1 << 20)
         self.sequence_count = 0
         self.document_count = 0
         self.token_count = 0
         self._done = False
+        self._bin = self._lengths = self._documents = None
+        try:
+            self._bin = open(self._bin_temp, "wb", buffering=1 << 20)
+            self._lengths = open(self._lengths_temp, "wb", buffering=1 << 20)
+            self._documents = open(self._documents_temp, "wb", buffering=1 << 20)
+        except BaseException:
+            self.abort()  # the files opened before the one that failed (no space, no inodes left) go too
+            raise
 
     def __enter__(self) -> IndexedDatasetWriter:
         return self
@@ -144,11 +150,18 @@ class IndexedDatasetWriter:
             self.abort()
 
     def abort(self) -> None:
-        """Close and delete the temporary files (the final names are never touched)."""
+        """Close and delete the temporary files (the final names are never touched).
+
+        Closing flushes what is buffered and can fail again as the write did (a full disk: ENOSPC); the files
+        are discarded anyway, so such an error is dropped and every file is still removed."""
         self._done = True
-        for handle in (self._bin, self._lengths, self._documents):
-            handle.close()
-        remove_quietly(self._bin_temp, self._idx_temp, self._lengths_temp, self._documents_temp)
+        try:
+            for handle in (self._bin, self._lengths, self._documents):
+                if handle is not None:  # None: __init__ failed before opening it
+                    with contextlib.suppress(OSError):
+                        handle.close()
+        finally:
+            remove_quietly(self._bin_temp, self._idx_temp, self._lengths_temp, self._documents_temp)
 
     def _write_index(self) -> None:
         """Header, lengths, byte pointers, document indices: each streamed from the spill files a

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from pathlib import Path
 
 from pretrain.corpus.types import InputError
 from pretrain.data import indexed
@@ -52,17 +53,32 @@ def expand_inputs(specs: list[str]) -> list[str]:
             raise InputError(f"{spec}: no {spec}.shard-*-of-*.idx and no {spec}.idx found.")
     if not prefixes:
         raise InputError(f"nothing to merge in {specs}.")
+    seen: dict[tuple[int, int], str] = {}  # (device, inode) of each .idx: another spelling or link is the same data
+    for prefix in prefixes:
+        stat = os.stat(indexed.idx_path(prefix))
+        identity = (stat.st_dev, stat.st_ino)
+        if identity in seen:
+            also = "" if seen[identity] == prefix else f" (also as {seen[identity]})"
+            raise InputError(f"--input names the dataset {prefix} twice{also}: its documents would be merged twice. "
+                             "Give each dataset once.")
+        seen[identity] = prefix
     return prefixes
 
 
 def merge_datasets(prefixes: list[str], output_prefix: str, overwrite: bool = False) -> indexed.IndexedDataset:
     if indexed.dataset_exists(output_prefix) and not overwrite:
         raise InputError(f"{output_prefix}.bin/.idx already exist: pass --overwrite or choose another --output-prefix.")
+    if os.path.exists(indexed.idx_path(output_prefix)):
+        inside = [p for p in prefixes if os.path.samefile(indexed.idx_path(p), indexed.idx_path(output_prefix))]
+        if inside:  # a folder merged into a prefix inside it, run again: the previous merge would be merged in
+            raise InputError(f"the output {output_prefix} is one of the inputs ({inside[0]}): its documents would be "
+                             "merged into it again. Choose an --output-prefix outside the inputs (and their folders).")
     datasets = [indexed.IndexedDataset(p) for p in prefixes]
     dtypes = {d.dtype for d in datasets}
     if len(dtypes) != 1:
         raise InputError(f"the inputs hold different token types {sorted(map(str, dtypes))}: they were made with "
                          "different tokenizers and cannot be merged.")
+    Path(output_prefix).parent.mkdir(parents=True, exist_ok=True)  # as preprocessing does for its prefix
     with indexed.IndexedDatasetWriter(output_prefix, dtypes.pop()) as writer:
         for dataset in datasets:
             writer.add_dataset(dataset)

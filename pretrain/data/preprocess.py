@@ -44,6 +44,7 @@ class PreprocessOptions:
     append_eod: bool = False
     workers: int = max(1, os.cpu_count() or 1)
     chunk_bytes: int = 1 << 20
+    max_document_bytes: int = 16 << 20
     text_mode: str = "line"
     input_format: str | None = None
     json_path: str | None = None
@@ -106,9 +107,15 @@ def preprocess(options: PreprocessOptions) -> Summary:
 
     if options.workers < 1:
         raise PreprocessError(f"--workers must be at least 1 (got {options.workers}).")
+    if options.chunk_bytes < 1:  # a work item of no bytes reads nothing: the dataset would be empty
+        raise PreprocessError(f"--chunk-mb must be more than 0 (got {options.chunk_bytes / (1 << 20):g} MB per work "
+                              "item); the default is 1.")
+    if options.max_document_bytes < 1:
+        raise PreprocessError(f"--max-document-mb must be positive (got {options.max_document_bytes / 2**20:g}).")
     if options.normalization not in NORMALIZATIONS:
         raise PreprocessError(f"--normalization {options.normalization!r}: choose one of {', '.join(NORMALIZATIONS)}.")
     json_path = parse_path(options.json_path) if options.json_path else None
+    sources.check_keys(options.json_keys)
     files = sources.resolve_inputs(options.inputs, options.input_format)
     if any(f.format == "text" for f in files) and len(options.json_keys) > 1:
         raise PreprocessError("--json-keys names several keys, but plain text inputs have one text per document.")
@@ -124,7 +131,8 @@ def preprocess(options: PreprocessOptions) -> Summary:
     Path(options.output_prefix).parent.mkdir(parents=True, exist_ok=True)
     settings = EncodeSettings(tokenizer.to_json(), tuple(options.json_keys), options.split_sentences,
                               options.append_eod, tokenizer.specials.eod, dtype.name, options.normalization,
-                              options.json_path, tokenizer.bos_id if options.append_eod else None)
+                              options.json_path, tokenizer.bos_id if options.append_eod else None,
+                              options.max_document_bytes)
     summary = Summary({key: KeyStats(prefix) for key, prefix in prefixes.items()}, normalization=options.normalization)
     if settings.bos_id is not None:
         summary.bos = f"{tokenizer.backend.id_to_token(settings.bos_id)!r} (id {settings.bos_id})"
@@ -136,11 +144,12 @@ def preprocess(options: PreprocessOptions) -> Summary:
         context = multiprocessing.get_context("spawn")  # workers import only tokenizers + numpy
         pool = stack.enter_context(worker_pool(context, options.workers, init_worker, (settings,)))
         chunks = _chunks(plan, options, summary, json_path)
-        for result in ordered_imap(pool.apply_async, encode_in_worker, chunks, 2 * options.workers + 2):
+        for result in ordered_imap(pool, encode_in_worker, chunks, 2 * options.workers + 2):
             _absorb(result, summary, writers, options.skip_bad_input)
             progress.update(result.disk_bytes, result.text_bytes, result.records,
                             sum(e.tokens.size for e in result.encoded.values()))
         progress.close()
+        _refuse_empty(summary, options)
         for writer in writers.values():
             writer.finalize()
     summary.seconds = time.perf_counter() - started
@@ -160,6 +169,29 @@ def _chunks(plan, options: PreprocessOptions, summary: Summary, json_path) -> It
                     f"complete records and count the file as truncated.") from None
             summary.truncated_files.append(file.path)
             yield exc.rest
+
+
+def _refuse_empty(summary: Summary, options: PreprocessOptions) -> None:
+    """Publish no dataset without a document: an empty .bin/.idx with exit 0 looks like a finished run, while every
+    record was skipped (a wrong --json-keys under --skip-bad-input) or empty. A shard whose byte range holds no
+    record at all is empty by right (the merge needs every shard) and is published."""
+    empty = [key for key, stats in summary.keys.items() if stats.documents == 0]
+    skipped = sum(summary.skipped.values())
+    if not empty or (options.num_shards > 1 and not summary.records and not skipped):
+        return
+    if skipped and not summary.records:
+        reason, count = summary.skipped.most_common(1)[0]
+        cause = f"every record was skipped as bad input, {count:,} for {reason}, e.g. {summary.examples[0].rstrip('.')}"
+    elif summary.records:
+        cause = "every document was empty: check --json-keys (and --text-mode)"
+    else:
+        cause = "the inputs hold no complete record"
+    if summary.truncated_files:
+        cause += f" (truncated: {', '.join(summary.truncated_files)})"
+    empties = "/".join(f"{summary.keys[key].empty:,}" for key in empty)
+    raise PreprocessError(
+        f"no document for --json-keys {' '.join(empty)} ({summary.records:,} records read, {skipped:,} skipped as "
+        f"bad input, {empties} empty): {cause}. Nothing was published.")
 
 
 def _absorb(result: EncodedChunk, summary: Summary, writers: dict, skip_bad_input: bool) -> None:

@@ -228,7 +228,7 @@ def mark_documents(texts: Iterable[str], analyzer: str = DEFAULT_ANALYZER, norma
         return
     context = multiprocessing.get_context("spawn")  # the trainer's threads are running: never fork
     with worker_pool(context, workers, _init_worker, (analyzer, normalization)) as pool:
-        for batch in ordered_imap(pool.apply_async, _mark_batch, _batches(texts), 2 * workers + 2):
+        for batch in ordered_imap(pool, _mark_batch, _batches(texts), 2 * workers + 2):
             yield from batch
 
 

@@ -33,7 +33,7 @@ from pretrain.corpus import sources
 from pretrain.corpus.json_path import parse_path
 from pretrain.corpus.normalization import NORMALIZATIONS
 from pretrain.corpus.parsing import parse_chunk
-from pretrain.corpus.types import InputError, InputFile
+from pretrain.corpus.types import Chunk, InputError, InputFile, TruncatedFile
 from pretrain.tokenization.loading import MORPHEMES_FILE, LoadedTokenizer, from_backend, sentencepiece_to_tokenizers
 from pretrain.tokenization.morpheme_starts import HeldBack, morpheme_starts
 from pretrain.tokenization.morphemes import DEFAULT_ANALYZER, MARKER, mark_documents
@@ -75,6 +75,7 @@ class SampleStats:
     documents: int = 0
     text_bytes: int = 0
     skipped: Counter = field(default_factory=Counter)
+    truncated_files: list[str] = field(default_factory=list)
 
 
 def sample_texts(options: TokenizerTrainingOptions, stats: SampleStats) -> Iterator[str]:
@@ -90,8 +91,7 @@ def _sample_file(file: InputFile, budget: int, options: TokenizerTrainingOptions
                  stats: SampleStats) -> Iterator[str]:
     taken = 0
     path = parse_path(options.json_path) if options.json_path else None
-    for chunk in sources.read_chunks(file, 0, file.size, options.text_mode, min(1 << 20, budget), options.json_keys,
-                                     path):
+    for chunk in _file_chunks(file, min(1 << 20, budget), options, path, stats):
         parsed = parse_chunk(chunk, options.json_keys, path)
         for problem in parsed.problems:
             if not options.skip_bad_input:
@@ -109,6 +109,19 @@ def _sample_file(file: InputFile, budget: int, options: TokenizerTrainingOptions
                 return
 
 
+def _file_chunks(file: InputFile, chunk_bytes: int, options: TokenizerTrainingOptions, path,
+                 stats: SampleStats) -> Iterator[Chunk]:
+    """The chunks of ``file``; one that ends early stops the run or, with --skip-bad-input, gives its
+    complete records and is reported, as in preprocessing."""
+    try:
+        yield from sources.read_chunks(file, 0, file.size, options.text_mode, chunk_bytes, options.json_keys, path)
+    except TruncatedFile as exc:
+        if not options.skip_bad_input:
+            raise InputError(exc.explain()) from None
+        stats.truncated_files.append(file.path)
+        yield exc.rest
+
+
 def prepared_texts(options: TokenizerTrainingOptions, stats: SampleStats) -> Iterator[str]:
     """The sample, with morpheme boundaries marked (and normalized) when ``options.morphemes``."""
     texts = sample_texts(options, stats)
@@ -124,6 +137,24 @@ def _counted(texts: Iterable[str], stats: SampleStats) -> Iterator[str]:
         yield text
 
 
+def _check_output(output: Path, options: TokenizerTrainingOptions) -> None:
+    """--output is new, empty, or (with --overwrite) a tokenizer folder, which is replaced once the new one is
+    complete; never a folder holding the inputs or other files, which --overwrite would delete."""
+    inside = [f.path for f in sources.resolve_inputs(options.inputs, options.input_format)
+              if Path(f.path).resolve().is_relative_to(output.resolve())]
+    if inside:
+        raise InputError(f"--output {output} holds the input {inside[0]}: write the tokenizer to a folder of its own.")
+    if not output.is_dir() or not any(output.iterdir()):
+        return
+    if not (output / "tokenizer.json").exists():
+        held = sorted(p.name for p in output.iterdir())
+        raise InputError(f"--output {output} holds files that are not a tokenizer ({', '.join(held[:3])}"
+                         f"{', ...' if len(held) > 3 else ''}): choose an empty or new folder.")
+    if not options.overwrite:
+        raise InputError(f"{output} holds a tokenizer: pass --overwrite to replace it (it is kept until the new one "
+                         "is complete), or choose another --output.")
+
+
 def train_tokenizer(options: TokenizerTrainingOptions, texts: Iterable[str] | None = None) -> LoadedTokenizer:
     """Train, write ``options.output`` atomically (a temporary folder renamed at the end), return it.
 
@@ -134,14 +165,16 @@ def train_tokenizer(options: TokenizerTrainingOptions, texts: Iterable[str] | No
     if options.normalization not in NORMALIZATIONS:
         raise ValueError(f"unknown normalization {options.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
     output = Path(options.output)
-    if output.exists() and any(output.iterdir()) and not options.overwrite:
-        raise InputError(f"{output} already exists and is not empty: pass --overwrite or choose another --output.")
+    _check_output(output, options)
     if options.morphemes not in (None, "ko"):
         raise InputError(f"--morphemes {options.morphemes}: only Korean (ko) morphemes are supported.")
     vocab_size = options.vocab_size or DEFAULT_VOCAB_SIZE[options.kind]
     stats = SampleStats()
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{output.name}.tmp-", dir=output.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # the folder it becomes: a usual folder's mode, not mkdtemp's owner-only 0700
     try:
         stream = prepared_texts(options, stats) if texts is None else _counted(texts, stats)
         held = None
@@ -170,7 +203,8 @@ def train_tokenizer(options: TokenizerTrainingOptions, texts: Iterable[str] | No
     tokenizer.source = str(output)
     log.info("trained %s tokenizer: %d tokens from %d documents (%.1f MB sampled)%s%s -> %s", options.kind,
              tokenizer.vocab_size, stats.documents, stats.text_bytes / 1e6,
-             "".join(f"; skipped {n} ({r})" for r, n in stats.skipped.items()),
+             "".join(f"; skipped {n} ({r})" for r, n in stats.skipped.items())
+             + "".join(f"; truncated (kept its complete records): {path}" for path in stats.truncated_files),
              f"; {held.boundaries:,} morpheme boundaries ({options.analyzer})" if held else "", output)
     return tokenizer
 

@@ -15,6 +15,7 @@ settings: the same run gives byte-identical files, and shards give the same docu
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import multiprocessing
@@ -77,15 +78,19 @@ def clean(options: CleaningOptions) -> dict:
     """Run the stage(s) asked for; returns the report (dedup) or the shard's counts (filter)."""
     _check(options)
     output = Path(options.output)
-    if options.stage in ("all", "filter"):
-        if options.stage == "all" and output.exists() and any(p.name != STAGE for p in output.iterdir()):
-            if not options.overwrite:
-                raise InputError(f"{output} exists and is not empty: pass --overwrite or choose another --output.")
-            shutil.rmtree(output)
-        stats = filter_shard(options)
-        if options.stage == "filter":
-            return stats
-    return dedup_and_write(options)
+    if options.stage == "filter":
+        _check_output(options)
+        return filter_shard(options)
+    if options.stage == "dedup":
+        return dedup_and_write(options)
+    _check_output(options)
+    shutil.rmtree(output / STAGE, ignore_errors=True)  # a previous run's intermediate files
+    try:
+        filter_shard(options)
+        return dedup_and_write(options)
+    except BaseException:  # a failed or interrupted run leaves the folder as it found it
+        shutil.rmtree(output / STAGE, ignore_errors=True)
+        raise
 
 
 def _check(options: CleaningOptions) -> None:
@@ -110,6 +115,31 @@ def _check(options: CleaningOptions) -> None:
                 break
     if problems:
         raise InputError("; ".join(problems))
+
+
+def is_own_output(path: Path) -> bool:
+    """A file or folder this command writes in its output folder."""
+    return path.name in (STAGE, "report.json", "report.md") or fnmatch.fnmatch(path.name, "part-*.jsonl.zst*")
+
+
+def _check_output(options: CleaningOptions) -> None:
+    """--output holds nothing but a previous run's outputs (replaced only once the new ones are complete, and
+    only with --overwrite), and none of the inputs: never a folder of the user's own files."""
+    output = Path(options.output).resolve()
+    inside = [f.path for f in sources.resolve_inputs(options.inputs, options.input_format)
+              if Path(f.path).resolve().is_relative_to(output)]
+    if inside:
+        raise InputError(f"--output {options.output} holds the input {inside[0]}: write the cleaned corpus to a folder "
+                         "of its own.")
+    if options.stage != "all" or not output.is_dir():
+        return
+    foreign = sorted(p.name for p in output.iterdir() if not is_own_output(p))
+    if foreign:
+        raise InputError(f"--output {options.output} holds files this command did not write ({', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}): choose an empty or new folder.")
+    if any(p.name != STAGE for p in output.iterdir()) and not options.overwrite:
+        raise InputError(f"{options.output} holds a cleaned corpus: pass --overwrite to replace it (it is kept until "
+                         "the new one is complete), or choose another --output.")
 
 
 def _stage_name(options: CleaningOptions, index: int) -> Path:
@@ -149,7 +179,7 @@ def filter_shard(options: CleaningOptions) -> dict:
             zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw, closefd=False) as writer, \
             worker_pool(context, options.workers, init_worker, (settings,)) as pool:
         chunks = _chunks(plan, options, path, totals)
-        for result in ordered_imap(pool.apply_async, filter_in_worker, chunks, 2 * options.workers + 2):
+        for result in ordered_imap(pool, filter_in_worker, chunks, 2 * options.workers + 2):
             _absorb(result, options, totals, counts)
             for record in result.records:
                 line = json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
@@ -225,6 +255,13 @@ def dedup_and_write(options: CleaningOptions) -> dict:
             raise InputError(f"{stats_file} was made with other settings ({stats['fingerprint']}) than this run's "
                              f"({fingerprint}): run every stage with the same options.")
         shards.append(stats)
+    if not sum(s["documents"] for s in shards):  # nothing read: a wrong --json-keys under --skip-bad-input
+        skipped = Counter()
+        for stats in shards:
+            skipped.update(stats["skipped"])
+        cause = (f"every record was skipped as bad input ({', '.join(f'{n:,} {r}' for r, n in skipped.most_common())})"
+                 if skipped else "the inputs hold no record")
+        raise InputError(f"no document to clean: {cause}; check --json-keys and the inputs. Nothing was published.")
     names = [_stage_name(options, i) for i in range(options.num_shards)]
     hashes = np.empty(sum(s["kept"] for s in shards), dtype=np.uint64)  # filled shard by shard: no second copy
     at = 0
@@ -255,8 +292,15 @@ def _write_parts(options: CleaningOptions, names: list[Path], keep: np.ndarray, 
     temps: list[Path] = []  # every part stays a .tmp- file until all are written: no partial set looks done
     with removed_on_failure(temps):
         kept = _write_temp_parts(options, names, keep, exact, near, counts, temps)
-    for temp in temps:
-        publish(temp, Path(str(temp).rsplit(".tmp-", 1)[0]))
+    # a previous run's outputs go only now, the report first: a set of parts without a report is incomplete
+    output = Path(options.output)
+    for name in ("report.json", "report.md"):
+        (output / name).unlink(missing_ok=True)
+    finals = [Path(str(temp).rsplit(".tmp-", 1)[0]) for temp in temps]
+    for old in set(output.glob("part-*.jsonl.zst")) - set(finals):
+        old.unlink()
+    for temp, final in zip(temps, finals):
+        publish(temp, final)
     return kept
 
 
