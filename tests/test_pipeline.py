@@ -258,7 +258,9 @@ def test_recipe_errors_name_the_file_and_the_fix(tmp_path, corpus):
     work = tmp_path / "work"
     out = pipeline(recipe, work, "clean.langauge=ko", "train.stepz=3", "data.prefixes=[x]", "bogus", expect=2)
     assert str(recipe) in out and "unknown key clean.langauge" in out and "must look like STAGE.key=value" in out
-    assert "unknown key train.stepz" in out and "data.prefixes is set by the pipeline" in out
+    assert "unknown key train.stepz (did you mean train.steps?" in out and "data.prefixes is set by the pipeline" in out
+    out = pipeline(recipe, work, "train.rank=2", expect=2)  # near a key of the stage itself, not the trainer's
+    assert "unknown key train.rank; did you mean train.ranks (the train stage's own keys" in out
     # the trainer's own checks, before hours of cleaning: not when the training starts
     out = pipeline(recipe, work, "optim.warmup_steps=500", expect=2)
     assert "train: optim.warmup_steps=500 is longer than train.steps=4" in out and "dataset" not in out
@@ -269,6 +271,8 @@ def test_recipe_errors_name_the_file_and_the_fix(tmp_path, corpus):
     assert f"{broken}:" in out and "not valid YAML" in out
     no_train = write_recipe(tmp_path, corpus)
     assert "the recipe has no train stage" in pipeline(no_train, work, "train.steps=3", expect=2)
+    out = pipeline(no_train, work, "input.paths=/data/ko.jsonl", expect=2)  # a string, not a list: said once
+    assert "input.paths='/data/ko.jsonl' is not a list[str]" in out and "input.paths is empty" not in out
     assert "recipe 'nonesuch' not found (shipped recipes: " in pipeline(Path("nonesuch"), work, expect=2)
 
 

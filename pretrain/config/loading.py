@@ -4,6 +4,7 @@ types checked field by field, every problem collected before raising."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -74,7 +75,9 @@ def build_section(cls: type, values: dict, section: str, problems: list[str]):
     kwargs = {}
     for key, value in values.items():
         if key not in hints:
-            problems.append(f"unknown key {section}.{key} (keys: {', '.join(hints)})")
+            close = difflib.get_close_matches(str(key), list(hints), n=1, cutoff=0.75)
+            guess = f"did you mean {section}.{close[0]}? " if close else ""
+            problems.append(f"unknown key {section}.{key} ({guess}keys: {', '.join(hints)})")
             continue
         checked = _coerce(value, hints[key])
         if checked is _BAD:

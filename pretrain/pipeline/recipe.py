@@ -18,6 +18,7 @@ and ``train.sbatch`` set the stage itself.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import yaml
 
 from pretrain.config import load_config, validate
 from pretrain.config.loading import build_section, find_yaml
-from pretrain.config.schema import Config, ConfigError
+from pretrain.config.schema import Config, ConfigError, TrainConfig
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -208,7 +209,8 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None, workdir: 
     stages = {name_: settings for name_, settings in built.items() if name_ != "input"}
     recipe = Recipe(path=path, name=str(name), workdir=Path(chosen_workdir).resolve(),
                     input=built.get("input") or InputSettings(), stages=stages)
-    problems += _check(recipe)
+    wrong_type = {problem.partition("=")[0] for problem in problems}  # "input.paths='x' is not a list[str]"
+    problems += [p for p in _check(recipe) if p.split(" ", 1)[0] not in wrong_type]  # not again as "empty"
     if problems:
         raise RecipeError(f"{path}: " + "\n  - ".join(["invalid recipe:"] + problems))
     return recipe
@@ -224,6 +226,11 @@ def _apply_override(raw: dict, item: str, problems: list[str]) -> None:
                         "train.steps=200)")
         return
     trainer_key = section in TRAINER_SECTIONS and not (section == "train" and name in _fields(TrainSettings))
+    stage_key = difflib.get_close_matches(name, _fields(TrainSettings), n=1, cutoff=0.75) if section == "train" else []
+    if trainer_key and stage_key and name not in _fields(TrainConfig):  # train.rank: the stage's train.ranks
+        problems.append(f"override {item!r}: unknown key train.{name}; did you mean train.{stage_key[0]} (the "
+                        f"train stage's own keys: {', '.join(sorted(_fields(TrainSettings)))})?")
+        return
     if trainer_key:
         if "train" not in raw:
             problems.append(f"override {item!r}: the recipe has no train stage")
