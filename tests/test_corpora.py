@@ -244,6 +244,15 @@ def test_nested_json_without_or_with_a_wrong_path_says_what_to_do(tmp_path, toke
     wrong = run_tool("preprocess_data", "--input", lines, "--tokenizer", tokenizer_dir, "--output-prefix", tmp_path / "y",
                      "--no-progress", "--json-path", "document[].sentence[].form", check=False)
     assert wrong.returncode == 2 and f"{lines}:1: path not found" in wrong.stderr and "'sentence'" in wrong.stderr
+    # a whole corpus on one line (a compact NIKL file): a document without the path costs itself, not the line
+    record = corpus_samples.nikl_file(5)
+    del record["document"][2]["paragraph"]
+    compact = tmp_path / "compact.json"
+    compact.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    one = run_tool("preprocess_data", "--input", compact, "--tokenizer", tokenizer_dir, "--output-prefix", tmp_path / "z",
+                   "--no-progress", "--json-path", "document[].paragraph[].form", "--skip-bad-input")
+    assert "skipped 1 records: path not found" in one.stdout and "document 3 of the line" in one.stdout, one.stdout
+    assert IndexedDataset(f"{tmp_path / 'z'}_text_document").num_documents == 4
 
 
 BOM_FILES = {  # a file's name -> its text after a UTF-8 byte-order mark (as Windows' Notepad saves files)

@@ -58,11 +58,12 @@ def parse_path(text: str) -> JsonPath:
     return JsonPath(text, tuple(steps))
 
 
-def documents(record, path: JsonPath) -> Iterator[str]:
-    """Each document the path finds in ``record`` (a parsed JSON value), as text."""
+def document_elements(record, path: JsonPath) -> list:
+    """The document elements the path's first ``[]`` reaches in ``record`` (``[record]`` for a path without one);
+    ValueError where the way there is missing. Each element's text is ``document_text``'s, so that one
+    element without the rest of the path costs that document alone."""
     depth = path.document_depth
-    for element in _walk([record], path.steps[:depth]) if depth else [record]:
-        yield document_text(element, path, depth)
+    return list(_walk([record], path.steps[:depth])) if depth else [record]
 
 
 def document_text(element, path: JsonPath, depth: int | None = None) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from pretrain.corpus import records
-from pretrain.corpus.json_path import JsonPath, document_text, documents
+from pretrain.corpus.json_path import JsonPath, document_elements, document_text
 from pretrain.corpus.types import Chunk
 
 SKIP_HINT = "or pass --skip-bad-input to skip such records and count them"
@@ -123,7 +123,7 @@ def _parse_parsed(chunk: Chunk, keys: Sequence[str], json_path: JsonPath | None)
 def _path_documents(text: str, path: JsonPath, source: str, line: int, parsed: ParsedChunk) -> None:
     """A JSONL record's documents by ``--json-path`` (the dataset key is "text")."""
     try:
-        found = list(documents(json.loads(text), path))
+        elements = document_elements(json.loads(text), path)
     except json.JSONDecodeError as exc:
         parsed.problems.append(Problem(source, line, "invalid JSON", f"{exc.msg} at column {exc.colno}. Fix the line, "
                                                                       f"{SKIP_HINT}."))
@@ -132,10 +132,17 @@ def _path_documents(text: str, path: JsonPath, source: str, line: int, parsed: P
         parsed.problems.append(Problem(source, line, "path not found",
                                        f"--json-path {path.text!r}: {exc}. Check the path, {SKIP_HINT}."))
         return
-    if find_unencodable(found):
-        parsed.problems.append(surrogate_problem(source, line))
-        return
-    for document in found:
+    for number, element in enumerate(elements, 1):  # a whole corpus may be one line: a bad document costs itself
+        try:
+            document = document_text(element, path)
+        except ValueError as exc:
+            parsed.problems.append(Problem(source, line, "path not found", f"document {number} of the line: --json-path "
+                                                                           f"{path.text!r}: {exc}. Check the path, "
+                                                                           f"{SKIP_HINT}."))
+            continue
+        if find_unencodable([document]):
+            parsed.problems.append(surrogate_problem(source, line))
+            continue
         parsed.lines.append(line)
         for texts in parsed.texts.values():
             texts.append(document)
