@@ -80,6 +80,26 @@ def test_unfinished_writer_publishes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_dataset_written_meanwhile_by_another_run_is_not_replaced(tmp_path):
+    """Two runs on one output prefix, neither with --overwrite: the one that ends last used to replace the
+    other's dataset silently, each saying it succeeded."""
+    from pretrain.corpus.types import InputError
+
+    with IndexedDatasetWriter(tmp_path / "x", np.uint16) as late:
+        late.add_document([[9, 9]])
+        write(tmp_path / "other", DOCS)  # the other run (another process: its own temporary names) publishes first
+        for suffix in (".bin", ".idx"):
+            os.replace(tmp_path / f"other{suffix}", tmp_path / f"x{suffix}")
+        with pytest.raises(InputError, match="appeared while this run was writing them"):
+            late.finalize(replace=False)
+    assert IndexedDataset(tmp_path / "x").num_documents == len(DOCS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin", "x.idx"]
+    with IndexedDatasetWriter(tmp_path / "x", np.uint16) as overwriting:  # --overwrite: replaced
+        overwriting.add_document([[9, 9]])
+        overwriting.finalize(replace=True)
+    assert IndexedDataset(tmp_path / "x").num_documents == 1
+
+
 def test_a_full_disk_leaves_no_temporary_file(tmp_path):
     """ENOSPC while the .bin is written: closing it flushes the buffer and fails again, and every temporary
     file still goes (that second error used to stop the cleanup before any file was removed)."""

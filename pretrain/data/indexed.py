@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pretrain.atomic import publish_pair, remove_quietly, temp_path_for
+from pretrain.corpus.types import InputError
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
@@ -139,12 +140,18 @@ class IndexedDatasetWriter:
         self.document_count += other.num_documents
         self.token_count += other.num_tokens
 
-    def finalize(self) -> None:
-        """Write the ``.idx`` and publish both files under their final names."""
+    def finalize(self, replace: bool = True) -> None:
+        """Write the ``.idx`` and publish both files under their final names. ``replace=False``: a dataset that
+        appeared under them while this one was written (another run on the same prefix) is kept, and this
+        one is not published: the run that started last no longer silently wins."""
         try:
             for handle in (self._bin, self._lengths, self._documents):
                 handle.close()
             self._write_index()
+            if not replace and (os.path.exists(bin_path(self.prefix)) or os.path.exists(idx_path(self.prefix))):
+                raise InputError(f"{self.prefix}.bin/.idx appeared while this run was writing them (another run on "
+                                 "the same output?): they are kept, and nothing of this run was published. Run again "
+                                 "with --overwrite, or choose another output.")
             publish_pair((self._bin_temp, self._idx_temp), (bin_path(self.prefix), idx_path(self.prefix)))
         finally:
             self.abort()

@@ -82,5 +82,5 @@ def merge_datasets(prefixes: list[str], output_prefix: str, overwrite: bool = Fa
     with indexed.IndexedDatasetWriter(output_prefix, dtypes.pop()) as writer:
         for dataset in datasets:
             writer.add_dataset(dataset)
-        writer.finalize()
+        writer.finalize(replace=overwrite)
     return indexed.IndexedDataset(output_prefix)

@@ -151,7 +151,7 @@ def preprocess(options: PreprocessOptions) -> Summary:
         progress.close()
         _refuse_empty(summary, options)
         for writer in writers.values():
-            writer.finalize()
+            writer.finalize(replace=options.overwrite)
     summary.seconds = time.perf_counter() - started
     return summary
 
