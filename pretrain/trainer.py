@@ -410,7 +410,8 @@ class Trainer:
                                           self.env.world_size)
         workers = self.config.data.num_workers if workers is None else workers
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                                           pin_memory=self.device.type == "cuda", persistent_workers=False)
+                                           pin_memory=self.device.type == "cuda", persistent_workers=False,
+                                           worker_init_fn=_ignore_ctrl_c if workers else None)
 
     def _check_finite(self, numbers) -> None:
         if finite(numbers):
@@ -472,3 +473,9 @@ class Trainer:
         if reason == "run.dir/STOP" and self.is_main:
             (self.run_dir / "STOP").unlink(missing_ok=True)
             log.info("removed %s: the next launch trains on", self.run_dir / "STOP")
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """A data-loader worker leaves Ctrl-C to its rank (a terminal sends it to the whole process group): the rank
+    saves and stops, then ends its workers; a worker that took it too would log it again or die mid-batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

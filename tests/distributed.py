@@ -69,10 +69,11 @@ def preprocess(corpus: Path, tokenizer: Path, prefix: Path, *flags: str) -> None
 
 
 def start_ranks(ranks: int, config: str, run_dir: Path, *overrides: str, logs: Path,
-                extra_env: dict | None = None) -> list[subprocess.Popen]:
+                extra_env: dict | None = None, new_session: bool = False) -> list[subprocess.Popen]:
     """Start ``ranks`` trainer processes directly, one per rank, as ``srun`` without --kill-on-bad-exit
     or ``mpirun`` would: no launcher kills the others when one dies, so each must notice on its own.
-    Rank r writes logs/rank{r}.out and .err."""
+    Rank r writes logs/rank{r}.out and .err; ``new_session``: each rank leads a process group of its own
+    (with its data-loader workers), as a command started in a terminal does."""
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
@@ -82,7 +83,8 @@ def start_ranks(ranks: int, config: str, run_dir: Path, *overrides: str, logs: P
                "MASTER_PORT": str(port)}
         procs.append(subprocess.Popen(
             [sys.executable, "tools/train.py", "--config", config, f"run.dir={run_dir}", *overrides], cwd=ROOT,
-            env=env, stdout=open(logs / f"rank{rank}.out", "w"), stderr=open(logs / f"rank{rank}.err", "w")))
+            env=env, stdout=open(logs / f"rank{rank}.out", "w"), stderr=open(logs / f"rank{rank}.err", "w"),
+            start_new_session=new_session))
     return procs
 
 

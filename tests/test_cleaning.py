@@ -237,7 +237,9 @@ def test_existing_output_and_bad_settings_are_refused(tmp_path, planted):
     clean(tmp_path, "once", "--input", inputs[0])
     again = run_tool("clean_corpus", "--input", inputs[0], "--output", tmp_path / "once", check=False)
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    # --overwrite replaces a cleaned corpus only once the new one is complete: a failed run keeps it
+    # --overwrite replaces a cleaned corpus only once the new one is complete: a failed run keeps it (and a
+    # temporary file a kill -9 left of its report is its own, not a file of the user's)
+    (tmp_path / "once" / "report.json.tmp-4242").write_text("{")
     before = {p.name: p.read_bytes() for p in (tmp_path / "once").iterdir()}
     broken = tmp_path / "broken.jsonl"
     broken.write_text(inputs[0].read_text(encoding="utf-8") + '{"text": "cut off\n', encoding="utf-8")

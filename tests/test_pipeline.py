@@ -204,6 +204,44 @@ def test_an_interrupted_training_saves_and_stops_on_every_rank(tmp_path, corpus)
     assert json.loads((work / "run" / "summary.json").read_text())["status"] == "finished"
 
 
+def test_a_stamp_that_recorded_more_files_than_a_stage_now_lists_is_not_stale(tmp_path):
+    """Stamps written when the train stage listed every checkpoint's COMPLETE: a file no longer named by the
+    stage's outputs is not looked at (it made a finished run train and export again)."""
+    from pretrain.pipeline.stamps import changed, snapshot
+
+    (tmp_path / "summary.json").write_text("{}")
+    recorded = {**snapshot([str(tmp_path / "summary.json")]), str(tmp_path / "step1" / "COMPLETE"): [0, 1]}
+    assert changed(recorded, [str(tmp_path / "summary.json")]) is None
+    assert "is gone" in changed(recorded, [str(tmp_path / "summary.json"), str(tmp_path / "step*" / "COMPLETE")])
+
+
+def test_a_training_that_completes_before_its_stop_is_recorded_and_nothing_after_it_runs(tmp_path):
+    """Ctrl-C while the last steps run (before the next stop check): the run completes (exit 0). It was reported
+    as interrupted and left unrecorded; a failure after the stop (exit 1) was reported as an interruption too."""
+    from pretrain.pipeline.local import CompletedWhenStopped, _run_training
+    from pretrain.pipeline.stages import Command
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        for code in (0, 3):
+            stop = tmp_path / f"run{code}" / "STOP"
+            command = Command([sys.executable, "-c", f"import time, sys; time.sleep(1.5); sys.exit({code})"], [],
+                              stop_file=str(stop))
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            if code == 0:
+                with pytest.raises(CompletedWhenStopped):
+                    _run_training(command, stop)
+            else:
+                assert _run_training(command, stop) == 3
+            assert not stop.exists()  # written at the Ctrl-C, removed once the run ended
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_damaged_stamps_missing_inputs_and_stages_still_queued_are_named(tmp_path, corpus):
     from pretrain.pipeline.local import run_stages
     from pretrain.pipeline.status import PipelineError
@@ -363,6 +401,10 @@ def test_train_and_export_stages_resume_or_set_the_old_run_aside(tmp_path, corpu
                                                                                        "rank0.log").read_text()
     assert json.loads((work / "run" / "summary.json").read_text())["step"] == 6
 
+    out = pipeline(recipe, work, "train.steps=5")  # fewer steps than it has: a new run (resuming could not go back)
+    assert ran(out) == ["train", "export"] and "train.steps: 6 -> 5" in out and "set aside" in out
+    shutil.rmtree(work / "run")
+    next(work.glob("run.replaced-*")).rename(work / "run")
     out = pipeline(recipe, work, "train.steps=6", "optim.lr=1e-3")  # what it trains: a new run, the old one aside
     assert ran(out) == ["train", "export"] and "optim.lr: 0.003 -> 0.001" in out
     aside = list(work.glob("run.replaced-*"))

@@ -116,6 +116,21 @@ def test_worker_count_and_chunk_size_do_not_change_the_output(tmp_path, tokenize
     assert outputs[0] == outputs[1] == outputs[2]
 
 
+def test_a_shard_without_documents_is_published_and_an_empty_merge_refused(tmp_path, tokenizer_dir):
+    """A shard's byte range may hold only empty texts (the whole file's run has documents): it is published, as
+    the merge needs every shard; a merge that finds no document at all is refused, as a single run is."""
+    corpus = write_jsonl(tmp_path / "c.jsonl", [f"Satz Nummer {i}." for i in range(50)] + [""] * 3000)
+    for i in range(2):
+        preprocess(tmp_path, "--input", corpus, "--shard-index", str(i), "--num-shards", "2", name="s",
+                   tokenizer=tokenizer_dir)
+    assert IndexedDataset(tmp_path / "s_text_document.shard-00001-of-00002").num_documents == 0
+    run_tool("merge_datasets", "--input", tmp_path / "s_text_document")
+    assert IndexedDataset(tmp_path / "s_text_document").num_documents == 50
+    refused = run_tool("merge_datasets", "--input", tmp_path / "s_text_document.shard-00001-of-00002",
+                       "--output-prefix", tmp_path / "empty", check=False)
+    assert refused.returncode == 2 and "hold no document" in refused.stderr
+
+
 def test_shards_merged_equal_a_single_run(tmp_path, tokenizer_dir, small_corpus):
     import zstandard
 

@@ -74,6 +74,9 @@ def merge_datasets(prefixes: list[str], output_prefix: str, overwrite: bool = Fa
             raise InputError(f"the output {output_prefix} is one of the inputs ({inside[0]}): its documents would be "
                              "merged into it again. Choose an --output-prefix outside the inputs (and their folders).")
     datasets = [indexed.IndexedDataset(p) for p in prefixes]
+    if not sum(d.num_documents for d in datasets):  # every shard empty: what a single run refuses to publish
+        raise InputError(f"the inputs ({', '.join(prefixes[:3])}{', ...' if len(prefixes) > 3 else ''}) hold no "
+                         "document: check their runs' summaries (skipped records, --json-keys). Nothing was merged.")
     dtypes = {d.dtype for d in datasets}
     if len(dtypes) != 1:
         raise InputError(f"the inputs hold different token types {sorted(map(str, dtypes))}: they were made with "

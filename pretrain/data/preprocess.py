@@ -173,11 +173,12 @@ def _chunks(plan, options: PreprocessOptions, summary: Summary, json_path) -> It
 
 def _refuse_empty(summary: Summary, options: PreprocessOptions) -> None:
     """Publish no dataset without a document: an empty .bin/.idx with exit 0 looks like a finished run, while every
-    record was skipped (a wrong --json-keys under --skip-bad-input) or empty. A shard whose byte range holds no
-    record at all is empty by right (the merge needs every shard) and is published."""
+    record was skipped (a wrong --json-keys under --skip-bad-input) or empty. A shard may be empty by right (its
+    byte range holds no record, or only empty ones) and is published: the merge needs every shard, and refuses
+    a merged dataset without a document."""
     empty = [key for key, stats in summary.keys.items() if stats.documents == 0]
     skipped = sum(summary.skipped.values())
-    if not empty or (options.num_shards > 1 and not summary.records and not skipped):
+    if not empty or options.num_shards > 1:
         return
     if skipped and not summary.records:
         reason, count = summary.skipped.most_common(1)[0]

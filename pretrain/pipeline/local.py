@@ -18,6 +18,7 @@ from pretrain.pipeline.stages import Command, Layout, remove_stale
 from pretrain.pipeline.status import IN_FLIGHT, RUN, PipelineError, Status, new_stamp, record, stamp_path
 
 STOPPED = 75
+INTERRUPTED = 130
 
 
 def run_stages(statuses: list[Status], layout: Layout, dry_run: bool = False) -> int:
@@ -48,7 +49,13 @@ def run_stages(statuses: list[Status], layout: Layout, dry_run: bool = False) ->
         started = time.perf_counter()
         for command in plan.commands:
             print(f"$ {command}", flush=True)
-            code = run_command(command)
+            try:
+                code = run_command(command)
+            except CompletedWhenStopped:
+                record(path)
+                print(f"--- {plan.name}: done (it completed before the stop took effect); interrupted: the later "
+                      "stages did not run", flush=True)
+                return INTERRUPTED
             if code != 0:
                 print(f"\n{plan.name} {'stopped' if code == STOPPED else 'failed'} (exit {code}): {_after_failure(code)}",
                       flush=True)
@@ -86,10 +93,17 @@ def run_command(command: Command) -> int:
         raise
 
 
+class CompletedWhenStopped(Exception):
+    """The stage's command completed although a stop was asked for (the run ended before its next stop check):
+    the stage is recorded, and the later ones do not run."""
+
+
 def _run_training(command: Command, stop_file: Path) -> int:
     """The training command in a session of its own (a terminal's Ctrl-C reaches only the pipeline, which asks
-    for the stop); a second Ctrl-C or SIGTERM kills it at once."""
+    for the stop; so does a SIGHUP from a closed terminal, which the training no longer gets itself); a second
+    Ctrl-C or SIGTERM kills it at once."""
     proc = subprocess.Popen(command.argv, start_new_session=True)
+    hangup = signal.signal(signal.SIGHUP, _hung_up)
     try:
         try:
             return proc.wait()
@@ -105,9 +119,14 @@ def _run_training(command: Command, stop_file: Path) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
-        if code != STOPPED:
-            raise KeyboardInterrupt
-        return code
+        if code == 0:
+            raise CompletedWhenStopped
+        return code  # 75: stopped and saved; another: its failure, reported as such
     finally:
+        signal.signal(signal.SIGHUP, hangup)
         if proc.poll() is not None:  # a stop the run did not take (it ended first) must not stop the next launch
             stop_file.unlink(missing_ok=True)
+
+
+def _hung_up(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -131,8 +131,8 @@ class StagePlan:
     """Settings that change how the stage runs, never what it makes: left out of ``settings`` (and ignored in
     stamps written while they were still in)."""
     continued_by: frozenset[str] = frozenset()
-    """Settings whose change runs the stage again on its previous outputs instead of anew: a training run goes
-    on from its newest checkpoint to the new train.steps."""
+    """Settings whose increase runs the stage again on its previous outputs instead of anew: a training run goes
+    on from its newest checkpoint to a larger train.steps (a smaller one starts a new run)."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import fnmatch
 import glob
 import hashlib
 import json
@@ -59,10 +60,19 @@ def snapshot(specs: list[str]) -> Snapshot:
     return out
 
 
+def covered(path: str, specs: list[str]) -> bool:
+    """Whether ``specs`` (files, globs, folders) name ``path``, whether or not it exists."""
+    return any(fnmatch.fnmatchcase(path, spec) if glob.has_magic(spec) else
+               path == spec or path.startswith(spec.rstrip(os.sep) + os.sep) for spec in specs)
+
+
 def changed(recorded: Snapshot, specs: list[str]) -> str | None:
-    """What differs between ``recorded`` and the files ``specs`` name now (None: nothing)."""
+    """What differs between ``recorded`` and the files ``specs`` name now (None: nothing). A recorded file the
+    specs no longer name (a stamp written when a stage listed more) is not looked at."""
     now = snapshot(specs)
     for path, (size, mtime) in recorded.items():
+        if not covered(path, specs):
+            continue
         if path not in now:
             return f"{path} is gone"
         if now[path] != [size, mtime]:

@@ -86,6 +86,12 @@ def settings_changed(stamp: Stamp, plan: StagePlan) -> list[str]:
     return sorted(k for k in keys if stamp.settings.get(k) != plan.settings.get(k))
 
 
+def _grew(old, new) -> bool:
+    """A larger number (more steps: the run goes on); anything else makes the outputs stale."""
+    numbers = (int, float)
+    return isinstance(old, numbers) and isinstance(new, numbers) and not isinstance(old, bool) and new > old
+
+
 def _diff(stamp: Stamp, plan: StagePlan) -> str:
     return settings_diff({k: v for k, v in stamp.settings.items() if k not in plan.run_only}, plan.settings)
 
@@ -106,7 +112,8 @@ def _status(plan: StagePlan, stamp: Stamp | None, layout: Layout, forced: str | 
     if stamp is None:
         return Status(plan, stamp, RUN, "no record of an earlier run", replace=True)
     differing = settings_changed(stamp, plan)
-    if differing and not set(differing) <= plan.continued_by:
+    goes_on = all(k in plan.continued_by and _grew(stamp.settings.get(k), plan.settings.get(k)) for k in differing)
+    if differing and not goes_on:
         return Status(plan, stamp, RUN, f"settings changed: {_diff(stamp, plan)}", replace=True)
     resumes = plan.replace == "set aside"  # a training run goes on from its newest checkpoint
     if stamp.state != "complete":
@@ -121,7 +128,7 @@ def _status(plan: StagePlan, stamp: Stamp | None, layout: Layout, forced: str | 
         return Status(plan, stamp, RUN, f"input changed: {why}", replace=True)
     if differing:
         return Status(plan, stamp, RUN, f"settings changed: {_diff(stamp, plan)}: the run goes on from its newest "
-                                        "checkpoint")
+                                        "checkpoint, its learning-rate schedule recomputed for the new length")
     why = changed(stamp.output_files, plan.outputs) or stage_named(plan.name).incomplete(layout)
     if why:  # a training run's own files touched by hand: it resumes from its newest complete checkpoint
         return Status(plan, stamp, RUN, f"output changed: {why}" + (": the run resumes" if resumes else ""),

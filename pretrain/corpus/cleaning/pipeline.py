@@ -119,7 +119,8 @@ def _check(options: CleaningOptions) -> None:
 
 def is_own_output(path: Path) -> bool:
     """A file or folder this command writes in its output folder."""
-    return path.name in (STAGE, "report.json", "report.md") or fnmatch.fnmatch(path.name, "part-*.jsonl.zst*")
+    return path.name == STAGE or any(fnmatch.fnmatch(path.name, own)  # with a kill -9's .tmp-PID leftovers
+                                     for own in ("report.json*", "report.md*", "part-*.jsonl.zst*"))
 
 
 def _check_output(options: CleaningOptions) -> None:
