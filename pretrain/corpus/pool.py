@@ -76,7 +76,7 @@ def ordered_imap(pool, function: Callable, items: Iterable, window: int) -> Iter
 
 def _death(code: int) -> str:
     how = f"was killed by signal {-code}{' (SIGKILL: most often the out-of-memory killer)' if code == -9 else ''}" \
-        if code < 0 else f"exited with code {code}"
+        if code < 0 else f"exited with code {code} (its error, if it could print one, is above)"
     return (f"a worker process {how} in the middle of the work; nothing was published. If memory ran out, run fewer "
             "--workers, or look for a very large document (one line of many MB): encoding takes about 300 times its "
             "size in memory.")

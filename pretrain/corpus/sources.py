@@ -43,7 +43,7 @@ def resolve_inputs(specs: Sequence[str], input_format: str | None = None) -> lis
     named twice (the same spec again, a glob or a folder that holds it, another path or link to it) is refused, as
     it would be read twice without a word."""
     files: list[InputFile] = []
-    given: dict[tuple[int, int], tuple[str, str]] = {}  # (device, inode) -> the spec and path that named it first
+    given: dict[object, tuple[str, str]] = {}  # (device, inode) -> the spec and path that named it first
     for spec in specs:
         if os.path.isdir(spec):
             paths = _folder_files(spec)
@@ -57,7 +57,9 @@ def resolve_inputs(specs: Sequence[str], input_format: str | None = None) -> lis
             raise InputError(f"--input {spec!r}: no such file or folder.")
         for path in paths:
             stat = os.stat(path)
-            identity = (stat.st_dev, stat.st_ino)  # links and other spellings of a path are the same file
+            # links and other spellings of a path are the same file; a file system without inode numbers (0)
+            # is compared by resolved path
+            identity = (stat.st_dev, stat.st_ino) if stat.st_ino else os.path.realpath(path)
             if identity in given:
                 first_spec, first_path = given[identity]
                 also = "" if first_path == path else f" as {first_path}"
