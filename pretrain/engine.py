@@ -113,15 +113,18 @@ def decay_begun_before(optim: OptimConfig, steps: int, step: int) -> str | None:
             f"train.steps x (1 - optim.decay_fraction) = {step}")
 
 
-def follow_schedule_after_resume(scheduler, optim: OptimConfig, steps: int) -> None:
+def follow_schedule_after_resume(scheduler, optim: OptimConfig, steps: int) -> tuple[float, float]:
     """After a checkpoint is loaded: the next step's lr from this run's ``optim.lr`` and schedule, not the
     checkpoint's. LambdaLR restores its base lrs, and the optimizer the lr it last set, from the checkpoint;
     only later steps would follow the new curve. So a run branched with ``run.resume_from`` under another
-    ``train.steps``, ``optim.decay`` or ``optim.lr`` would take its first step at the old lr."""
+    ``train.steps``, ``optim.decay`` or ``optim.lr`` would take its first step at the old lr. Returns (the
+    checkpoint's next lr, this launch's)."""
     lr = optim.lr * lr_multiplier(optim, steps)(scheduler.last_epoch)
+    before = scheduler.optimizer.param_groups[0]["lr"]
     scheduler.base_lrs = [optim.lr] * len(scheduler.base_lrs)
     for group in scheduler.optimizer.param_groups:
         group["lr"] = lr
+    return before, lr
 
 
 def create_engine(model: torch.nn.Module, param_groups: list[dict], optim: OptimConfig, steps: int, ds_config: dict,

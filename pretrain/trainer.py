@@ -197,7 +197,11 @@ class Trainer:
         if not tag:
             return
         checkpoint.load(self.engine, self.checkpoint_dir, tag, self.env.rank, self.weight_decays)
-        follow_schedule_after_resume(self.scheduler, self.config.optim, self.config.train.steps)
+        before, lr = follow_schedule_after_resume(self.scheduler, self.config.optim, self.config.train.steps)
+        if self.is_main and abs(lr - before) > 0.05 * before:  # train.steps, optim.lr or the schedule changed
+            log.warning("the learning rate at step %d goes from %.3g (the checkpoint's schedule) to %.3g (this "
+                        "launch's train.steps=%d and optim settings)%s", self.state.step, before, lr,
+                        self.config.train.steps, ": a decay already done rises again" if lr > before else "")
         log.info("resumed from %s: step %d, %d samples consumed", tag, self.state.step, self.state.consumed_samples)
 
     def _build_datasets(self) -> None:

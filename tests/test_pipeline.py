@@ -397,8 +397,9 @@ def test_train_and_export_stages_resume_or_set_the_old_run_aside(tmp_path, corpu
 
     out = pipeline(recipe, work, "train.steps=6")  # more steps: the run goes on from its newest checkpoint
     assert ran(out) == ["train", "export"] and "train.steps: 4 -> 6" in out and "goes on from its newest" in out
-    assert not list(work.glob("run.replaced-*")) and "resumed from step00000004" in (work / "run" / "logs" /
-                                                                                       "rank0.log").read_text()
+    log = (work / "run" / "logs" / "rank0.log").read_text()
+    assert not list(work.glob("run.replaced-*")) and "resumed from step00000004" in log
+    assert "the learning rate at step 4 goes from" in log and "a decay already done rises again" in log
     assert json.loads((work / "run" / "summary.json").read_text())["step"] == 6
 
     out = pipeline(recipe, work, "train.steps=5")  # fewer steps than it has: a new run (resuming could not go back)
