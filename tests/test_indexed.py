@@ -189,3 +189,20 @@ def test_interrupt_between_the_two_renames_publishes_neither(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         write(tmp_path / "d", [[[1, 2]]])
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_inspect_decodes_a_document_and_names_ids_from_another_tokenizer(tmp_path, tokenizer_dir):
+    """pretrain-inspect-dataset --tokenizer: a document decoded; ids beyond that tokenizer's vocabulary (data made
+    with another one) are named instead of being dropped from the text without a word."""
+    from pretrain.tokenization import load_tokenizer
+    from tests.conftest import run_tool
+
+    ids = load_tokenizer(tokenizer_dir).encode(["Guten Tag, 안녕하세요."])[0]
+    write(tmp_path / "ours", [[ids]])
+    shown = run_tool("inspect_dataset", tmp_path / "ours", "--document", "0", "--tokenizer", tokenizer_dir)
+    assert "'Guten Tag, 안녕하세요.'" in shown.stdout
+    write(tmp_path / "theirs", [[[70000, 5, 6]]], dtype=np.int32)
+    refused = run_tool("inspect_dataset", tmp_path / "theirs", "--document", "0", "--tokenizer", tokenizer_dir,
+                       check=False)
+    assert refused.returncode == 2 and "holds id 70000, beyond the" in refused.stderr and "another tokenizer" in \
+        refused.stderr

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--- document {k}: {len(dataset.document(k))} tokens in {len(dataset.document_sequences(k))} sequences")
         for s in dataset.document_sequences(k):
             ids = dataset[s]
+            if tokenizer and len(ids) and int(ids.max()) >= tokenizer.vocab_size:  # decode would drop them silently
+                raise UserError(f"document {k} holds id {int(ids.max())}, beyond the {tokenizer.vocab_size:,} tokens "
+                                f"of {args.tokenizer}: the dataset was made with another tokenizer. Pass that one.")
             print(repr(tokenizer.decode(ids)) if tokenizer else " ".join(map(str, ids)))
     return 0
 
