@@ -220,8 +220,9 @@ def test_bad_input_stops_with_the_file_named_or_is_skipped_and_counted(tmp_path)
     stopped = run_tool("clean_corpus", "--input", path, "--output", tmp_path / "stopped", "--no-progress", check=False)
     assert stopped.returncode == 2 and f"{path}:3: unpaired surrogate" in stopped.stderr, stopped.stderr[-2000:]
     assert "Traceback" not in stopped.stderr
-    out, _ = clean(tmp_path, "out", "--input", path, "--skip-bad-input")
+    out, proc = clean(tmp_path, "out", "--input", path, "--skip-bad-input")
     assert json.loads((out / "report.json").read_text())["skipped"] == {"unpaired surrogate": 1}
+    assert "skipped 1 records: unpaired surrogate" in proc.stdout  # on the console too, not only in the report
     assert [r["position"] for r in read_parts(out)] == [1, 2, 4]
     pq.write_table(pa.table({"text": [KOREAN, GERMAN] * 50}), tmp_path / "t.parquet", row_group_size=20)
     damaged = tmp_path / "t.parquet"

@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     for rule, removed in report["removed"].items():
         if removed["documents"] or removed["bytes"]:
             print(f"  {rule}: {removed['documents']:,} documents, {removed['bytes'] / 1e6:,.2f} MB")
+    for reason, count in sorted(report["skipped"].items()):  # --skip-bad-input: said here, not only in the report
+        print(f"skipped {count:,} records: {reason}")
+    for path in report["truncated_files"]:
+        print(f"truncated (kept its complete records): {path}")
     return 0
 
 
