@@ -132,7 +132,10 @@ class StagePlan:
     stamps written while they were still in)."""
     continued_by: frozenset[str] = frozenset()
     """Settings whose increase runs the stage again on its previous outputs instead of anew: a training run goes
-    on from its newest checkpoint to a larger train.steps (a smaller one starts a new run)."""
+    on from its newest checkpoint to a train.steps past it (one it has reached starts a new run)."""
+    reached: int | None = None
+    """How far the previous outputs got, in the unit of ``continued_by`` (a training run's newest checkpoint
+    step): a continuing setting must go past it; None: compared with the stamp's setting instead."""
 
 
 @dataclass(frozen=True)
@@ -315,7 +318,16 @@ def plan_train(recipe: Recipe, layout: Layout) -> StagePlan:
                      _train_outputs(layout), [command],
                      [Job("job", "slurm/train.sbatch", args, env={"RUN_DIR": str(layout.run)})], train.sbatch,
                      replace="set aside", stale_paths=[str(layout.run)], run_only=TRAINER_RUN_ONLY,
-                     continued_by=frozenset({"train.steps"}))
+                     continued_by=frozenset({"train.steps"}), reached=_newest_checkpoint_step(layout))
+
+
+def _newest_checkpoint_step(layout: Layout) -> int | None:
+    from pretrain.checkpoint import step_of
+
+    try:
+        return step_of((layout.run / "checkpoints" / "latest").read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def train_incomplete(layout: Layout) -> str | None:

@@ -87,7 +87,8 @@ def settings_changed(stamp: Stamp, plan: StagePlan) -> list[str]:
 
 
 def _grew(old, new) -> bool:
-    """A larger number (more steps: the run goes on); anything else makes the outputs stale."""
+    """A number past the old one (more steps than the run has: it goes on); anything else makes the outputs
+    stale (a run cannot resume past its own end)."""
     numbers = (int, float)
     return isinstance(old, numbers) and isinstance(new, numbers) and not isinstance(old, bool) and new > old
 
@@ -112,7 +113,8 @@ def _status(plan: StagePlan, stamp: Stamp | None, layout: Layout, forced: str | 
     if stamp is None:
         return Status(plan, stamp, RUN, "no record of an earlier run", replace=True)
     differing = settings_changed(stamp, plan)
-    goes_on = all(k in plan.continued_by and _grew(stamp.settings.get(k), plan.settings.get(k)) for k in differing)
+    goes_on = all(k in plan.continued_by and _grew(stamp.settings.get(k) if plan.reached is None else plan.reached,
+                                                    plan.settings.get(k)) for k in differing)
     if differing and not goes_on:
         return Status(plan, stamp, RUN, f"settings changed: {_diff(stamp, plan)}", replace=True)
     resumes = plan.replace == "set aside"  # a training run goes on from its newest checkpoint
