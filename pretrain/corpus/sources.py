@@ -43,7 +43,7 @@ def resolve_inputs(specs: Sequence[str], input_format: str | None = None) -> lis
     named twice (the same spec again, a glob or a folder that holds it, another path or link to it) is refused, as
     it would be read twice without a word."""
     files: list[InputFile] = []
-    given: dict[object, tuple[str, str]] = {}  # (device, inode) -> the spec and path that named it first
+    given: dict[object, tuple[str, str]] = {}  # file_identity -> the spec and path that named it first
     for spec in specs:
         if os.path.isdir(spec):
             paths = _folder_files(spec)
@@ -56,10 +56,7 @@ def resolve_inputs(specs: Sequence[str], input_format: str | None = None) -> lis
         else:
             raise InputError(f"--input {spec!r}: no such file or folder.")
         for path in paths:
-            stat = os.stat(path)
-            # links and other spellings of a path are the same file; a file system without inode numbers (0)
-            # is compared by resolved path
-            identity = (stat.st_dev, stat.st_ino) if stat.st_ino else os.path.realpath(path)
+            identity = file_identity(path)
             if identity in given:
                 first_spec, first_path = given[identity]
                 also = "" if first_path == path else f" as {first_path}"
@@ -185,6 +182,27 @@ def plan_shard(files: Sequence[InputFile], shard_index: int, num_shards: int) ->
 
 
 # -------------------------------------------------------------------------------------- reading
+def file_identity(path: str) -> object:
+    """What names one file however it is spelled or linked: (device, inode), or on a file system without inode
+    numbers (0) the resolved path."""
+    stat = os.stat(path)
+    return (stat.st_dev, stat.st_ino) if stat.st_ino else os.path.realpath(path)
+
+
+def plan_chunks(plan: list[tuple[InputFile, int, int]], text_mode: str, chunk_bytes: int, keys: Sequence[str],
+                json_path: JsonPath | None, skip_bad_input: bool, truncated: list[str]) -> Iterator[Chunk]:
+    """The chunks of each (file, start, end) of ``plan``. A file that ends early stops the run (InputError: the
+    file, where, the fix) or, with ``skip_bad_input``, gives its complete records and is added to ``truncated``."""
+    for file, start, end in plan:
+        try:
+            yield from read_chunks(file, start, end, text_mode, chunk_bytes, keys, json_path)
+        except TruncatedFile as exc:
+            if not skip_bad_input:
+                raise InputError(exc.explain()) from None
+            truncated.append(file.path)
+            yield exc.rest
+
+
 def read_chunks(file: InputFile, start: int, end: int, text_mode: str, chunk_bytes: int, keys: Sequence[str],
                 json_path: JsonPath | None = None) -> Iterator[Chunk]:
     """Chunks of the records of ``file`` that start in ``[start, end)``."""

@@ -80,10 +80,8 @@ class ChunkEncoder:
                                         f"{self.settings.max_document_bytes / 2**20:g}: encoding it would take about 300 "
                                         "times that in memory. Split it (e.g. at paragraphs), raise --max-document-mb, "
                                         "or pass --skip-bad-input to skip it") for i, size in too_large.items()]
-            keep = [i for i in range(len(parsed.lines)) if i not in too_large]
-            texts = {key: [values[i] for i in keep] for key, values in texts.items()}
-            parsed.lines = [parsed.lines[i] for i in keep]
-            result.records = len(keep)
+            texts, parsed.lines = _without(texts, parsed.lines, set(too_large))
+            result.records = len(parsed.lines)
         if self.settings.normalization != "none":
             for values in texts.values():
                 for index, text in enumerate(values):
@@ -96,9 +94,9 @@ class ChunkEncoder:
             if not bad:
                 raise
             result.problems += [surrogate_problem(chunk.source, parsed.lines[i]) for i in bad]
-            keep = [i for i in range(len(parsed.lines)) if i not in set(bad)]
-            result.records = len(keep)
-            result.encoded = {key: self._encode([texts[key][i] for i in keep]) for key in self.settings.keys}
+            texts, lines = _without(texts, parsed.lines, set(bad))
+            result.records = len(lines)
+            result.encoded = {key: self._encode(texts[key]) for key in self.settings.keys}
         return result
 
     def _too_large(self, texts: dict[str, list[str]]) -> dict[int, int]:
@@ -131,6 +129,12 @@ class ChunkEncoder:
         lengths = np.fromiter(map(len, ids), np.int32, len(ids))
         tokens = np.fromiter(itertools.chain.from_iterable(ids), self.dtype, int(lengths.sum()))
         return EncodedKey(tokens, lengths, kept, int(len(counts) - len(kept)))
+
+
+def _without(texts: dict[str, list[str]], lines: list[int], drop: set[int]) -> tuple[dict[str, list[str]], list[int]]:
+    """The records' texts (per key) and line numbers, those at the indices ``drop`` left out."""
+    keep = [i for i in range(len(lines)) if i not in drop]
+    return {key: [values[i] for i in keep] for key, values in texts.items()}, [lines[i] for i in keep]
 
 
 def input_bytes(chunk: Chunk) -> int:

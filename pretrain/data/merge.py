@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+from pretrain.corpus.sources import file_identity
 from pretrain.corpus.types import InputError
 from pretrain.data import indexed
 
@@ -53,10 +54,9 @@ def expand_inputs(specs: list[str]) -> list[str]:
             raise InputError(f"{spec}: no {spec}.shard-*-of-*.idx and no {spec}.idx found.")
     if not prefixes:
         raise InputError(f"nothing to merge in {specs}.")
-    seen: dict[object, str] = {}  # (device, inode) of each .idx: another spelling or link is the same data
+    seen: dict[object, str] = {}  # each .idx's file_identity: another spelling or link is the same data
     for prefix in prefixes:
-        stat = os.stat(indexed.idx_path(prefix))
-        identity = (stat.st_dev, stat.st_ino) if stat.st_ino else os.path.realpath(indexed.idx_path(prefix))
+        identity = file_identity(indexed.idx_path(prefix))
         if identity in seen:
             also = "" if seen[identity] == prefix else f" (also as {seen[identity]})"
             raise InputError(f"--input names the dataset {prefix} twice{also}: its documents would be merged twice. "

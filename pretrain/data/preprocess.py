@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,6 @@ from pretrain.corpus import sources
 from pretrain.corpus.json_path import parse_path
 from pretrain.corpus.normalization import NORMALIZATIONS
 from pretrain.corpus.pool import ordered_imap, worker_pool
-from pretrain.corpus.types import Chunk, TruncatedFile
 from pretrain.data import indexed
 from pretrain.data.encoding import EncodedChunk, EncodeSettings, encode_in_worker, init_worker
 from pretrain.progress import Progress
@@ -143,7 +141,8 @@ def preprocess(options: PreprocessOptions) -> Summary:
         writers = {key: stack.enter_context(indexed.IndexedDatasetWriter(prefix, dtype)) for key, prefix in prefixes.items()}
         context = multiprocessing.get_context("spawn")  # workers import only tokenizers + numpy
         pool = stack.enter_context(worker_pool(context, options.workers, init_worker, (settings,)))
-        chunks = _chunks(plan, options, summary, json_path)
+        chunks = sources.plan_chunks(plan, options.text_mode, options.chunk_bytes, options.json_keys, json_path,
+                                     options.skip_bad_input, summary.truncated_files)
         for result in ordered_imap(pool, encode_in_worker, chunks, 2 * options.workers + 2):
             _absorb(result, summary, writers, options.skip_bad_input)
             progress.update(result.disk_bytes, result.text_bytes, result.records,
@@ -154,21 +153,6 @@ def preprocess(options: PreprocessOptions) -> Summary:
             writer.finalize(replace=options.overwrite)
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _chunks(plan, options: PreprocessOptions, summary: Summary, json_path) -> Iterator[Chunk]:
-    for file, start, end in plan:
-        try:
-            yield from sources.read_chunks(file, start, end, options.text_mode, options.chunk_bytes, options.json_keys,
-                                           json_path)
-        except TruncatedFile as exc:
-            if not options.skip_bad_input:
-                raise PreprocessError(
-                    f"{file.path}: the data ends early after {exc.where} ({exc.cause}): the file is "
-                    f"truncated or damaged. Re-download or recompress it, or pass --skip-bad-input to keep its "
-                    f"complete records and count the file as truncated.") from None
-            summary.truncated_files.append(file.path)
-            yield exc.rest
 
 
 def _refuse_empty(summary: Summary, options: PreprocessOptions) -> None:

@@ -33,7 +33,7 @@ from pretrain.corpus import sources
 from pretrain.corpus.json_path import parse_path
 from pretrain.corpus.normalization import NORMALIZATIONS
 from pretrain.corpus.parsing import parse_chunk
-from pretrain.corpus.types import Chunk, InputError, InputFile, TruncatedFile
+from pretrain.corpus.types import InputError, InputFile
 from pretrain.tokenization.loading import MORPHEMES_FILE, LoadedTokenizer, from_backend, sentencepiece_to_tokenizers
 from pretrain.tokenization.morpheme_starts import HeldBack, morpheme_starts
 from pretrain.tokenization.morphemes import DEFAULT_ANALYZER, MARKER, mark_documents
@@ -91,7 +91,8 @@ def _sample_file(file: InputFile, budget: int, options: TokenizerTrainingOptions
                  stats: SampleStats) -> Iterator[str]:
     taken = 0
     path = parse_path(options.json_path) if options.json_path else None
-    for chunk in _file_chunks(file, min(1 << 20, budget), options, path, stats):
+    for chunk in sources.plan_chunks([(file, 0, file.size)], options.text_mode, min(1 << 20, budget), options.json_keys,
+                                     path, options.skip_bad_input, stats.truncated_files):
         parsed = parse_chunk(chunk, options.json_keys, path)
         for problem in parsed.problems:
             if not options.skip_bad_input:
@@ -107,19 +108,6 @@ def _sample_file(file: InputFile, budget: int, options: TokenizerTrainingOptions
                 yield text
             if taken >= budget:
                 return
-
-
-def _file_chunks(file: InputFile, chunk_bytes: int, options: TokenizerTrainingOptions, path,
-                 stats: SampleStats) -> Iterator[Chunk]:
-    """The chunks of ``file``; one that ends early stops the run or, with --skip-bad-input, gives its
-    complete records and is reported, as in preprocessing."""
-    try:
-        yield from sources.read_chunks(file, 0, file.size, options.text_mode, chunk_bytes, options.json_keys, path)
-    except TruncatedFile as exc:
-        if not options.skip_bad_input:
-            raise InputError(exc.explain()) from None
-        stats.truncated_files.append(file.path)
-        yield exc.rest
 
 
 def prepared_texts(options: TokenizerTrainingOptions, stats: SampleStats) -> Iterator[str]:

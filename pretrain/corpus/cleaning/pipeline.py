@@ -43,7 +43,7 @@ from pretrain.corpus.cleaning.report import write_report
 from pretrain.corpus.cleaning.rules import RULES, rules_for
 from pretrain.corpus.json_path import parse_path
 from pretrain.corpus.pool import ordered_imap, worker_pool
-from pretrain.corpus.types import InputError, TruncatedFile
+from pretrain.corpus.types import InputError
 from pretrain.progress import Progress
 
 STAGE = ".stage"
@@ -179,7 +179,8 @@ def filter_shard(options: CleaningOptions) -> dict:
             open(temps["bands.u64"], "wb") as band_file, \
             zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(raw, closefd=False) as writer, \
             worker_pool(context, options.workers, init_worker, (settings,)) as pool:
-        chunks = _chunks(plan, options, path, totals)
+        chunks = sources.plan_chunks(plan, options.text_mode, options.chunk_bytes, options.json_keys, path,
+                                     options.skip_bad_input, totals["truncated_files"])
         for result in ordered_imap(pool, filter_in_worker, chunks, 2 * options.workers + 2):
             _absorb(result, options, totals, counts)
             for record in result.records:
@@ -202,20 +203,6 @@ def filter_shard(options: CleaningOptions) -> dict:
                                  "examples": counts.examples}}
     atomic_write_text(f"{name}.stats.json", json.dumps(stats, ensure_ascii=False, indent=1))  # last: the shard is done
     return stats
-
-
-def _chunks(plan, options: CleaningOptions, path, totals: dict):
-    for file, start, end in plan:
-        try:
-            yield from sources.read_chunks(file, start, end, options.text_mode, options.chunk_bytes, options.json_keys,
-                                           path)
-        except TruncatedFile as exc:
-            if not options.skip_bad_input:
-                raise InputError(f"{file.path}: the data ends early after {exc.where} ({exc.cause}): the file is "
-                                 "truncated or damaged. Re-download it, or pass --skip-bad-input to keep its complete "
-                                 "records and count the file as truncated.") from None
-            totals["truncated_files"].append(file.path)
-            yield exc.rest
 
 
 def _absorb(result: FilteredChunk, options: CleaningOptions, totals: dict, counts: RuleCounts) -> None:
