@@ -92,12 +92,20 @@ def test_a_checkpoint_that_cannot_be_scored_says_why(modernbert_run, documents_f
 
 def test_a_prefix_made_by_another_tokenizer_is_refused(llama_folder, llama3_style_tokenizer, tokenizer_dir,
                                                        documents_file, tmp_path, capsys):
-    """Its ids all fall within the model's vocabulary, but every document ends with a token that is not the
-    model's end of text and never occurs inside them, and they do not encode back to their ids with the model's
-    tokenizer. Documents of the model's own tokenizer that all end alike (one question each, no --append-eod)
-    are scored."""
+    """Its ids all fall within the model's vocabulary. The tokenizer recorded with the data is another: refused.
+    Without a record (Megatron's data), every document ends with a token that is not the model's end of text and
+    never occurs inside them, and they do not encode back to their ids with the model's tokenizer: refused.
+    Documents of the model's own tokenizer that all end alike (one question each, no --append-eod) are scored."""
+    import os
+
+    from pretrain.data.indexed import meta_path
+
     preprocess(documents_file, tokenizer_dir, tmp_path / "other", "--append-eod")
     assert load_tokenizer(tokenizer_dir).vocab_size < load_tokenizer(llama_folder).vocab_size
+    code, err = exit_code(capsys, llama_folder, "--input", tmp_path / "other_text_document")
+    assert code == 2 and "was preprocessed with another tokenizer than the model's tokenizer" in err, err
+    assert f"made with {tokenizer_dir}" in err and "Traceback" not in err
+    os.remove(meta_path(tmp_path / "other_text_document"))
     code, err = exit_code(capsys, llama_folder, "--input", tmp_path / "other_text_document")
     assert code == 2 and "the data was made with --append-eod by another tokenizer" in err, err
     assert "every document ends with token id" in err and "Traceback" not in err

@@ -148,7 +148,7 @@ def test_shards_merged_equal_a_single_run(tmp_path, tokenizer_dir, small_corpus)
     assert names[0] == "sharded_text_document.shard-00000-of-00005.idx" and len(names) == shards
     out = run_tool("merge_datasets", "--input", tmp_path / "sharded_text_document")
     assert "merged 5 datasets" in out.stdout
-    for suffix in (".bin", ".idx"):
+    for suffix in (".bin", ".idx", ".meta.json"):  # the record of the tokenizer as well
         merged = (tmp_path / f"sharded_text_document{suffix}").read_bytes()
         assert merged == (tmp_path / f"single_text_document{suffix}").read_bytes()
     (tmp_path / "sharded_text_document.shard-00003-of-00005.idx").unlink()

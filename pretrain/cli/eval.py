@@ -131,17 +131,22 @@ def _documents(model, item, options, limit: int | None, vocab_size: int) -> Iter
 
 
 def _check_end_of_document(prefix: str, model) -> None:
-    """Refuse data made by another tokenizer whose ids all fall within this one's: its documents all end with
+    """Refuse data made by another tokenizer: the one recorded with the data (pretrain/data/provenance.py), and
+    where none was recorded, one whose ids all fall within this one's whose documents all end with
     one token (that tokenizer's end of text) that is not this model's and never occurs inside them, and decoded
     with this tokenizer they do not encode back to their ids. (Documents that all end alike, one question each
     made without --append-eod, encode back: they are this tokenizer's.)"""
     from pretrain.data.gpt_dataset import foreign_end_token
     from pretrain.data.indexed import IndexedDataset
+    from pretrain.data.provenance import mismatch
     from pretrain.evaluation.models import EvalError
     from pretrain.export import EXPORT_RECORD, recorded_end_of_document
 
-    eod = model.end_of_document
     indexed = IndexedDataset(prefix)
+    backend = getattr(model.tokenizer, "backend_tokenizer", None)  # a fast tokenizer's tokenizers.Tokenizer
+    if backend is not None and (other := mismatch(indexed, backend, str(model.folder), "the model's tokenizer")):
+        raise EvalError(other)
+    eod = model.end_of_document
     last = None if eod is None else foreign_end_token(indexed, eod)
     if last is None or encodes_back(indexed, model.tokenizer):
         return

@@ -7,6 +7,7 @@ import argparse
 from pretrain.cli.runner import UserError, run
 from pretrain.data.indexed import IndexedDataset
 from pretrain.data.inspect import describe
+from pretrain.data.provenance import mismatch
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # every role: data written when loads added them shows them (roles added after the vocabulary never renumber)
         tokenizer = load_tokenizer(args.tokenizer, ROLES, quiet=True)
+        if other := mismatch(dataset, tokenizer.backend, tokenizer.source, "--tokenizer"):
+            raise UserError(other)
     for k in args.document:
         if not -dataset.num_documents <= k < dataset.num_documents:
             raise UserError(f"document {k} does not exist: the dataset has {dataset.num_documents} documents.")

@@ -27,6 +27,7 @@ from pretrain.data.indexed import IndexedDataset
 from pretrain.data.masking import MaskingSpec
 from pretrain.data.mlm_dataset import MLMDataset, build_mlm_mapping, serving_order
 from pretrain.data.packed_mlm import WRAP, PackedMLMDataset, wrapped_lengths
+from pretrain.data.provenance import mismatch
 from pretrain.data.vocabulary import VocabularyBound
 from pretrain.tokenization import LoadedTokenizer
 
@@ -62,6 +63,9 @@ def check_datasets(data: DataConfig, tokenizer: LoadedTokenizer, objective: str)
             indexed = IndexedDataset(prefix)
         except ValueError as exc:
             problems.append(str(exc))
+            continue
+        if other := mismatch(indexed, tokenizer.backend, tokenizer.source, "data.tokenizer"):
+            problems.append(other)
             continue
         highest = _highest_token(indexed)
         ends = last_tokens(indexed, range(indexed.num_documents))  # of a sample of the documents

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import shutil
 import struct
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrain.atomic import publish_pair, remove_quietly, temp_path_for
+from pretrain.atomic import atomic_write_text, publish_pair, remove_quietly, temp_path_for
 from pretrain.corpus.types import InputError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -57,6 +58,11 @@ def bin_path(prefix: str | os.PathLike) -> str:
 
 def idx_path(prefix: str | os.PathLike) -> str:
     return f"{prefix}.idx"
+
+
+def meta_path(prefix: str | os.PathLike) -> str:
+    """``PREFIX.meta.json``: the counts and tokenizer of a dataset this project wrote (pretrain/data/provenance.py)."""
+    return f"{prefix}.meta.json"
 
 
 def dataset_exists(prefix: str | os.PathLike) -> bool:
@@ -140,10 +146,12 @@ class IndexedDatasetWriter:
         self.document_count += other.num_documents
         self.token_count += other.num_tokens
 
-    def finalize(self, replace: bool = True) -> None:
+    def finalize(self, replace: bool = True, meta: dict | None = None) -> None:
         """Write the ``.idx`` and publish both files under their final names. ``replace=False``: a dataset that
         appeared under them while this one was written (another run on the same prefix) is kept, and this
-        one is not published: the run that started last no longer silently wins."""
+        one is not published: the run that started last no longer silently wins. ``meta`` (the tokenizer's
+        record) is written to ``PREFIX.meta.json`` with the counts, last: a previous one is removed first, so a
+        run stopped between the renames leaves no description of other data."""
         try:
             for handle in (self._bin, self._lengths, self._documents):
                 handle.close()
@@ -152,7 +160,11 @@ class IndexedDatasetWriter:
                 raise InputError(f"{self.prefix}.bin/.idx appeared while this run was writing them (another run on "
                                  "the same output?): they are kept, and nothing of this run was published. Run again "
                                  "with --overwrite, or choose another output.")
+            remove_quietly(meta_path(self.prefix))
             publish_pair((self._bin_temp, self._idx_temp), (bin_path(self.prefix), idx_path(self.prefix)))
+            if meta is not None:
+                counts = {"documents": self.document_count, "sequences": self.sequence_count, "tokens": self.token_count}
+                atomic_write_text(meta_path(self.prefix), json.dumps({**counts, **meta}, indent=1) + "\n")
         finally:
             self.abort()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pretrain.data.indexed import IndexedDataset
+from pretrain.data.provenance import tokenizer_record
 
 
 def describe(dataset: IndexedDataset, bins: int = 12) -> list[str]:
@@ -13,6 +14,9 @@ def describe(dataset: IndexedDataset, bins: int = 12) -> list[str]:
         f"{dataset.prefix}: {dataset.num_documents:,} documents, {dataset.num_sequences:,} sequences, "
         f"{dataset.num_tokens:,} tokens ({dataset.dtype})",
     ]
+    record = tokenizer_record(dataset)
+    lines.append(f"tokenizer: {record.source} ({record.vocab_size:,} tokens, vocabulary sha256 {record.vocabulary[:12]})"
+                 if record else "tokenizer: not recorded (made by another tool or an older version)")
     if len(lengths) == 0:
         return lines
     lines.append(

@@ -101,6 +101,7 @@ def output_prefix(base: str, key: str, split_sentences: bool, shard_index: int =
 
 
 def preprocess(options: PreprocessOptions) -> Summary:
+    from pretrain.data.provenance import meta_body, record_of
     from pretrain.tokenization import load_tokenizer
 
     if options.workers < 1:
@@ -149,8 +150,9 @@ def preprocess(options: PreprocessOptions) -> Summary:
                             sum(e.tokens.size for e in result.encoded.values()))
         progress.close()
         _refuse_empty(summary, options)
+        meta = meta_body(record_of(tokenizer))
         for writer in writers.values():
-            writer.finalize(replace=options.overwrite)
+            writer.finalize(replace=options.overwrite, meta=meta)
     summary.seconds = time.perf_counter() - started
     return summary
 
