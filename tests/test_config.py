@@ -91,6 +91,28 @@ def test_overrides_types_and_every_problem_at_once():
     assert "train.stepz" in text and "model.dropout='high'" in text and "nosection" in text and "'bad'" in text
     assert "model.lm_head='fast' is not a 'auto' or 'liger' or 'chunked' or 'plain'" in text
     assert "train.micro_batch='some' is not a 'auto' or int" in text
+    assert "unknown key train.stepz (did you mean train.steps?" in text
+
+
+def test_a_key_named_as_other_tools_name_it_gets_this_projects_name():
+    """Megatron-LM's, Hugging Face's and torchtitan's names (optim.schedule, train.max_steps, data.seq_length, ...)
+    are answered with the key that does it here; every answer is a key that exists."""
+    import dataclasses
+    import typing
+
+    from pretrain.config.loading import NAMES_ELSEWHERE
+    from pretrain.config.schema import Config
+
+    sections = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in typing.get_type_hints(Config).items()}
+    for theirs, ours in NAMES_ELSEWHERE.items():
+        section, key = theirs.split(".")
+        assert ours in sections[section] and key not in sections[section], theirs
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny_clm", ["optim.schedule=wsd", "train.max_steps=9", "data.seq_length=64"])
+    text = str(err.value)
+    for wanted in ("optim.schedule (did you mean optim.decay?", "train.max_steps (did you mean train.steps?",
+                   "data.seq_length (did you mean data.seq_len?"):
+        assert wanted in text, text
 
 
 def test_validation_reports_batch_arithmetic_missing_data_and_ds_config(tmp_path, data):

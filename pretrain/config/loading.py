@@ -68,6 +68,22 @@ def from_dict(raw: dict, problems: list[str]) -> Config:
     return Config(**built)
 
 
+NAMES_ELSEWHERE = {  # what Megatron-LM's, Hugging Face's and torchtitan's users type, and this project's key
+    "optim.schedule": "decay", "optim.scheduler": "decay", "optim.lr_scheduler": "decay",
+    "optim.lr_scheduler_type": "decay", "optim.lr_decay_style": "decay", "optim.learning_rate": "lr",
+    "optim.warmup_iters": "warmup_steps", "optim.lr_warmup_iters": "warmup_steps", "optim.max_grad_norm": "grad_clip",
+    "optim.clip_grad": "grad_clip", "optim.max_norm": "grad_clip", "optim.adam_beta2": "beta2", "optim.adam_eps": "eps",
+    "train.max_steps": "steps", "train.train_iters": "steps", "train.global_batch_size": "global_batch",
+    "train.micro_batch_size": "micro_batch", "train.per_device_train_batch_size": "micro_batch",
+    "train.local_batch_size": "micro_batch", "train.save_steps": "save_interval", "train.eval_steps": "eval_interval",
+    "train.logging_steps": "log_interval", "train.bf16": "precision", "train.fp16": "precision",
+    "train.mixed_precision": "precision", "data.seq_length": "seq_len", "data.max_seq_length": "seq_len",
+    "data.max_seq_len": "seq_len", "data.data_path": "prefixes", "data.mlm_probability": "mask_prob",
+    "data.tokenizer_name": "tokenizer", "data.tokenizer_path": "tokenizer", "run.output_dir": "dir",
+    "run.save": "dir", "model.model_name_or_path": "init_from", "model.name": "preset",
+}
+
+
 def build_section(cls: type, values: dict, section: str, problems: list[str]):
     """An instance of the dataclass ``cls`` from ``values``, each checked against its field's type; unknown
     keys and wrong types go to ``problems`` as ``section.key`` lines (the pipeline's recipes use it too)."""
@@ -75,7 +91,8 @@ def build_section(cls: type, values: dict, section: str, problems: list[str]):
     kwargs = {}
     for key, value in values.items():
         if key not in hints:
-            close = difflib.get_close_matches(str(key), list(hints), n=1, cutoff=0.75)
+            close = [ours] if (ours := NAMES_ELSEWHERE.get(f"{section}.{key}")) else \
+                difflib.get_close_matches(str(key), list(hints), n=1, cutoff=0.75)
             guess = f"did you mean {section}.{close[0]}? " if close else ""
             problems.append(f"unknown key {section}.{key} ({guess}keys: {', '.join(hints)})")
             continue
