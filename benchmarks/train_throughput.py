@@ -38,21 +38,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def make_data(folder: Path, vocab_size: int, eod: int, tokens: int) -> str:
-    """Documents (lengths 50-2000, ending with EOD) of Zipf-distributed token ids, like words in text:
-    enough data without a tokenizer run, and a unigram distribution a model can learn (loss falls)."""
+def make_data(folder: Path, vocab_size: int, special_ids: list[int], eod: int, tokens: int) -> str:
+    """Documents (lengths 50-2000, ending with EOD) of Zipf-distributed ordinary token ids (special tokens left
+    out, wherever the tokenizer puts them), like words in text: enough data without a tokenizer run, and a
+    unigram distribution a model can learn (loss falls)."""
     import numpy as np
 
     from pretrain.data.indexed import IndexedDatasetWriter, token_dtype
 
+    ordinary = np.setdiff1d(np.arange(vocab_size), special_ids)
     prefix = folder / "random_text_document"
     rng = np.random.default_rng(0)
     with IndexedDatasetWriter(prefix, token_dtype(vocab_size)) as writer:
         written = 0
         while written < tokens:
-            doc = np.minimum(rng.zipf(1.2, int(rng.integers(50, 2000))), eod) - 1
-            writer.add_document([np.append(doc, eod)])
-            written += len(doc) + 1
+            ranks = np.minimum(rng.zipf(1.2, int(rng.integers(50, 2000))), len(ordinary)) - 1
+            writer.add_document([np.append(ordinary[ranks], eod)])
+            written += len(ranks) + 1
         writer.finalize()
     return str(prefix)
 
@@ -219,7 +221,7 @@ def main() -> None:
     args.tokenizer = args.tokenizer or default_tokenizer(work)
     preset = get_preset(args.preset)
     tokenizer = load_tokenizer(args.tokenizer, get_family(preset.family).tokenizer_roles)
-    data = make_data(work, tokenizer.vocab_size, tokenizer.specials.eod,
+    data = make_data(work, tokenizer.vocab_size, sorted(set(tokenizer.specials.ids.values())), tokenizer.specials.eod,
                      2 * args.steps * args.micro_batch * args.ranks * args.accumulation * (args.seq_len + 1) + 100_000)
     tokens = args.micro_batch * args.ranks * args.accumulation * args.seq_len
     flops = get_family(preset.family).flops(preset, args.seq_len, padded_vocab_size(tokenizer.vocab_size, 64), tokens,
