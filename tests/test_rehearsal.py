@@ -40,6 +40,8 @@ CASES = {
     "bert zero3 full-recompute": ("mlm", 2, ("train.ds_config=zero3", "model.activation_checkpointing=full")),
     # the Llama-style decoder, packed documents masked (tiny_llama's data.document_mask)
     "llama zero0 autocast compiled": ("llama", 1, QUICK_COMPILE),
+    "llama zero1 full-recompute": ("llama", 2, ("train.ds_config=zero1", "model.activation_checkpointing=full")),
+    "llama zero2 compiled": ("llama", 2, ("train.ds_config=zero2", *QUICK_COMPILE)),
     "llama zero3 untied compiled selective": ("llama", 2, ("train.ds_config=zero3", "model.tie_embeddings=false",
                                                            *QUICK_COMPILE, "model.activation_checkpointing=selective",
                                                            "model.checkpoint_layers=1")),
@@ -48,6 +50,7 @@ CASES = {
     # paper trains), and padded sentence pairs (data.document_mask=false) with bf16 weights
     "modernbert zero0 autocast compiled stable-adamw": ("modernbert", 1, (*QUICK_COMPILE, "train.ds_config=zero0",
                                                                           "optim.optimizer=stable_adamw")),
+    "modernbert zero1 full-recompute": ("modernbert", 2, ("train.ds_config=zero1", "model.activation_checkpointing=full")),
     "modernbert zero2 padded compiled selective": ("modernbert", 2, ("train.ds_config=zero2", *QUICK_COMPILE,
                                                                      "data.document_mask=false",
                                                                      "model.activation_checkpointing=selective",
