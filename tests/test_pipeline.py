@@ -437,6 +437,25 @@ def test_demo_through_the_pipeline_holds_the_readme_claim(tmp_path):
     assert again.returncode == 0 and again.stdout.count("up to date (completed") == 5, again.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["llama", "modernbert"])
+def test_the_readmes_demo_of_the_new_families_trains_exports_and_uses_the_model(tmp_path, arch):
+    """``scripts/demo.sh --arch llama`` (document-masked decoder: generates) and ``--arch modernbert`` (encoder
+    on WordPiece: fills in masked words), as the README offers them: the loss drops, the export is used."""
+    env = {**train_env(), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "pretrain.demo", "--arch", arch, "--out", str(tmp_path / "demo")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    found = re.search(r"valid loss: ([\d.]+) before training -> ([\d.]+) after (\d+) steps", out)
+    assert found and float(found[2]) < float(found[1]) - 0.3, out[-3000:]
+    used = "3. generated: '봄이 오면" if arch == "llama" else "[MASK]가 많이 옵니다.': top guesses ["
+    assert used in out and "=== export: runs" in out, out[-3000:]
+    log = (tmp_path / "demo" / "run" / "logs" / "rank0.log").read_text()
+    assert "document mask:" in log and json.loads((tmp_path / "demo" / "hf" / "config.json").read_text())[
+        "architectures"] == ["LlamaForCausalLM" if arch == "llama" else "ModernBertForMaskedLM"]
+
+
 def test_the_demos_architectures_train_what_they_say():
     """``--arch``: each names a shipped config of that family, decoders causal, encoders masked."""
     from pretrain.config import load_config
