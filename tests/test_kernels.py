@@ -346,9 +346,12 @@ def test_inductor_compiled_blocks_give_the_eager_gradients_in_fp32():
         assert relative_error(got, want) < 1e-5
 
 
-def test_compiled_blocks_fall_back_when_compiling_fails(caplog):
+@pytest.mark.parametrize("evaluated_first", [False, True])
+def test_compiled_blocks_fall_back_when_compiling_fails(caplog, evaluated_first):
     """A backend that fails, and one whose backward fails to compile: the failure is met in the forward call,
-    where the block falls back to eager (said once for all blocks), never in backward."""
+    where the block falls back to eager (said once for all blocks), never in backward. Also where the first
+    call was step 0's evaluation under no_grad, whose graph compiled (it has no backward): the training
+    graph compiles at the first step, and its failing backward still falls back there."""
     from torch._dynamo.backends.common import aot_autograd
 
     batch = batch_for("gpt2")
@@ -359,10 +362,30 @@ def test_compiled_blocks_fall_back_when_compiling_fails(caplog):
         model = compiled_tiny_model(backend)
         caplog.clear()
         with caplog.at_level(logging.WARNING):
+            if evaluated_first and backend is failing_backward:
+                with torch.no_grad():
+                    model(batch)
+                assert "torch.compile of" not in caplog.text  # the evaluation graph compiled and ran
             fallback = loss_and_parameter_grads(model, batch)
         assert_same_loss_and_gradients(fallback, eager)
         warnings = [r.message for r in caplog.records if "torch.compile of" in r.message]
         assert len(warnings) == 1 and "running it eager" in warnings[0], backend
+
+
+def test_a_torch_that_compiles_the_backward_lazily_is_named(caplog, monkeypatch):
+    """Where torch lacks the switch that compiles the backward with the forward, the run says so (once)."""
+    import types
+
+    from pretrain.model import compiled
+
+    compiled._say_the_backward_compiles_lazily.cache_clear()
+    monkeypatch.setattr(torch._functorch, "config", types.SimpleNamespace())
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            with compiled._backward_compiled_with_forward():
+                pass
+    assert caplog.text.count("backward that fails to compile would stop the run") == 1
+    compiled._say_the_backward_compiles_lazily.cache_clear()
 
 
 def _failing_backend(graph, example_inputs):

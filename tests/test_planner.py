@@ -145,14 +145,20 @@ def test_a_steady_state_step_never_waits_for_the_device(tmp_path, clm_data, toke
         assert len(syncs) <= 4 and all(any(place in sync for place in ZERO_STEP_CHECKS) for sync in syncs), syncs
 
 
+COMPILED = ("model.compile=true", "model.compile_backend=aot_eager")  # the blocks' graphs, kernels run eager: visible
+
+
 @pytest.mark.parametrize("config,overrides", [
     ("tiny_llama", ()),  # packed documents masked from each other
     ("modernbert_tiny", ("optim.optimizer=stable_adamw", "train.ds_config=zero0")),  # as modernbert_base trains
-], ids=["llama", "modernbert"])
-def test_the_new_families_default_step_never_waits_for_the_device(tmp_path, clm_data, tokenizer_dir, config,
-                                                                   overrides):
-    """Llama and ModernBERT on their default GPU path (bf16 autocast, fp32 weights, no ZeRO; document masks,
-    rotary positions, ModernBERT's unpadded masked batches and StableAdamW): no host sync in a step."""
+    ("tiny_mlm", ()),  # BERT's masked batches, padded sentence pairs
+    ("tiny_clm", COMPILED),  # the GPU default compiles the blocks (CompiledOrEager, its grad-mode bookkeeping)
+    ("tiny_llama", COMPILED),
+], ids=["llama", "modernbert", "bert", "gpt2-compiled", "llama-compiled"])
+def test_each_familys_default_step_never_waits_for_the_device(tmp_path, clm_data, tokenizer_dir, config, overrides):
+    """Llama, ModernBERT and BERT on their default GPU path (bf16 autocast, fp32 weights, no ZeRO; document masks,
+    rotary positions, ModernBERT's unpadded masked batches and StableAdamW, BERT's padded pairs), and the blocks
+    compiled as a GPU compiles them: no host sync in a step."""
     found = probe("syncs", tmp_path, clm_data, tokenizer_dir, "train.precision=bf16", *overrides, ranks=1,
                   config=config)
     assert found == [[]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 
@@ -28,9 +29,17 @@ def _backward_compiled_with_forward():
     surface in ``engine.backward``, where nothing can fall back. This makes it compile with the forward,
     inside the call that can (where this torch has the switch)."""
     config = torch._functorch.config
-    if hasattr(config, "force_non_lazy_backward_lowering"):
+    if hasattr(config, "force_non_lazy_backward_lowering"):  # torch 2.11 (the GPU image's) and 2.13 have it
         return config.patch(force_non_lazy_backward_lowering=True)
+    _say_the_backward_compiles_lazily()
     return contextlib.nullcontext()
+
+
+@functools.cache
+def _say_the_backward_compiles_lazily() -> None:
+    log.warning("torch %s compiles a block's backward at the first backward pass, outside the fallback to eager: a "
+                "backward that fails to compile would stop the run (upgrade torch, or model.compile=false)",
+                torch.__version__)
 
 
 class CompiledOrEager:
