@@ -135,6 +135,23 @@ def test_the_chunk_kernel_compiles_to_the_same_numbers():
         torch.testing.assert_close(got, want)
 
 
+def test_the_chunk_kernel_compiled_by_inductor_gives_the_eager_numbers_in_bf16():
+    """The kernel as a GPU runs it: inductor's generated code (C++ here, Triton there), bf16 logits replaced in
+    place by their bf16 gradient, the softmax in fp32; the same numbers as eager, to bf16's rounding."""
+    torch._dynamo.reset()
+    generator = torch.Generator().manual_seed(3)
+    logits = (4 * torch.randn(64, 301, generator=generator)).bfloat16()
+    target = torch.randint(0, 301, (64,), generator=generator)
+    target[::5] = -100
+    scale = (target != -100).float() / (target != -100).sum()
+    compiled = torch.compile(softmax_xent_grad, backend="inductor", dynamic=False)
+    got_loss, got_grad = compiled(logits.clone(), target, scale)
+    want_loss, want_grad = softmax_xent_grad(logits.clone(), target, scale)
+    assert got_grad.dtype == torch.bfloat16 and got_loss.dtype == torch.float32
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1.6e-2, atol=1e-5)  # bf16: 8 bits of mantissa
+
+
 TINY = {"gpt2": "tiny-gpt2", "bert": "tiny-bert", "llama": "llama-tiny", "modernbert": "modernbert-tiny"}
 
 
