@@ -447,6 +447,13 @@ def test_interrupted_run_publishes_nothing(tmp_path, tokenizer_dir, big_corpus, 
         assert proc.returncode == 130 and b"Traceback" not in err
         assert list(tmp_path.iterdir()) == []
     os.killpg(proc.pid, signal.SIGKILL) if _group_alive(proc.pid) else None
+    if sig == signal.SIGKILL:  # what it left holds disk: the next run on that output names it
+        left = sorted(p.name for p in tmp_path.glob("o_text_document.*.tmp-*"))
+        assert left and all(p.endswith(f".tmp-{proc.pid}") for p in left)
+        small = write_jsonl(tmp_path / "small.jsonl", ["Ein kurzer Satz.", "Noch einer."])
+        _, again = preprocess(tmp_path, "--input", small, name="o", tokenizer=tokenizer_dir)
+        assert f"{len(left)} temporary file(s) of an interrupted earlier run" in again.stderr, again.stderr
+        assert str(tmp_path / left[0]) in again.stderr
 
 
 def test_a_worker_killed_midway_ends_the_run_with_a_message(tmp_path, tokenizer_dir, big_corpus):

@@ -408,6 +408,13 @@ def _memmap(path: str, dtype: type, offset: int, count: int) -> np.ndarray:
     return np.memmap(path, dtype, "r", offset=offset, shape=(count,)).view(np.ndarray)
 
 
+def leftovers(prefix: str | os.PathLike) -> list[str]:
+    """Temporary files of a dataset's writer under ``prefix`` (``PREFIX.bin.tmp-PID`` and the rest): a run killed
+    with SIGKILL or a lost node leaves them, and nothing else removes them."""
+    return sorted(path for suffix in (".bin", ".idx", ".lengths", ".documents", ".meta.json")
+                  for path in glob.glob(glob.escape(f"{prefix}{suffix}") + ".tmp-*"))
+
+
 def _missing_message(path: str) -> str:
     leftovers = glob.glob(glob.escape(path) + ".tmp-*")
     if leftovers:

@@ -128,6 +128,7 @@ def preprocess(options: PreprocessOptions) -> Summary:
         raise PreprocessError(f"{existing[0]}.bin/.idx already exist: pass --overwrite to replace them, "
                               "or choose another --output-prefix.")
     Path(options.output_prefix).parent.mkdir(parents=True, exist_ok=True)
+    _mention_leftovers(prefixes.values())
     settings = EncodeSettings(tokenizer.to_json(), tuple(options.json_keys), options.split_sentences,
                               options.append_eod, tokenizer.specials.eod, dtype.name, options.normalization,
                               options.json_path, tokenizer.bos_id if options.append_eod else None,
@@ -155,6 +156,17 @@ def preprocess(options: PreprocessOptions) -> Summary:
             writer.finalize(replace=options.overwrite, meta=meta)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _mention_leftovers(prefixes) -> None:
+    """Say what killed runs left under these prefixes (they hold disk, often as much as the dataset): deleting them
+    here could pull a file from under a run still writing the same output on another node."""
+    found = [path for prefix in prefixes for path in indexed.leftovers(prefix)]
+    if found:
+        size = sum(os.path.getsize(path) for path in found if os.path.exists(path))
+        log.warning("%d temporary file(s) of an interrupted earlier run are here, %.1f MB: %s. Delete them unless "
+                    "another run is writing this output now", len(found), size / 1e6,
+                    ", ".join(found[:5]) + (", ..." if len(found) > 5 else ""))
 
 
 def _refuse_empty(summary: Summary, options: PreprocessOptions) -> None:
