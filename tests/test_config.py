@@ -113,6 +113,12 @@ def test_a_key_named_as_other_tools_name_it_gets_this_projects_name():
     for wanted in ("optim.schedule (did you mean optim.decay?", "train.max_steps (did you mean train.steps?",
                    "data.seq_length (did you mean data.seq_len?"):
         assert wanted in text, text
+    from pretrain.config.loading import build_section
+    from pretrain.pipeline.recipe import TrainSettings
+
+    problems: list[str] = []  # a pipeline recipe's train section shares the name, not the keys: no such hint there
+    build_section(TrainSettings, {"max_steps": 9}, "train", problems)
+    assert problems and "did you mean" not in problems[0], problems
 
 
 def test_validation_reports_batch_arithmetic_missing_data_and_ds_config(tmp_path, data):

@@ -113,3 +113,11 @@ def test_a_prefix_made_by_another_tokenizer_is_refused(llama_folder, llama3_styl
     preprocess(questions, llama3_style_tokenizer, tmp_path / "questions")
     report = evaluate(llama_folder, "--input", tmp_path / "questions_text_document", "--output", tmp_path / "q.json")
     assert report["total"]["documents"] == 50
+
+
+def test_a_run_dirs_refusal_names_the_runs_tokenizer(modernbert_run, llama3_style_tokenizer, documents_file, tmp_path,
+                                                     capsys):
+    """A run dir is scored through a temporary export: the fix names the run's tokenizer, not that folder."""
+    preprocess(documents_file, llama3_style_tokenizer, tmp_path / "other", "--append-eod")
+    code, err = exit_code(capsys, modernbert_run["run"], "--input", tmp_path / "other_text_document")
+    assert code == 2 and f"preprocess the data again with {modernbert_run['run'] / 'tokenizer'}." in err, err

@@ -144,7 +144,8 @@ def _check_end_of_document(prefix: str, model) -> None:
 
     indexed = IndexedDataset(prefix)
     backend = getattr(model.tokenizer, "backend_tokenizer", None)  # a fast tokenizer's tokenizers.Tokenizer
-    if backend is not None and (other := mismatch(indexed, backend, str(model.folder), "the model's tokenizer")):
+    tokenizer = model.run_dir / "tokenizer" if model.run_dir else model.folder  # not a run's temporary export
+    if backend is not None and (other := mismatch(indexed, backend, str(tokenizer), "the model's tokenizer")):
         raise EvalError(other)
     eod = model.end_of_document
     last = None if eod is None else foreign_end_token(indexed, eod)

@@ -91,7 +91,7 @@ def build_section(cls: type, values: dict, section: str, problems: list[str]):
     kwargs = {}
     for key, value in values.items():
         if key not in hints:
-            close = [ours] if (ours := NAMES_ELSEWHERE.get(f"{section}.{key}")) else \
+            close = [ours] if (ours := NAMES_ELSEWHERE.get(f"{section}.{key}")) in hints else \
                 difflib.get_close_matches(str(key), list(hints), n=1, cutoff=0.75)
             guess = f"did you mean {section}.{close[0]}? " if close else ""
             problems.append(f"unknown key {section}.{key} ({guess}keys: {', '.join(hints)})")

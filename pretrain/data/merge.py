@@ -11,7 +11,7 @@ from pathlib import Path
 from pretrain.corpus.sources import file_identity
 from pretrain.corpus.types import InputError
 from pretrain.data import indexed
-from pretrain.data.provenance import TokenizerRecord, meta_body, tokenizer_record
+from pretrain.data.provenance import TokenizerRecord, agree, meta_body, tokenizer_record
 
 SHARD_SUFFIX = re.compile(r"\.shard-(\d{5})-of-(\d{5})$")
 
@@ -92,14 +92,17 @@ def merge_datasets(prefixes: list[str], output_prefix: str, overwrite: bool = Fa
 
 
 def _one_tokenizer(datasets: list[indexed.IndexedDataset]) -> TokenizerRecord | None:
-    """The tokenizer every input was recorded with; None if one has no record (Megatron's data: it is merged, and
-    the result is not vouched for). Inputs recorded with two tokenizers are refused: an id would mean two tokens."""
+    """The tokenizer every input was recorded with (the largest load of it: ids past another load's are its added
+    special tokens); None if one has no record (Megatron's data: it is merged, and the result is not vouched
+    for). Inputs recorded with two tokenizers are refused: an id would mean two tokens."""
     recorded = [(d.prefix, r) for d in datasets if (r := tokenizer_record(d)) is not None]
     for prefix, record in recorded[1:]:
         first_prefix, first = recorded[0]
-        if (record.vocab_size, record.vocabulary) != (first.vocab_size, first.vocabulary):
+        if not agree(first, record):
             raise InputError(f"{first_prefix} and {prefix} were preprocessed with different tokenizers ({first.source}, "
                              f"{first.vocab_size:,} tokens, and {record.source}, {record.vocab_size:,} tokens): the same "
                              "id stands for other tokens in each. Preprocess them again with one tokenizer. Nothing "
                              "was merged.")
-    return recorded[0][1] if recorded and len(recorded) == len(datasets) else None
+    if not recorded or len(recorded) < len(datasets):
+        return None
+    return max((record for _, record in recorded), key=lambda record: record.vocab_size)

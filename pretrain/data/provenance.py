@@ -3,10 +3,13 @@
 A ``.bin``/``.idx`` pair holds ids and nothing says whose: a tokenizer trained again (same size, other
 corpus) and a dataset preprocessed before that pass every check on the ids, and the model learns noise.
 Each dataset this project writes therefore gets ``PREFIX.meta.json`` (Megatron-LM ignores it) with its
-counts and its tokenizer: the folder's path, its size, and a SHA-256 of its tokens in id order. A later
-load of the same tokenizer may add special tokens past the end (an MLM's ``[MASK]``); the ids the data
-can hold, the first ``vocab_size``, are what is compared. A dataset without the file (Megatron's, or
-older) or whose counts are not its ``.idx``'s (replaced by another tool) is simply not checked.
+counts and its tokenizer: the folder's path, its size, and SHA-256 digests of its tokens in id order.
+
+Two loads of one tokenizer may differ in size: a load adds the special tokens its model needs past the
+end (an MLM's ``[MASK]``), and a run saves its tokenizer with them. So two tokenizers are compared on the
+ids both have: whole, where the one checked has every recorded id, else block by block (256 ids each)
+up to the smaller size. A dataset without the file (Megatron's, or older) or whose counts are not its
+``.idx``'s (replaced by another tool) is simply not checked.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pretrain.data.indexed import IndexedDataset, meta_path
 
 log = logging.getLogger(__name__)
+BLOCK = 256  # ids per block digest: byte-level BPEs share their first 256-odd ids (specials and bytes), not more
 
 
 @dataclass(frozen=True)
@@ -29,21 +33,45 @@ class TokenizerRecord:
     vocab_size: int
     """Its number of ids, added tokens included, as preprocessing loaded it."""
     vocabulary: str
-    """SHA-256 of its first ``vocab_size`` tokens in id order: what the comparison is made on."""
+    """SHA-256 of its ``vocab_size`` tokens in id order."""
+    blocks: list[str]
+    """The first 16 hex digits of SHA-256 of each whole block of ``BLOCK`` ids: a tokenizer of another size is
+    compared on the blocks both have."""
 
 
-def vocabulary_digest(backend, size: int) -> str | None:
-    """SHA-256 of the tokens of ids ``0..size-1`` of a ``tokenizers.Tokenizer``; None if it has fewer ids."""
-    if backend.get_vocab_size(with_added_tokens=True) < size:
-        return None
-    tokens = [backend.id_to_token(i) for i in range(size)]
+def _tokens(backend, size: int) -> list[str | None]:
+    return [backend.id_to_token(i) for i in range(size)]
+
+
+def _digest(tokens: list[str | None]) -> str:
     return hashlib.sha256(json.dumps(tokens, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _blocks(tokens: list[str | None]) -> list[str]:
+    return [_digest(tokens[start:start + BLOCK])[:16] for start in range(0, len(tokens) - BLOCK + 1, BLOCK)]
 
 
 def record_of(tokenizer) -> TokenizerRecord:
     """The record of a LoadedTokenizer, for the datasets it writes."""
-    size = tokenizer.vocab_size
-    return TokenizerRecord(tokenizer.source, size, vocabulary_digest(tokenizer.backend, size))
+    tokens = _tokens(tokenizer.backend, tokenizer.vocab_size)
+    return TokenizerRecord(tokenizer.source, len(tokens), _digest(tokens), _blocks(tokens))
+
+
+def same_ids(record: TokenizerRecord, backend) -> bool:
+    """Do the ids ``record`` and the ``tokenizers.Tokenizer`` both have stand for the same tokens?"""
+    size = backend.get_vocab_size(with_added_tokens=True)
+    if size >= record.vocab_size:
+        return _digest(_tokens(backend, record.vocab_size)) == record.vocabulary
+    whole = size // BLOCK
+    return _blocks(_tokens(backend, whole * BLOCK)) == record.blocks[:whole]
+
+
+def agree(one: TokenizerRecord, other: TokenizerRecord) -> bool:
+    """The same for two records (two datasets to merge)."""
+    if one.vocab_size == other.vocab_size:
+        return one.vocabulary == other.vocabulary
+    whole = min(one.vocab_size, other.vocab_size) // BLOCK
+    return one.blocks[:whole] == other.blocks[:whole]
 
 
 def meta_body(record: TokenizerRecord | None) -> dict | None:
@@ -76,10 +104,7 @@ def mismatch(dataset: IndexedDataset, backend, source: str, name: str) -> str | 
     """Why ``dataset`` was not made by the tokenizer ``backend`` (loaded from ``source``, called ``name`` in the
     message), with the fix; None when it was, or when nothing was recorded."""
     record = tokenizer_record(dataset)
-    if record is None:
-        return None
-    digest = vocabulary_digest(backend, record.vocab_size)
-    if digest is None or digest == record.vocabulary:  # fewer ids: the data's own checks name any id past them
+    if record is None or same_ids(record, backend):
         return None
     same_place = os.path.abspath(os.path.expanduser(record.source)) == os.path.abspath(os.path.expanduser(source))
     return (f"{dataset.prefix} was preprocessed with another tokenizer than {name} {source}: the same ids stand for "
