@@ -352,14 +352,28 @@ def _damage(tmp_path, kind: str):
     return folder, folder
 
 
-@pytest.mark.parametrize("kind", ["cut parquet", "damaged parquet", "cut datasets folder", "datasets folder less a file"])
+@pytest.mark.parametrize("kind", ["cut parquet", "cut datasets folder", "datasets folder less a file"])
 def test_a_damaged_table_is_named_not_a_traceback(tmp_path, tokenizer_dir, kind):
-    """pyarrow's errors from deep inside are bad input that names the file, even with --skip-bad-input."""
+    """pyarrow's errors from deep inside are bad input that names the file; a table that cannot be opened at all
+    stops the run even with --skip-bad-input (no row of it can be read)."""
     given, named = _damage(tmp_path, kind)
     _, proc = preprocess(tmp_path, "--input", given, "--skip-bad-input", tokenizer=tokenizer_dir, check=False)
     assert proc.returncode == 2 and f"error: {named}" in proc.stderr, proc.stderr[-2000:]
-    assert ("damaged or truncated" if "cut" in kind or "damaged" in kind else "is missing") in proc.stderr
+    assert ("damaged or truncated" if "cut" in kind else "is missing") in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_damaged_row_group_stops_the_run_or_is_left_out_and_said(tmp_path, tokenizer_dir):
+    """A page in the middle of a parquet file overwritten (its footer reads): the run stops naming the file and its
+    rows; with --skip-bad-input the other row groups are kept, and the summary says which rows were left out."""
+    given, _ = _damage(tmp_path, "damaged parquet")  # 3 row groups of 1,000 rows, the middle one damaged
+    _, proc = preprocess(tmp_path, "--input", given, tokenizer=tokenizer_dir, check=False)
+    assert proc.returncode == 2 and f"error: {given}: the parquet file is damaged or truncated (rows 1,001-2,000" in \
+        proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    prefix, proc = preprocess(tmp_path, "--input", given, "--skip-bad-input", tokenizer=tokenizer_dir)
+    assert f"truncated (kept its complete records): {given}, rows 1,001-2,000 left out" in proc.stdout, proc.stdout
+    kept = IndexedDataset(f"{prefix}_text_document")
+    assert kept.num_documents == 2000
 
 
 def test_existing_output_and_bad_tokenizer(tmp_path, tokenizer_dir, small_corpus):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from pretrain.corpus import dumps, records
@@ -191,11 +191,13 @@ def file_identity(path: str) -> object:
 
 def plan_chunks(plan: list[tuple[InputFile, int, int]], text_mode: str, chunk_bytes: int, keys: Sequence[str],
                 json_path: JsonPath | None, skip_bad_input: bool, truncated: list[str]) -> Iterator[Chunk]:
-    """The chunks of each (file, start, end) of ``plan``. A file that ends early stops the run (InputError: the
-    file, where, the fix) or, with ``skip_bad_input``, gives its complete records and is added to ``truncated``."""
+    """The chunks of each (file, start, end) of ``plan``. A file that ends early, or a table's row group that cannot
+    be read, stops the run (InputError: the file, where, the fix) or, with ``skip_bad_input``, the file gives its
+    complete records and is added to ``truncated`` (a table: with the rows left out)."""
+    damaged = truncated.append if skip_bad_input else None
     for file, start, end in plan:
         try:
-            yield from read_chunks(file, start, end, text_mode, chunk_bytes, keys, json_path)
+            yield from read_chunks(file, start, end, text_mode, chunk_bytes, keys, json_path, damaged)
         except TruncatedFile as exc:
             if not skip_bad_input:
                 raise InputError(exc.explain()) from None
@@ -204,10 +206,10 @@ def plan_chunks(plan: list[tuple[InputFile, int, int]], text_mode: str, chunk_by
 
 
 def read_chunks(file: InputFile, start: int, end: int, text_mode: str, chunk_bytes: int, keys: Sequence[str],
-                json_path: JsonPath | None = None) -> Iterator[Chunk]:
-    """Chunks of the records of ``file`` that start in ``[start, end)``."""
+                json_path: JsonPath | None = None, damaged: Callable[[str], None] | None = None) -> Iterator[Chunk]:
+    """Chunks of the records of ``file`` that start in ``[start, end)`` (``damaged``: see ``table_chunks``)."""
     if file.format in ("parquet", "arrow"):
-        yield from table_chunks(file, start, end, chunk_bytes, keys)
+        yield from table_chunks(file, start, end, chunk_bytes, keys, damaged)
         return
     if file.format in ("mediawiki", "namuwiki"):
         wrong = [key for key in keys if key not in MARKUP_KEYS]

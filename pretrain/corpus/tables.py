@@ -14,8 +14,13 @@ from pretrain.corpus.types import Chunk, InputError, InputFile
 T = TypeVar("T")
 
 
-def table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: Sequence[str]) -> Iterator[Chunk]:
-    names, loaders, weights = _readable(file, "opening it", lambda: table_batches(file, keys))
+def table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: Sequence[str],
+                 damaged: Callable[[str], None] | None = None) -> Iterator[Chunk]:
+    """Chunks of the row groups (record batches) whose start falls in ``[start, end)``. A row group that cannot be
+    read stops the run (InputError naming the file and the rows), or, given ``damaged``, is left out and said to
+    it ("FILE, rows A-B left out: ..."), and the run goes on with the next (a parquet file's footer says where
+    each starts)."""
+    names, loaders, weights, counts = _readable(file, "opening it", lambda: table_batches(file, keys))
     missing = [key for key in keys if key not in names]
     if missing:
         raise InputError(
@@ -23,17 +28,24 @@ def table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: 
         )
     total = sum(weights) or 1
     row, seen = 1, 0
-    for load, weight in zip(loaders, weights):
+    for load, weight, count in zip(loaders, weights, counts):
         begin = file.size * seen // total
         seen += weight
-        batch = _readable(file, f"reading after row {row - 1}" if row > 1 else "reading its first rows", load)
-        if start <= begin < end and batch.num_rows:
+        if start <= begin < end and count:  # another shard's row groups are not even read
+            try:
+                batch = _readable(file, f"rows {row:,}-{row + count - 1:,}", load)
+            except InputError as exc:
+                if damaged is None:
+                    raise
+                damaged(f"{file.path}, rows {row:,}-{row + count - 1:,} left out: {str(exc).split(': ', 1)[1]}")
+                row += count
+                continue
             share = file.size * seen // total - begin
             rows_per_chunk = max(1, int(batch.num_rows * chunk_bytes / max(batch.nbytes, 1)))
             for offset in range(0, batch.num_rows, rows_per_chunk):
                 piece = batch.slice(offset, rows_per_chunk)
                 yield Chunk(file.path, row + offset, "table", piece, share * piece.num_rows // batch.num_rows)
-        row += batch.num_rows
+        row += count
 
 
 def _readable(file: InputFile, where: str, read: Callable[[], T]) -> T:
@@ -48,7 +60,7 @@ def _readable(file: InputFile, where: str, read: Callable[[], T]) -> T:
 
 
 def table_batches(file: InputFile, keys: Sequence[str]):
-    """Column names, lazy loaders of record batches holding ``keys``, and the batches' weights."""
+    """Column names, lazy loaders of record batches holding ``keys``, the batches' weights and their rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -64,7 +76,8 @@ def table_batches(file: InputFile, keys: Sequence[str]):
 
         weights = [sum(meta.row_group(g).column(c).total_compressed_size for c in range(meta.num_columns))
                    for g in range(meta.num_row_groups)]
-        return names, [lambda g=g: load(g) for g in range(meta.num_row_groups)], weights
+        return (names, [lambda g=g: load(g) for g in range(meta.num_row_groups)], weights,
+                [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
     source = pa.memory_map(file.path)
     try:
         batches = list(pa.ipc.open_stream(source))
@@ -74,4 +87,4 @@ def table_batches(file: InputFile, keys: Sequence[str]):
     names = batches[0].schema.names if batches else []
     columns = [key for key in keys if key in names]
     selected = [pa.RecordBatch.from_arrays([b.column(k) for k in columns], names=columns) for b in batches]
-    return names, [lambda b=b: b for b in selected], [b.nbytes for b in batches]
+    return names, [lambda b=b: b for b in selected], [b.nbytes for b in batches], [b.num_rows for b in batches]
