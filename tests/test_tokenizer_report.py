@@ -95,9 +95,13 @@ def test_report_on_real_text_with_the_shared_bpe(tmp_path, corpus_files, shared_
 
 def test_vocab_size_sweep(tmp_path, small_corpus):
     out = tmp_path / "sweep"
-    run_tool("train_tokenizer", "--input", small_corpus, "--output", out, "--vocab-sizes", "400,800,1600",
-             "--preset", "tiny-gpt2")
+    bad = tmp_path / "bad.jsonl"  # one record that is not JSON, skipped and counted as a single training run does
+    bad.write_text('{"text": "Ein Satz."}\n{"text": \n', encoding="utf-8")
+    printed = run_tool("train_tokenizer", "--input", small_corpus, bad, "--output", out, "--vocab-sizes",
+                       "400,800,1600", "--preset", "tiny-gpt2", "--skip-bad-input")
+    assert "Skipped as bad input: 1 (" in printed.stdout, printed.stdout
     result = json.loads((out / "sweep.json").read_text())
+    assert sum(result["skipped"].values()) == 1
     points = result["points"]
     assert [p["vocab_size"] for p in points] == [400, 800, 1600]
     for language in ("ko", "de"):

@@ -66,6 +66,7 @@ def sweep(options: TokenizerTrainingOptions, sizes: list[int], params_for: Param
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result = {"preset": preset, "sample_documents": stats.documents, "sample_mb": stats.text_bytes / 1e6,
+              "skipped": dict(stats.skipped), "truncated_files": stats.truncated_files,  # --skip-bad-input's counts
               "morphemes": options.morphemes, "kind": options.kind, "points": points, **recommend(points)}
     atomic_write_text(output / "sweep.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(output / "sweep.md", sweep_markdown(result))
@@ -88,7 +89,9 @@ def sweep_markdown(result: dict) -> str:
     share = any("embedding_share" in p for p in result["points"])
     lines = [f"# Vocabulary sizes ({result['kind']}{', morphemes ' + result['morphemes'] if result['morphemes'] else ''})",
              "", f"Sample: {result['sample_documents']:,} documents, {result['sample_mb']:.1f} MB; every "
-             f"{HOLD_OUT_EVERY}th document held out and measured.", "",
+             f"{HOLD_OUT_EVERY}th document held out and measured."
+             + "".join(f" Skipped as bad input: {n:,} ({reason})." for reason, n in result["skipped"].items())
+             + "".join(f" Truncated (kept its complete records): {path}." for path in result["truncated_files"]), "",
              "| size | " + " | ".join(f"tokens / word ({lang})" for lang in languages)
              + (f" | embedding share of {result['preset']}" if share else "") + " |",
              "|---:|" + "---:|" * (len(languages) + share)]
