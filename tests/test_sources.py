@@ -147,3 +147,25 @@ def test_shard_edges_inside_very_long_lines(tmp_path, mode):
     whole = read_all([str(path)], mode=mode, chunk=1 << 16)
     for shards in (2, 3, 7, 13):
         assert sum((read_all([str(path)], i, shards, mode, 1 << 16) for i in range(shards)), []) == whole
+
+
+def test_a_file_system_without_inode_numbers_names_files_by_their_resolved_path(tmp_path, monkeypatch):
+    """Some file systems (FUSE mounts, some network shares) report inode 0 for every file: (device, 0) would make
+    every input "the same file" and refuse them all; the resolved path tells them apart and still sees a link."""
+    import os
+
+    from pretrain.corpus.sources import file_identity
+
+    one, two = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    one.write_text("{}\n")
+    two.write_text("{}\n")
+    (tmp_path / "link.jsonl").symlink_to(one)
+    real_stat = os.stat
+
+    def without_inodes(path, *args, **kwargs):
+        result = real_stat(path, *args, **kwargs)
+        return os.stat_result((result.st_mode, 0, *tuple(result)[2:]))
+
+    monkeypatch.setattr(os, "stat", without_inodes)
+    assert file_identity(str(one)) != file_identity(str(two))
+    assert file_identity(str(tmp_path / "link.jsonl")) == file_identity(str(one)) == file_identity(f"{tmp_path}/./a.jsonl")
