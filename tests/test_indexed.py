@@ -206,3 +206,15 @@ def test_inspect_decodes_a_document_and_names_ids_from_another_tokenizer(tmp_pat
                        check=False)
     assert refused.returncode == 2 and "holds id 70000, beyond the" in refused.stderr and "another tokenizer" in \
         refused.stderr
+
+
+def test_a_merge_widens_uint16_ids_of_the_same_tokenizer_to_int32(tmp_path):
+    """A tokenizer just under 65,500 ids writes uint16; its run's saved copy, with special tokens added past
+    65,500, writes int32: their data merges into int32, every id kept (it was refused as two tokenizers')."""
+    from pretrain.data.merge import merge_datasets
+
+    narrow = write(tmp_path / "narrow", [[[1, 65499, 7]], [[2, 3]]], dtype=np.uint16)
+    wide = write(tmp_path / "wide", [[[65502, 4]]], dtype=np.int32)
+    merged = merge_datasets([narrow.prefix, wide.prefix], str(tmp_path / "merged"))
+    assert merged.dtype == np.int32 and merged.num_documents == 3
+    assert [merged.document(k).tolist() for k in range(3)] == [[1, 65499, 7], [2, 3], [65502, 4]]

@@ -125,3 +125,30 @@ def test_loads_of_one_tokenizer_with_other_special_tokens_are_the_same_tokenizer
     made_by_a = IndexedDataset(_preprocess(tmp_path / "c", small_corpus, tokenizer_dir))
     assert smaller.vocab_size < tokenizer_record(made_by_a).vocab_size
     assert "another tokenizer" in mismatch(made_by_a, smaller.backend, smaller.source, "data.tokenizer")
+
+
+def test_tokenizers_that_differ_only_in_their_added_tokens_are_told_apart(tmp_path, tokenizer_dir, small_corpus):
+    """Chat or domain tokens added to one base tokenizer, other ones in each copy: the ids past the last whole
+    256-id block are compared token by token, so the datasets neither merge nor train with the other copy."""
+    import shutil
+
+    from tokenizers import Tokenizer
+
+    from pretrain.tokenization import load_tokenizer
+
+    copies = {}
+    for name, added in (("chatml", ["<|im_start|>", "<|im_end|>"]), ("roles", ["<|user|>", "<|assistant|>", "<|x|>"])):
+        folder = tmp_path / name
+        shutil.copytree(tokenizer_dir, folder)
+        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        backend.add_special_tokens(added)
+        backend.save(str(folder / "tokenizer.json"))
+        copies[name] = folder
+    chatml, roles = (load_tokenizer(copies[name]) for name in ("chatml", "roles"))
+    assert chatml.vocab_size < roles.vocab_size and chatml.vocab_size // 256 == roles.vocab_size // 256
+    a = IndexedDataset(_preprocess(tmp_path / "a", small_corpus, copies["chatml"]))
+    b = IndexedDataset(_preprocess(tmp_path / "b", small_corpus, copies["roles"]))
+    assert "another tokenizer" in mismatch(b, chatml.backend, chatml.source, "data.tokenizer")
+    assert "another tokenizer" in mismatch(a, roles.backend, roles.source, "data.tokenizer")
+    refused = run_tool("merge_datasets", "--input", a.prefix, b.prefix, "--output-prefix", tmp_path / "m", check=False)
+    assert refused.returncode == 2 and "different tokenizers" in refused.stderr

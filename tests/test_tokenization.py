@@ -356,6 +356,21 @@ def test_roles_append_after_the_vocabulary_and_never_renumber(trained, request, 
         assert lean.encode([LITERALS]) == full.encode([LITERALS])
 
 
+def test_a_role_added_to_a_vocabulary_with_a_hole_is_refused(tmp_path):
+    """A vocab.txt with a line repeated leaves an id without a token, and counts one token fewer than its ids: a
+    [MASK] added to it would take the id of its last token. Refused with the cause, where a role must be added."""
+    from pretrain.tokenization.loading import TokenizerError
+
+    folder = tmp_path / "wordpiece"
+    folder.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", *[f"w{i}" for i in range(40)], "the", "zzzq"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    lean = load_tokenizer(folder)  # nothing to add: its ids are as the file gives them, its size past the highest
+    assert lean.backend.token_to_id("zzzq") == len(words) - 1 == lean.vocab_size - 1
+    with pytest.raises(TokenizerError, match="a line repeated in its vocab.txt"):
+        load_tokenizer(folder, ROLES)
+
+
 def test_a_run_keeps_the_roles_its_first_launch_saved(llama3_style_tokenizer, tmp_path):
     """A resumed launch loads data.tokenizer with its family's roles and those RUN_DIR/tokenizer names: a causal
     LM's run begun when every load added all six keeps their ids and its vocabulary."""

@@ -128,14 +128,18 @@ class IndexedDatasetWriter:
         self.add_documents(tokens, [len(a) for a in arrays], [len(arrays)])
 
     def add_dataset(self, other: IndexedDataset) -> None:
-        """Append a whole dataset by streaming copies (used to merge shards)."""
-        if other.dtype != self.dtype:
+        """Append a whole dataset by streaming copies (used to merge shards); ids of a narrower type are widened
+        (a tokenizer just under 65,500 ids wrote uint16, its run's copy with special tokens added int32)."""
+        if other.dtype != self.dtype and not np.can_cast(other.dtype, self.dtype, "safe"):
             raise IndexFormatError(
-                f"{other.prefix} holds {other.dtype} tokens but the merged dataset is {self.dtype}: "
-                "merge only shards made with the same tokenizer"
+                f"{other.prefix} holds {other.dtype} tokens, which do not fit the merged dataset's {self.dtype}"
             )
-        with open(bin_path(other.prefix), "rb") as source:
-            shutil.copyfileobj(source, self._bin, 1 << 24)
+        if other.dtype == self.dtype:
+            with open(bin_path(other.prefix), "rb") as source:
+                shutil.copyfileobj(source, self._bin, 1 << 24)
+        else:
+            for start in range(0, other.num_tokens, 1 << 22):
+                self._bin.write(other.tokens(start, min(start + (1 << 22), other.num_tokens)).astype(self.dtype).data)
         for start in range(0, other.num_sequences, _CHUNK):
             self._lengths.write(np.ascontiguousarray(other.sequence_lengths[start : start + _CHUNK]).data)
         doc = other.document_indices

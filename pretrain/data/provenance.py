@@ -3,12 +3,13 @@
 A ``.bin``/``.idx`` pair holds ids and nothing says whose: a tokenizer trained again (same size, other
 corpus) and a dataset preprocessed before that pass every check on the ids, and the model learns noise.
 Each dataset this project writes therefore gets ``PREFIX.meta.json`` (Megatron-LM ignores it) with its
-counts and its tokenizer: the folder's path, its size, and SHA-256 digests of its tokens in id order.
+counts and its tokenizer: the folder's path, its size, SHA-256 digests of its tokens in id order (blocks of
+256 ids), and the tokens past the last whole block as they are.
 
 Two loads of one tokenizer may differ in size: a load adds the special tokens its model needs past the
 end (an MLM's ``[MASK]``), and a run saves its tokenizer with them. So two tokenizers are compared on the
-ids both have: whole, where the one checked has every recorded id, else block by block (256 ids each)
-up to the smaller size. A dataset without the file (Megatron's, or older) or whose counts are not its
+ids both have: block by block, then token by token past the last whole block (where chat and special
+tokens are). A dataset without the file (Megatron's, or older) or whose counts are not its
 ``.idx``'s (replaced by another tool) is simply not checked.
 """
 
@@ -33,10 +34,11 @@ class TokenizerRecord:
     vocab_size: int
     """Its number of ids, added tokens included, as preprocessing loaded it."""
     vocabulary: str
-    """SHA-256 of its ``vocab_size`` tokens in id order."""
+    """SHA-256 of its ``vocab_size`` tokens in id order (shown by inspect_dataset)."""
     blocks: list[str]
-    """The first 16 hex digits of SHA-256 of each whole block of ``BLOCK`` ids: a tokenizer of another size is
-    compared on the blocks both have."""
+    """The first 16 hex digits of SHA-256 of each whole block of ``BLOCK`` ids."""
+    tail: list[str | None]
+    """The tokens past the last whole block, as they are: where added tokens (specials, chat tokens) live."""
 
 
 def _tokens(backend, size: int) -> list[str | None]:
@@ -51,27 +53,36 @@ def _blocks(tokens: list[str | None]) -> list[str]:
     return [_digest(tokens[start:start + BLOCK])[:16] for start in range(0, len(tokens) - BLOCK + 1, BLOCK)]
 
 
+def _as_record(source: str, tokens: list[str | None]) -> TokenizerRecord:
+    whole = len(tokens) // BLOCK * BLOCK
+    return TokenizerRecord(source, len(tokens), _digest(tokens), _blocks(tokens), tokens[whole:])
+
+
 def record_of(tokenizer) -> TokenizerRecord:
     """The record of a LoadedTokenizer, for the datasets it writes."""
-    tokens = _tokens(tokenizer.backend, tokenizer.vocab_size)
-    return TokenizerRecord(tokenizer.source, len(tokens), _digest(tokens), _blocks(tokens))
+    return _as_record(tokenizer.source, _tokens(tokenizer.backend, tokenizer.vocab_size))
+
+
+def agree(one: TokenizerRecord, other: TokenizerRecord) -> bool:
+    """Do the ids both records have stand for the same tokens? Whole blocks by their digests; the ids past the
+    last whole block the two share, token by token where both records list them (each lists its own tail: a
+    remainder inside the larger one's whole blocks, under 256 ids of its base vocabulary, is not compared)."""
+    shared = min(one.vocab_size, other.vocab_size)
+    whole = shared // BLOCK
+    if one.blocks[:whole] != other.blocks[:whole]:
+        return False
+    start, tails = whole * BLOCK, []
+    for record in (one, other):
+        if record.vocab_size // BLOCK != whole:  # the remainder lies inside one of its whole blocks
+            return True
+        tails.append(record.tail[: shared - start])
+    return tails[0] == tails[1]
 
 
 def same_ids(record: TokenizerRecord, backend) -> bool:
     """Do the ids ``record`` and the ``tokenizers.Tokenizer`` both have stand for the same tokens?"""
-    size = backend.get_vocab_size(with_added_tokens=True)
-    if size >= record.vocab_size:
-        return _digest(_tokens(backend, record.vocab_size)) == record.vocabulary
-    whole = size // BLOCK
-    return _blocks(_tokens(backend, whole * BLOCK)) == record.blocks[:whole]
-
-
-def agree(one: TokenizerRecord, other: TokenizerRecord) -> bool:
-    """The same for two records (two datasets to merge)."""
-    if one.vocab_size == other.vocab_size:
-        return one.vocabulary == other.vocabulary
-    whole = min(one.vocab_size, other.vocab_size) // BLOCK
-    return one.blocks[:whole] == other.blocks[:whole]
+    size = min(backend.get_vocab_size(with_added_tokens=True), record.vocab_size)
+    return agree(record, _as_record("", _tokens(backend, size)))
 
 
 def meta_body(record: TokenizerRecord | None) -> dict | None:

@@ -60,8 +60,12 @@ class LoadedTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        """Number of ids, added tokens included (the model's embedding needs at least this many)."""
-        return self.backend.get_vocab_size(with_added_tokens=True)
+        """Number of ids, added tokens included (the model's embedding needs at least this many): one past the
+        highest id, which is more than the tokens where the vocabulary has a hole (a vocab.txt line repeated)."""
+        size = self.backend.get_vocab_size(with_added_tokens=True)
+        while self.backend.id_to_token(size) is not None:
+            size += 1
+        return size
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]

@@ -108,6 +108,8 @@ def resolve_specials(backend, family: str, declared: dict[str, str], roles=("eod
                 continue
             token = DEFAULTS.get(family, DEFAULTS["sentencepiece"])[role]
         if token not in registered:
+            if token not in vocab:
+                _check_room_for_a_new_id(backend, vocab, token)
             backend.add_special_tokens([AddedToken(token, special=True, normalized=False)])
             registered.add(token)
             if token not in vocab:
@@ -116,3 +118,17 @@ def resolve_specials(backend, family: str, declared: dict[str, str], roles=("eod
         specials.tokens[role] = token
         specials.ids[role] = vocab[token]
     return specials
+
+
+def _check_room_for_a_new_id(backend, vocab: dict[str, int], token: str) -> None:
+    """A vocabulary with an id no token has (a vocab.txt with a line repeated: the token keeps its last line's id)
+    counts fewer tokens than its highest id: ``tokenizers`` would give a new token an id a real token has."""
+    highest = max(vocab.values(), default=-1)
+    if highest + 1 > len(vocab):
+        from pretrain.tokenization.loading import TokenizerError
+
+        missing = next(i for i in range(highest + 1) if backend.id_to_token(i) is None)
+        raise TokenizerError(f"the tokenizer's ids run to {highest} but it has {len(vocab)} tokens (no token has id "
+                             f"{missing}: a line repeated in its vocab.txt?), so the {token!r} a model needs would "
+                             "get the id of a token it already has. Remove the repeated line, or add the token to the "
+                             "vocabulary yourself.")
