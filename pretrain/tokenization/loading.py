@@ -28,6 +28,7 @@ from pretrain.tokenization.specials import (
     HF_NAMES,
     ROLES,
     SpecialTokens,
+    TokenizerError,
     config_token,
     resolve_specials,
 )
@@ -39,10 +40,6 @@ CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 CARRIED_KEYS = ("chat_template", "padding_side")  # a release's tokenizer_config.json settings that its users rely on
 MORPHEMES_FILE = "morphemes.json"  # written by --morphemes training: the analyzer and the morpheme-start ids
 WHOLE_WORD_UNITS = ("eojeol", "morpheme")
-
-
-class TokenizerError(ValueError):
-    """A tokenizer path or name that cannot be loaded; the message says what to do."""
 
 
 @dataclass

@@ -51,6 +51,10 @@ HF_CONFIG_KEYS = {"eod": "eos_token", "pad": "pad_token", "cls": "cls_token", "s
                   "mask": "mask_token", "unk": "unk_token"}
 
 
+class TokenizerError(ValueError):
+    """A tokenizer path or name that cannot be loaded; the message says what to do."""
+
+
 @dataclass
 class SpecialTokens:
     """The token string and id of each role found or added, and the roles that had to be added."""
@@ -125,8 +129,6 @@ def _check_room_for_a_new_id(backend, vocab: dict[str, int], token: str) -> None
     counts fewer tokens than its highest id: ``tokenizers`` would give a new token an id a real token has."""
     highest = max(vocab.values(), default=-1)
     if highest + 1 > len(vocab):
-        from pretrain.tokenization.loading import TokenizerError
-
         missing = next(i for i in range(highest + 1) if backend.id_to_token(i) is None)
         raise TokenizerError(f"the tokenizer's ids run to {highest} but it has {len(vocab)} tokens (no token has id "
                              f"{missing}: a line repeated in its vocab.txt?), so the {token!r} a model needs would "
