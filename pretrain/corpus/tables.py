@@ -37,7 +37,7 @@ def table_chunks(file: InputFile, start: int, end: int, chunk_bytes: int, keys: 
             except InputError as exc:
                 if damaged is None:
                     raise
-                damaged(f"{file.path}, rows {row:,}-{row + count - 1:,} left out: {str(exc).split(': ', 1)[1]}")
+                damaged(f"{file.path}, rows {row:,}-{row + count - 1:,} left out: {str(exc).removeprefix(f'{file.path}: ')}")
                 row += count
                 continue
             share = file.size * seen // total - begin

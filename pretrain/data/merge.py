@@ -8,8 +8,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
-
 from pretrain.corpus.sources import file_identity
 from pretrain.corpus.types import InputError
 from pretrain.data import indexed
@@ -80,11 +78,7 @@ def merge_datasets(prefixes: list[str], output_prefix: str, overwrite: bool = Fa
     if not sum(d.num_documents for d in datasets):  # every shard empty: what a single run refuses to publish
         raise InputError(f"the inputs ({', '.join(prefixes[:3])}{', ...' if len(prefixes) > 3 else ''}) hold no "
                          "document: check their runs' summaries (skipped records, --json-keys). Nothing was merged.")
-    widest = max((d.dtype for d in datasets), key=lambda dtype: dtype.itemsize)
-    unfit = [d for d in datasets if not np.can_cast(d.dtype, widest, "safe")]
-    if unfit:
-        raise InputError(f"{unfit[0].prefix} holds {unfit[0].dtype} tokens, which do not fit {widest}: these inputs were "
-                         "not made by one tokenizer. Nothing was merged.")
+    widest = max((d.dtype for d in datasets), key=lambda dtype: dtype.itemsize)  # add_dataset widens the others
     Path(output_prefix).parent.mkdir(parents=True, exist_ok=True)  # as preprocessing does for its prefix
     record = _one_tokenizer(datasets)
     with indexed.IndexedDatasetWriter(output_prefix, widest) as writer:

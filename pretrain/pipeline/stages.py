@@ -322,12 +322,11 @@ def plan_train(recipe: Recipe, layout: Layout) -> StagePlan:
 
 
 def _newest_checkpoint_step(layout: Layout) -> int | None:
-    from pretrain.checkpoint import step_of
+    """The step of the checkpoint a relaunch resumes from (the newest complete one), None without one."""
+    from pretrain.checkpoint import latest_complete, step_of
 
-    try:
-        return step_of((layout.run / "checkpoints" / "latest").read_text().strip())
-    except (OSError, ValueError):
-        return None
+    tag = latest_complete(layout.run / "checkpoints")
+    return None if tag is None else step_of(tag)
 
 
 def train_incomplete(layout: Layout) -> str | None:
